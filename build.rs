@@ -1,0 +1,22 @@
+//! Compiles `proto/deckhand/v1/*.proto` into the `deckhand.v1` module, with a descriptor
+//! set for gRPC server reflection.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = [
+        "proto/deckhand/v1/common.proto",
+        "proto/deckhand/v1/agent.proto",
+        "proto/deckhand/v1/manager.proto",
+        "proto/deckhand/v1/cluster.proto",
+    ];
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("deckhand_descriptor.bin"))
+        .type_attribute(".", "#[derive(serde::Serialize)]")
+        .compile_protos(&protos, &["proto"])?;
+    for p in protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    Ok(())
+}

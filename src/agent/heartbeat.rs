@@ -1,0 +1,200 @@
+//! Heartbeats to the manager: every `agent/heartbeat_interval`, and at once when the
+//! config or the set of managers changes.
+//!
+//! Managers are found under `nodes/managers/` (watched). The agent reports to one of them
+//! and fails over to the next on error; it logs one line per change of link state, not per
+//! failed attempt. Without any manager it keeps collecting status and waits.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use super::status::{Snapshot, StatusCollector};
+use crate::cluster::{ManagerRecord, Mirror};
+use crate::config::ClusterConfig;
+use crate::rpc::channel;
+use crate::rpc::pb::manager_service_client::ManagerServiceClient;
+use crate::rpc::pb::{AgentIdentity, HeartbeatRequest};
+
+/// Inputs and outputs of the heartbeat task.
+pub struct Heartbeat {
+    pub identity: AgentIdentity,
+    pub config: watch::Receiver<Arc<ClusterConfig>>,
+    pub config_loaded: watch::Receiver<bool>,
+    pub managers: watch::Receiver<Mirror>,
+    pub collector: StatusCollector,
+    /// The latest snapshot, for `GetInfo`.
+    pub snapshot: watch::Sender<Arc<Snapshot>>,
+    /// The manager currently reported to (address), for `GetInfo`.
+    pub current_manager: watch::Sender<String>,
+}
+
+impl Heartbeat {
+    pub async fn run(mut self, stop: CancellationToken) {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = self.config_loaded.wait_for(|l| *l) => if r.is_err() { return },
+        }
+        let mut period = self.config.borrow().heartbeat_interval;
+        let mut ticker = ticker(period, Instant::now());
+        let mut links = Links::default();
+        links.update(&self.managers.borrow_and_update());
+        let mut sequence = 0u64;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ticker.tick() => {}
+                r = self.config.changed() => {
+                    if r.is_err() { return }
+                    let new = self.config.borrow().heartbeat_interval;
+                    if new != period {
+                        period = new;
+                        ticker = ticker_after(period);
+                    }
+                }
+                r = self.managers.changed() => {
+                    if r.is_err() { return }
+                    links.update(&self.managers.borrow_and_update());
+                }
+            }
+            let cfg = self.config.borrow_and_update().clone();
+            let snap = self.collector.collect(&cfg).await;
+            self.identity.region = cfg.region.clone();
+            self.identity.scaling_group = cfg.scaling_group.clone();
+            let req = HeartbeatRequest {
+                agent: Some(self.identity.clone()),
+                host: Some(snap.host.clone()),
+                gpus: Some(snap.gpus.clone()),
+                slots: Some(snap.slots.clone()),
+                heartbeat_interval_ms: period.as_millis() as u64,
+                sequence: sequence + 1,
+            };
+            self.snapshot.send_replace(Arc::new(snap));
+            let timeout = period.clamp(Duration::from_millis(500), Duration::from_secs(5));
+            if let Some(addr) = links.send(req, timeout).await {
+                sequence += 1;
+                self.current_manager.send_if_modified(|cur| {
+                    let changed = *cur != addr;
+                    *cur = addr;
+                    changed
+                });
+            }
+        }
+    }
+}
+
+fn ticker(period: Duration, start: Instant) -> Interval {
+    let mut t = interval_at(start, period);
+    t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    t
+}
+
+fn ticker_after(period: Duration) -> Interval {
+    ticker(period, Instant::now() + period)
+}
+
+#[derive(Debug, PartialEq)]
+enum LinkState {
+    Unknown,
+    NoManager,
+    Up(String),
+    Down,
+}
+
+/// The registered managers and the one currently used.
+struct Links {
+    managers: Vec<(String, String)>,
+    current: usize,
+    clients: HashMap<String, ManagerServiceClient<Channel>>,
+    state: LinkState,
+}
+
+impl Default for Links {
+    fn default() -> Self {
+        Self {
+            managers: Vec::new(),
+            current: 0,
+            clients: HashMap::new(),
+            state: LinkState::Unknown,
+        }
+    }
+}
+
+impl Links {
+    fn update(&mut self, mirror: &Mirror) {
+        let before = self.managers.get(self.current).cloned();
+        self.managers = mirror
+            .kvs
+            .iter()
+            .filter_map(|(id, v)| {
+                serde_json::from_str::<ManagerRecord>(v)
+                    .ok()
+                    .map(|r| (id.clone(), r.address))
+            })
+            .collect();
+        self.current = before
+            .and_then(|b| self.managers.iter().position(|m| *m == b))
+            .unwrap_or(0);
+        self.clients
+            .retain(|addr, _| self.managers.iter().any(|(_, a)| a == addr));
+    }
+
+    /// Sends to the current manager, failing over through the others; returns the address
+    /// that accepted the heartbeat.
+    async fn send(&mut self, req: HeartbeatRequest, timeout: Duration) -> Option<String> {
+        if self.managers.is_empty() {
+            if self.state != LinkState::NoManager {
+                tracing::info!("no manager registered in this namespace yet; waiting for one");
+                self.state = LinkState::NoManager;
+            }
+            return None;
+        }
+        let n = self.managers.len();
+        for attempt in 0..n {
+            let idx = (self.current + attempt) % n;
+            let (id, addr) = self.managers[idx].clone();
+            let client = match self.clients.get(&addr) {
+                Some(c) => c.clone(),
+                None => match channel(&addr, timeout) {
+                    Ok(ch) => {
+                        let c = ManagerServiceClient::new(ch);
+                        self.clients.insert(addr.clone(), c.clone());
+                        c
+                    }
+                    Err(e) => {
+                        tracing::warn!(manager = %id, "bad manager address: {e}");
+                        continue;
+                    }
+                },
+            };
+            let mut client = client;
+            match client.heartbeat(req.clone()).await {
+                Ok(_) => {
+                    self.current = idx;
+                    if self.state != LinkState::Up(addr.clone()) {
+                        tracing::info!(manager = %id, address = %addr, "reporting to manager");
+                        self.state = LinkState::Up(addr.clone());
+                    }
+                    return Some(addr);
+                }
+                Err(status) => {
+                    // Logged when the link in use breaks, not on every retry.
+                    if self.state == LinkState::Up(addr.clone()) {
+                        tracing::warn!(manager = %id, address = %addr, "heartbeat failed: {}", status.message());
+                        self.state = LinkState::Unknown;
+                    }
+                }
+            }
+        }
+        if self.state != LinkState::Down {
+            tracing::warn!(managers = n, "no manager reachable; retrying at every heartbeat");
+            self.state = LinkState::Down;
+        }
+        None
+    }
+}

@@ -1,0 +1,238 @@
+//! The node daemon, `deckhand agent`.
+//!
+//! Wiring, in start order: the gRPC listener is bound first (a taken port fails at once),
+//! then one etcd [`Session`] registers the agent and mirrors its config layers and the
+//! manager list; the [`settings`] task turns the layers into a [`ClusterConfig`]; the
+//! [`heartbeat`] task reports to a manager; the gRPC server answers `AgentService`. Every
+//! task is owned by one [`Tasks`] set and stopped on SIGINT/SIGTERM.
+
+pub mod heartbeat;
+pub mod service;
+pub mod settings;
+pub mod status;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+use crate::cluster::keys::validate_name;
+use crate::cluster::{AgentRecord, EtcdOptions, Keys, Owner, Registration, Session, SessionError};
+use crate::config::ClusterConfig;
+use crate::host::HostSampler;
+use crate::rpc::pb::agent_service_server::AgentServiceServer;
+use crate::rpc::pb::AgentIdentity;
+use crate::rpc::{self, ServeError};
+use crate::shutdown::{self, Tasks};
+
+use heartbeat::Heartbeat;
+use service::AgentRpc;
+use status::{Snapshot, StatusCollector};
+
+/// Resolved local options of `deckhand agent`.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub etcd: EtcdOptions,
+    pub namespace: String,
+    pub agent_id: String,
+    pub scratch_root: PathBuf,
+    pub rpc_listen_addr: String,
+    /// The address registered for the manager; derived from the listener when absent.
+    pub advertise_addr: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    InvalidOption(String),
+    #[error("cannot create scratch root {path}: {source}")]
+    ScratchRoot {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Rpc(#[from] ServeError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+}
+
+/// The address peers should dial: the listener's, with an unspecified IP replaced by the
+/// hostname.
+pub fn advertised(listen: SocketAddr, explicit: Option<&str>) -> String {
+    match explicit {
+        Some(a) => a.to_string(),
+        None if listen.ip().is_unspecified() => {
+            format!("{}:{}", crate::host::hostname(), listen.port())
+        }
+        None => listen.to_string(),
+    }
+}
+
+/// Runs the agent until a signal or a fatal error.
+pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
+    validate_name("namespace", &opts.namespace).map_err(AgentError::InvalidOption)?;
+    validate_name("agent id", &opts.agent_id).map_err(AgentError::InvalidOption)?;
+    std::fs::create_dir_all(&opts.scratch_root).map_err(|source| AgentError::ScratchRoot {
+        path: opts.scratch_root.clone(),
+        source,
+    })?;
+    let span = tracing::info_span!("agent", agent_id = %opts.agent_id, namespace = %opts.namespace);
+
+    let bound = rpc::bind(&opts.rpc_listen_addr).await?;
+    let address = advertised(bound.local_addr, opts.advertise_addr.as_deref());
+    let owner = Owner::current();
+    let started = chrono::Utc::now();
+    let keys = Keys::new(&opts.namespace);
+    let defaults = ClusterConfig::default();
+
+    let identity = AgentIdentity {
+        agent_id: opts.agent_id.clone(),
+        namespace: opts.namespace.clone(),
+        address: address.clone(),
+        version: crate::VERSION.into(),
+        arch: std::env::consts::ARCH.into(),
+        region: defaults.region.clone(),
+        scaling_group: defaults.scaling_group.clone(),
+        started_at_ms: started.timestamp_millis(),
+        instance_id: owner.instance_id.clone(),
+        hostname: owner.hostname.clone(),
+    };
+    let base = AgentRecord {
+        id: identity.agent_id.clone(),
+        address: address.clone(),
+        version: crate::VERSION.into(),
+        arch: identity.arch.clone(),
+        started_at: started.to_rfc3339(),
+        started_at_ms: identity.started_at_ms,
+        region: String::new(),
+        scaling_group: String::new(),
+        owner: owner.clone(),
+    };
+    let record = move |cfg: &ClusterConfig| AgentRecord {
+        region: cfg.region.clone(),
+        scaling_group: cfg.scaling_group.clone(),
+        ..base.clone()
+    };
+    let to_json = |r: AgentRecord| serde_json::to_string(&r).unwrap_or_default();
+    let (value_tx, value_rx) = watch::channel(to_json(record(&defaults)));
+    let (ttl_tx, ttl_rx) = watch::channel(defaults.lease_ttl);
+    let mut session = Session::new(
+        opts.etcd.clone(),
+        Registration {
+            what: format!("agent id `{}` in namespace `{}`", opts.agent_id, opts.namespace),
+            key: keys.agent(&opts.agent_id),
+            owner: owner.clone(),
+            value: value_rx,
+            ttl: ttl_rx,
+        },
+    );
+    let global = settings::Source {
+        etcd_prefix: keys.config(),
+        mirror: session.mirror(keys.config()),
+    };
+    let local = settings::Source {
+        etcd_prefix: keys.agent_config(&opts.agent_id),
+        mirror: session.mirror(keys.agent_config(&opts.agent_id)),
+    };
+    let managers = session.mirror(keys.managers());
+
+    let tasks = Tasks::new();
+    let (fatal_tx, mut fatal_rx) = mpsc::channel::<AgentError>(4);
+    let (cfg_tx, cfg_rx) = watch::channel(Arc::new(defaults));
+    let (loaded_tx, loaded_rx) = watch::channel(false);
+    let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
+    let (mgr_tx, mgr_rx) = watch::channel(String::new());
+
+    tasks.spawn(
+        "config",
+        settings::run(global, local, cfg_tx, loaded_tx, tasks.token()).instrument(span.clone()),
+    );
+    {
+        // Region, scaling group and lease TTL come from the config: keep the registration
+        // in step with it.
+        let mut cfg_rx = cfg_rx.clone();
+        let stop = tasks.token();
+        tasks.spawn(
+            "registration-values",
+            async move {
+                loop {
+                    let cfg = cfg_rx.borrow_and_update().clone();
+                    value_tx.send_if_modified(|v| {
+                        let next = to_json(record(&cfg));
+                        let changed = *v != next;
+                        *v = next;
+                        changed
+                    });
+                    ttl_tx.send_if_modified(|t| std::mem::replace(t, cfg.lease_ttl) != cfg.lease_ttl);
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        r = cfg_rx.changed() => if r.is_err() { return },
+                    }
+                }
+            }
+            .instrument(span.clone()),
+        );
+    }
+    {
+        let stop = tasks.token();
+        let fatal = fatal_tx.clone();
+        tasks.spawn(
+            "etcd-session",
+            async move {
+                if let Err(e) = session.run(stop).await {
+                    let _ = fatal.send(e.into()).await;
+                }
+            }
+            .instrument(span.clone()),
+        );
+    }
+    tasks.spawn(
+        "heartbeat",
+        Heartbeat {
+            identity: identity.clone(),
+            config: cfg_rx.clone(),
+            config_loaded: loaded_rx,
+            managers,
+            collector: StatusCollector::new(HostSampler::new(&opts.scratch_root)),
+            snapshot: snap_tx,
+            current_manager: mgr_tx,
+        }
+        .run(tasks.token())
+        .instrument(span.clone()),
+    );
+    {
+        let svc = AgentRpc {
+            identity,
+            config: cfg_rx,
+            snapshot: snap_rx,
+            current_manager: mgr_rx,
+        };
+        let routes = tonic::service::Routes::new(AgentServiceServer::new(svc));
+        let stop = tasks.token();
+        let fatal = fatal_tx.clone();
+        tasks.spawn(
+            "grpc",
+            async move {
+                let names = ["deckhand.v1.AgentService"];
+                if let Err(e) = rpc::serve(bound, routes, &names, stop).await {
+                    let _ = fatal.send(e.into()).await;
+                }
+            }
+            .instrument(span.clone()),
+        );
+    }
+    span.in_scope(|| tracing::info!(address = %address, version = crate::VERSION, "agent started"));
+
+    let outcome = tokio::select! {
+        _ = shutdown::signal() => {
+            span.in_scope(|| tracing::info!("signal received; shutting down"));
+            Ok(())
+        }
+        Some(e) = fatal_rx.recv() => Err(e),
+    };
+    tasks.shutdown();
+    tasks.wait().await;
+    outcome
+}

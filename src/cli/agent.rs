@@ -1,0 +1,74 @@
+//! `deckhand agent`: flags of the node daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::common::EtcdArgs;
+use crate::agent::{self, AgentOptions};
+
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+
+    /// Directory holding the kernels' scratch homes (created if missing).
+    #[arg(long, env = "DECKHAND_SCRATCH_ROOT", default_value = "/var/cache/scratches")]
+    pub scratch_root: PathBuf,
+
+    /// Address the agent's gRPC service listens on.
+    #[arg(long, env = "DECKHAND_RPC_LISTEN_ADDR", default_value = "0.0.0.0:6001")]
+    pub rpc_listen_addr: String,
+
+    /// Address registered for the manager to dial [default: the listen address, with
+    /// 0.0.0.0 replaced by the hostname].
+    #[arg(long, env = "DECKHAND_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
+
+    /// This agent's id in the namespace [default: the hostname].
+    #[arg(long, env = "DECKHAND_AGENT_ID")]
+    pub agent_id: Option<String>,
+
+    /// Print the resolved options (after flags, environment and --config) and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+impl AgentArgs {
+    pub fn options(&self) -> AgentOptions {
+        AgentOptions {
+            etcd: self.etcd.options(),
+            namespace: self.etcd.namespace.clone(),
+            agent_id: self
+                .agent_id
+                .clone()
+                .unwrap_or_else(crate::host::hostname),
+            scratch_root: self.scratch_root.clone(),
+            rpc_listen_addr: self.rpc_listen_addr.clone(),
+            advertise_addr: self.advertise_addr.clone(),
+        }
+    }
+}
+
+pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    let opts = args.options();
+    if args.print_config {
+        let mut t = toml::Table::new();
+        t.insert("etcd-addr".into(), opts.etcd.endpoints.clone().into());
+        t.insert("namespace".into(), opts.namespace.clone().into());
+        t.insert("agent-id".into(), opts.agent_id.clone().into());
+        t.insert("scratch-root".into(), opts.scratch_root.display().to_string().into());
+        t.insert("rpc-listen-addr".into(), opts.rpc_listen_addr.clone().into());
+        if let Some(a) = &opts.advertise_addr {
+            t.insert("advertise-addr".into(), a.clone().into());
+        }
+        if let Some(u) = &opts.etcd.user {
+            t.insert("etcd-user".into(), u.clone().into());
+        }
+        print!("{}", toml::to_string(&t)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    agent::run(opts).await?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,190 @@
+//! `deckhand config put|get|set|unset`: the namespace's cluster settings in etcd.
+//!
+//! Everything written is validated first against the schema; one bad key or value refuses
+//! the whole write, naming every problem, and nothing is written.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use etcd_client::{DeleteOptions, GetOptions, Txn, TxnOp};
+
+use super::common::EtcdArgs;
+use super::output::print_json;
+use crate::cluster::keys::validate_name;
+use crate::config::schema;
+use crate::config::tree::{self, FlatTree};
+
+/// etcd refuses transactions with more operations than this by default.
+const MAX_TXN_OPS: usize = 128;
+
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArgs {
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+
+    /// Work on this agent's overrides (`nodes/agents/<ID>/config/`) instead of the
+    /// cluster-wide settings.
+    #[arg(long, global = true, env = "DECKHAND_CONFIG_AGENT", value_name = "ID")]
+    pub agent: Option<String>,
+
+    #[command(subcommand)]
+    pub action: ConfigAction,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ConfigAction {
+    /// Replace the settings with a TOML file (validated first; `--merge` keeps keys the
+    /// file does not mention).
+    Put {
+        file: PathBuf,
+        #[arg(long)]
+        merge: bool,
+    },
+    /// Print the settings (or the sub-tree or value at KEY, like `agent/heartbeat_interval`).
+    Get {
+        key: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set one setting.
+    Set { key: String, value: String },
+    /// Remove one setting (or a whole sub-tree).
+    Unset { key: String },
+    /// List every known setting with its meaning.
+    Keys,
+}
+
+pub async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
+    if let ConfigAction::Keys = args.action {
+        for k in schema::KEYS {
+            println!("{:<32} {}", k.pattern, k.help);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let keys = args.etcd.keys()?;
+    let prefix = match &args.agent {
+        Some(id) => {
+            validate_name("--agent", id).map_err(anyhow::Error::msg)?;
+            keys.agent_config(id)
+        }
+        None => keys.config(),
+    };
+    match args.action {
+        ConfigAction::Put { file, merge } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let table: toml::Table =
+                toml::from_str(&text).with_context(|| format!("{} is not valid TOML", file.display()))?;
+            let flat = tree::flatten(&table)?;
+            refuse_invalid(&flat)?;
+            let mut ops = Vec::new();
+            if !merge {
+                ops.push(TxnOp::delete(prefix.clone(), Some(DeleteOptions::new().with_prefix())));
+            }
+            ops.extend(flat.iter().map(|(k, v)| TxnOp::put(format!("{prefix}{k}"), v.clone(), None)));
+            if ops.len() > MAX_TXN_OPS {
+                bail!(
+                    "{} settings are more than one etcd transaction takes ({MAX_TXN_OPS}); split the file and use --merge",
+                    flat.len()
+                );
+            }
+            let mut client = args.etcd.connect().await?;
+            client.txn(Txn::new().and_then(ops)).await.context("writing settings to etcd")?;
+            eprintln!("wrote {} settings under {prefix}", flat.len());
+        }
+        ConfigAction::Set { key, value } => {
+            let key = key.trim_matches('/').to_string();
+            schema::validate(&key, &value)?;
+            let mut client = args.etcd.connect().await?;
+            client
+                .put(format!("{prefix}{key}"), value, None)
+                .await
+                .context("writing the setting to etcd")?;
+        }
+        ConfigAction::Unset { key } => {
+            let key = key.trim_matches('/');
+            let mut client = args.etcd.connect().await?;
+            let exact = client.delete(format!("{prefix}{key}"), None).await?.deleted();
+            let under = client
+                .delete(format!("{prefix}{key}/"), Some(DeleteOptions::new().with_prefix()))
+                .await?
+                .deleted();
+            if exact + under == 0 {
+                bail!("`{key}` is not set under {prefix}");
+            }
+        }
+        ConfigAction::Get { key, json } => {
+            let mut client = args.etcd.connect().await?;
+            let resp = client
+                .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+                .await
+                .context("reading settings from etcd")?;
+            let mut flat = FlatTree::new();
+            for kv in resp.kvs() {
+                if let (Ok(k), Ok(v)) = (kv.key_str(), kv.value_str()) {
+                    flat.insert(k[prefix.len()..].to_string(), v.to_string());
+                }
+            }
+            print_tree(&flat, key.as_deref(), json)?;
+        }
+        ConfigAction::Keys => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Validates every key; lists all problems at once.
+fn refuse_invalid(flat: &FlatTree) -> anyhow::Result<()> {
+    let problems: Vec<String> = flat
+        .iter()
+        .filter_map(|(k, v)| schema::validate(k, v).err().map(|e| e.to_string()))
+        .collect();
+    if !problems.is_empty() {
+        bail!("nothing written; {} problem(s):\n  {}", problems.len(), problems.join("\n  "));
+    }
+    Ok(())
+}
+
+fn print_tree(flat: &FlatTree, key: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let Some(key) = key.map(|k| k.trim_matches('/')) else {
+        let table = tree::unflatten(flat);
+        if json {
+            return print_json(&table);
+        }
+        print!("{}", toml::to_string(&table)?);
+        return Ok(());
+    };
+    if let Some(v) = flat.get(key) {
+        if json {
+            return print_json(&schema::typed_value(key, v));
+        }
+        println!("{v}");
+        return Ok(());
+    }
+    let sub = tree::subtree(flat, key);
+    if sub.is_empty() {
+        bail!("`{key}` is not set");
+    }
+    let mut table = tree::unflatten(&sub);
+    for seg in key.split('/') {
+        table = match table.remove(seg) {
+            Some(toml::Value::Table(t)) => t,
+            Some(toml::Value::Array(a)) => {
+                if json {
+                    return print_json(&a);
+                }
+                let mut wrap = toml::Table::new();
+                wrap.insert(seg.into(), toml::Value::Array(a));
+                print!("{}", toml::to_string(&wrap)?);
+                return Ok(());
+            }
+            _ => bail!("`{key}` is not set"),
+        };
+    }
+    if json {
+        return print_json(&table);
+    }
+    print!("{}", toml::to_string(&table)?);
+    Ok(())
+}

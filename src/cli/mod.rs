@@ -1,0 +1,123 @@
+//! The `deckhand` command line: one binary with the agent, the manager and the operator
+//! commands as subcommands. Every flag can also come from a `DECKHAND_*` environment
+//! variable or from the TOML file given with `--config`; precedence is
+//! flag > environment > file > default ([`layered`]).
+
+pub mod agent;
+pub mod common;
+pub mod config;
+pub mod host;
+pub mod layered;
+pub mod manager;
+pub mod nodes;
+pub mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// deckhand: a small, fast cluster worker agent (etcd-configured, gRPC-driven).
+#[derive(Debug, Parser)]
+#[command(name = "deckhand", version, propagate_version = true)]
+pub struct Cli {
+    /// TOML file with default flag values (keys are long flag names, e.g. `etcd-addr`).
+    /// Flags and DECKHAND_* variables win over it.
+    #[arg(long, global = true, env = "DECKHAND_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log filter in tracing's EnvFilter syntax: `info`, `warn`, `deckhand=debug`.
+    #[arg(long, global = true, env = "DECKHAND_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Log line format.
+    #[arg(long, global = true, env = "DECKHAND_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the node daemon: register in etcd, report to a manager, run kernels.
+    Agent(agent::AgentArgs),
+    /// Run the reference manager: agent table, placement, forwarding.
+    Manager(manager::ManagerArgs),
+    /// Read and write the namespace's cluster settings in etcd.
+    Config(config::ConfigArgs),
+    /// List the agents of the namespace, as the manager sees them.
+    Nodes(nodes::NodesArgs),
+    /// Show this host's status and GPU inventory (no etcd or manager needed).
+    Host(host::HostArgs),
+}
+
+/// Parses the command line (with its file layer), sets up logging and runs the command.
+pub fn main() -> ExitCode {
+    let cli = match layered::parse() {
+        Ok(cli) => cli,
+        Err(layered::ParseError::Clap(e)) => e.exit(),
+        Err(layered::ParseError::File(msg)) => {
+            eprintln!("error: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&cli.log, cli.log_format);
+    let daemon = matches!(cli.command, Command::Agent(_) | Command::Manager(_));
+    let runtime = if daemon {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(8)
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Agent(a) => agent::run(a).await,
+            Command::Manager(m) => manager::run(m).await,
+            Command::Config(c) => config::run(c).await,
+            Command::Nodes(n) => nodes::run(n).await,
+            Command::Host(h) => host::run(h).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|e| {
+        eprintln!("warning: bad --log filter `{filter}` ({e}); using `info`");
+        EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,137 @@
+//! `deckhand nodes`: the namespace's agents as the manager sees them.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use serde::Serialize;
+
+use super::common::ManagerArgs;
+use super::output::{ago, bytes, print_json};
+use crate::rpc::pb::{AgentState, AgentSummary, GpuDevice, HostStatus, ListAgentsRequest, ResourceSlots};
+
+#[derive(Debug, Clone, Args)]
+pub struct NodesArgs {
+    #[command(flatten)]
+    pub target: ManagerArgs,
+
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One agent in `nodes --json`.
+#[derive(Debug, Serialize)]
+pub struct NodeView {
+    pub id: String,
+    pub address: String,
+    pub state: &'static str,
+    pub last_seen_ms: i64,
+    pub version: String,
+    pub region: String,
+    pub scaling_group: String,
+    pub heartbeat_interval_ms: u64,
+    pub heartbeats_received: u64,
+    pub host: Option<HostStatus>,
+    pub slots: Option<ResourceSlots>,
+    pub gpus: Vec<GpuDevice>,
+}
+
+/// `ALIVE`, `LOST`, …
+pub fn state_name(s: AgentState) -> &'static str {
+    match s {
+        AgentState::Unspecified => "UNKNOWN",
+        AgentState::Registered => "REGISTERED",
+        AgentState::Alive => "ALIVE",
+        AgentState::Lost => "LOST",
+        AgentState::Gone => "GONE",
+    }
+}
+
+impl From<AgentSummary> for NodeView {
+    fn from(a: AgentSummary) -> Self {
+        let state = state_name(a.state());
+        let id = a.identity.unwrap_or_default();
+        Self {
+            id: id.agent_id,
+            address: id.address,
+            state,
+            last_seen_ms: a.last_seen_ms,
+            version: id.version,
+            region: id.region,
+            scaling_group: id.scaling_group,
+            heartbeat_interval_ms: a.heartbeat_interval_ms,
+            heartbeats_received: a.heartbeats_received,
+            host: a.host,
+            slots: a.slots,
+            gpus: a.gpus.map(|g| g.devices).unwrap_or_default(),
+        }
+    }
+}
+
+pub async fn run(args: NodesArgs) -> anyhow::Result<ExitCode> {
+    let resp = args
+        .target
+        .call(|mut c| async move { c.list_agents(ListAgentsRequest {}).await.map(|r| r.into_inner()) })
+        .await?;
+    let nodes: Vec<NodeView> = resp.agents.into_iter().map(NodeView::from).collect();
+    if args.json {
+        print_json(&nodes)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(["ID", "ADDRESS", "STATE", "LAST SEEN", "CPU", "MEMORY", "FREE SLOTS", "GPUS"]);
+    for n in &nodes {
+        let (cpu, mem) = n
+            .host
+            .as_ref()
+            .map(|h| {
+                (
+                    format!("{:.0}% of {}", h.cpu_usage_percent, h.cpu_count),
+                    format!("{} / {}", bytes(h.memory_available_bytes), bytes(h.memory_total_bytes)),
+                )
+            })
+            .unwrap_or_default();
+        let slots = n
+            .slots
+            .as_ref()
+            .and_then(|s| Some((s.free.clone()?, s.total.clone()?)))
+            .map(|(f, t)| {
+                format!(
+                    "cpu {}/{}  mem {}  gpu {}/{}",
+                    f.cpu,
+                    t.cpu,
+                    bytes(f.memory_bytes),
+                    f.gpus,
+                    t.gpus
+                )
+            })
+            .unwrap_or_default();
+        let gpus = n
+            .gpus
+            .iter()
+            .map(|g| {
+                let util = g
+                    .gpu_utilization_percent
+                    .map(|u| format!(" {u}%"))
+                    .unwrap_or_default();
+                let fake = if g.fake { " (fake)" } else { "" };
+                format!("{} {}{util}{fake}", g.name, bytes(g.memory_total_bytes))
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        t.add_row([
+            n.id.clone(),
+            n.address.clone(),
+            n.state.to_string(),
+            ago(n.last_seen_ms),
+            cpu,
+            mem,
+            slots,
+            gpus,
+        ]);
+    }
+    println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,26 @@
+//! Small formatting helpers shared by the CLI's tables.
+
+use std::time::Duration;
+
+use bytesize::ByteSize;
+
+/// `16.0 GiB`.
+pub fn bytes(n: u64) -> String {
+    ByteSize::b(n).display().iec().to_string()
+}
+
+/// `3s ago`, `2m 5s ago`, `never` for 0.
+pub fn ago(unix_ms: i64) -> String {
+    if unix_ms <= 0 {
+        return "never".into();
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    let secs = ((now - unix_ms).max(0) / 1000) as u64;
+    format!("{} ago", humantime::format_duration(Duration::from_secs(secs)))
+}
+
+/// Prints `value` as pretty JSON.
+pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

@@ -1,0 +1,19 @@
+//! Cluster settings: the flattened TOML tree kept in etcd under `/deckhand/<ns>/config/`
+//! (and per agent under `nodes/agents/<id>/config/`), its schema, and the typed view the
+//! agent runs with.
+//!
+//! - [`tree`]: TOML ⇄ flat `a/b/c = "value"` keys.
+//! - [`schema`]: every known key, its kind and its validation.
+//! - [`cluster`]: the typed [`ClusterConfig`] built from a validated tree.
+//! - [`live`]: merging global and per-agent layers, keeping the last good value of a key
+//!   whose new value is malformed.
+
+pub mod cluster;
+pub mod live;
+pub mod schema;
+pub mod tree;
+
+pub use cluster::{ClusterConfig, FakeGpu};
+pub use live::LiveConfig;
+pub use schema::ConfigError;
+pub use tree::FlatTree;

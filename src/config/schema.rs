@@ -1,0 +1,335 @@
+//! Every cluster setting deckhand knows: its key pattern, kind and meaning.
+//!
+//! Keys are relative to `config/` (e.g. `agent/heartbeat_interval`); a `*` segment matches
+//! any one segment (`docker/fake_gpus/*/id`). `deckhand config set/put` refuse a key or
+//! value this schema rejects; the agent ignores such a value in etcd (keeping the last good
+//! one) and logs it once.
+
+use std::time::Duration;
+
+use toml::Value;
+
+/// A setting that cannot be used, with the key it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown setting `{key}`{hint}")]
+    Unknown { key: String, hint: String },
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+impl ConfigError {
+    pub fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The key the error is about.
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Unknown { key, .. } | Self::Invalid { key, .. } => key,
+        }
+    }
+}
+
+/// What a value must look like.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// `500ms`, `5s`, `2m` (humantime), within bounds.
+    Duration { min: Duration, max: Duration },
+    /// A byte size: `1024`, `512MiB`, `16GB`.
+    Bytes,
+    /// A decimal number within bounds.
+    Float { min: f64, max: f64 },
+    /// An integer within bounds.
+    Int { min: i64, max: i64 },
+    Bool,
+    /// Free text of at most 256 characters.
+    Text,
+    /// An absolute filesystem path.
+    AbsPath,
+    /// A GPU UUID: `GPU-<uuid>` or `<uuid>`.
+    GpuId,
+}
+
+/// One known setting.
+#[derive(Debug)]
+pub struct KeySpec {
+    pub pattern: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+}
+
+const fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// The known settings. Later features add their keys here.
+pub static KEYS: &[KeySpec] = &[
+    KeySpec {
+        pattern: "agent/heartbeat_interval",
+        kind: Kind::Duration {
+            min: Duration::from_millis(100),
+            max: secs(3600),
+        },
+        help: "how often agents report to the manager (default 5s); also sent at once on change",
+    },
+    KeySpec {
+        pattern: "agent/lease_ttl",
+        kind: Kind::Duration {
+            min: secs(2),
+            max: secs(3600),
+        },
+        help: "TTL of an agent's etcd registration lease (default 10s); applies to the next lease",
+    },
+    KeySpec {
+        pattern: "agent/region",
+        kind: Kind::Text,
+        help: "region reported in the registration and heartbeats",
+    },
+    KeySpec {
+        pattern: "agent/scaling_group",
+        kind: Kind::Text,
+        help: "scaling group reported in the registration and heartbeats (default `default`)",
+    },
+    KeySpec {
+        pattern: "resource/reserved_cpu",
+        kind: Kind::Float {
+            min: 0.0,
+            max: 4096.0,
+        },
+        help: "CPU cores kept back from kernels (default 0)",
+    },
+    KeySpec {
+        pattern: "resource/reserved_memory",
+        kind: Kind::Bytes,
+        help: "memory kept back from kernels, e.g. `1GiB` (default 0)",
+    },
+    KeySpec {
+        pattern: "resource/reserved_disk",
+        kind: Kind::Bytes,
+        help: "scratch disk kept back from kernels, e.g. `10GiB` (default 0)",
+    },
+    KeySpec {
+        pattern: "gpu/nvml_library",
+        kind: Kind::AbsPath,
+        help: "path of the NVML library to load (default: libnvidia-ml.so.1 from the loader path)",
+    },
+    KeySpec {
+        pattern: "docker/fake_gpus/*/id",
+        kind: Kind::GpuId,
+        help: "UUID of a fake GPU, `GPU-<uuid>` or `<uuid>`",
+    },
+    KeySpec {
+        pattern: "docker/fake_gpus/*/name",
+        kind: Kind::Text,
+        help: "model name of a fake GPU",
+    },
+    KeySpec {
+        pattern: "docker/fake_gpus/*/ram_total",
+        kind: Kind::Bytes,
+        help: "memory of a fake GPU, e.g. `16GiB`",
+    },
+];
+
+/// Collections (`docker/fake_gpus/`): a per-agent layer that sets any key under one of these
+/// prefixes replaces the whole global collection instead of merging entry by entry.
+pub fn collection_prefixes() -> impl Iterator<Item = String> {
+    KEYS.iter().filter_map(|k| {
+        k.pattern
+            .find("/*")
+            .map(|i| format!("{}/", &k.pattern[..i]))
+    })
+}
+
+fn matches(pattern: &str, key: &str) -> bool {
+    let mut p = pattern.split('/');
+    let mut k = key.split('/');
+    loop {
+        match (p.next(), k.next()) {
+            (None, None) => return true,
+            (Some("*"), Some(seg)) if !seg.is_empty() => {}
+            (Some(a), Some(b)) if a == b => {}
+            _ => return false,
+        }
+    }
+}
+
+/// The spec of `key`, or an error naming the key and nearby known keys.
+pub fn lookup(key: &str) -> Result<&'static KeySpec, ConfigError> {
+    if let Some(spec) = KEYS.iter().find(|s| matches(s.pattern, key)) {
+        return Ok(spec);
+    }
+    let section = key.split('/').next().unwrap_or_default();
+    let near: Vec<&str> = KEYS
+        .iter()
+        .map(|s| s.pattern)
+        .filter(|p| p.split('/').next() == Some(section))
+        .collect();
+    let hint = if near.is_empty() {
+        let sections: std::collections::BTreeSet<&str> =
+            KEYS.iter().filter_map(|s| s.pattern.split('/').next()).collect();
+        format!(
+            " (known sections: {})",
+            sections.into_iter().collect::<Vec<_>>().join(", ")
+        )
+    } else {
+        format!(" (known keys here: {})", near.join(", "))
+    };
+    Err(ConfigError::Unknown {
+        key: key.to_string(),
+        hint,
+    })
+}
+
+/// Checks that `key` is known and `value` fits its kind.
+pub fn validate(key: &str, value: &str) -> Result<(), ConfigError> {
+    let spec = lookup(key)?;
+    check_kind(spec.kind, value).map_err(|reason| ConfigError::invalid(key, reason))
+}
+
+fn check_kind(kind: Kind, value: &str) -> Result<(), String> {
+    match kind {
+        Kind::Duration { min, max } => {
+            let d = parse_duration(value)?;
+            if d < min || d > max {
+                return Err(format!(
+                    "`{value}` is out of range {}..{}",
+                    humantime::format_duration(min),
+                    humantime::format_duration(max)
+                ));
+            }
+        }
+        Kind::Bytes => {
+            parse_bytes(value)?;
+        }
+        Kind::Float { min, max } => {
+            let f: f64 = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{value}` is not a number"))?;
+            if !f.is_finite() || f < min || f > max {
+                return Err(format!("`{value}` is out of range {min}..{max}"));
+            }
+        }
+        Kind::Int { min, max } => {
+            let i: i64 = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{value}` is not an integer"))?;
+            if i < min || i > max {
+                return Err(format!("`{value}` is out of range {min}..{max}"));
+            }
+        }
+        Kind::Bool => {
+            parse_bool(value)?;
+        }
+        Kind::Text => {
+            if value.chars().count() > 256 || value.chars().any(char::is_control) {
+                return Err("expected at most 256 printable characters".into());
+            }
+        }
+        Kind::AbsPath => {
+            if !value.starts_with('/') || value.contains('\0') {
+                return Err(format!("`{value}` is not an absolute path"));
+            }
+        }
+        Kind::GpuId => {
+            normalize_gpu_id(value)?;
+        }
+    }
+    Ok(())
+}
+
+/// Parses `5s`, `500ms`, `1m 30s`.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value.trim()).map_err(|e| {
+        format!("`{value}` is not a duration ({e}); write it like `500ms`, `5s` or `2m`")
+    })
+}
+
+/// Parses `1024`, `512MiB`, `16 GB`.
+pub fn parse_bytes(value: &str) -> Result<u64, String> {
+    value
+        .trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|_| format!("`{value}` is not a size; write it like `512MiB` or `16GiB`"))
+}
+
+pub fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("`{value}` is not `true` or `false`")),
+    }
+}
+
+/// `GPU-<uuid>` or `<uuid>` → `GPU-<uuid>` (lower-case hex).
+pub fn normalize_gpu_id(value: &str) -> Result<String, String> {
+    let raw = value.trim();
+    let bare = raw.strip_prefix("GPU-").unwrap_or(raw);
+    uuid::Uuid::try_parse(bare)
+        .map(|u| format!("GPU-{}", u.hyphenated()))
+        .map_err(|_| format!("`{value}` is not a GPU id; write `GPU-<uuid>` or `<uuid>`"))
+}
+
+/// The TOML value for a raw string, typed by the schema (for `config get` output).
+pub fn typed_value(key: &str, raw: &str) -> Value {
+    match lookup(key).map(|s| s.kind) {
+        Ok(Kind::Int { .. }) => raw
+            .parse::<i64>()
+            .map(Value::Integer)
+            .unwrap_or_else(|_| Value::String(raw.into())),
+        Ok(Kind::Float { .. }) => raw
+            .parse::<f64>()
+            .map(Value::Float)
+            .unwrap_or_else(|_| Value::String(raw.into())),
+        Ok(Kind::Bool) => parse_bool(raw)
+            .map(Value::Boolean)
+            .unwrap_or_else(|_| Value::String(raw.into())),
+        _ => Value::String(raw.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_segments_match_one_segment() {
+        assert!(lookup("docker/fake_gpus/0/id").is_ok());
+        assert!(lookup("docker/fake_gpus/0/1/id").is_err());
+        assert!(lookup("docker/fake_gpus//id").is_err());
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key_and_the_known_neighbours() {
+        let err = validate("agent/heartbeat", "5s").unwrap_err().to_string();
+        assert!(err.contains("`agent/heartbeat`"), "{err}");
+        assert!(err.contains("agent/heartbeat_interval"), "{err}");
+    }
+
+    #[test]
+    fn values_are_checked_against_their_kind() {
+        assert!(validate("agent/heartbeat_interval", "2s").is_ok());
+        let err = validate("agent/heartbeat_interval", "banana").unwrap_err();
+        assert_eq!(err.key(), "agent/heartbeat_interval");
+        assert!(validate("agent/heartbeat_interval", "1ms").is_err());
+        assert!(validate("resource/reserved_memory", "1GiB").is_ok());
+        assert!(validate("resource/reserved_memory", "lots").is_err());
+        assert!(validate("resource/reserved_cpu", "-1").is_err());
+        assert!(validate("resource/reserved_cpu", "NaN").is_err());
+        assert!(validate("gpu/nvml_library", "lib.so").is_err());
+        assert!(validate("docker/fake_gpus/0/id", "GPU-not-a-uuid").is_err());
+    }
+
+    #[test]
+    fn gpu_ids_are_normalised_with_the_gpu_prefix() {
+        let id = "0d6d1a2a-1111-2222-3333-444455556666";
+        assert_eq!(normalize_gpu_id(id).unwrap(), format!("GPU-{id}"));
+        assert_eq!(normalize_gpu_id(&format!("GPU-{id}")).unwrap(), format!("GPU-{id}"));
+    }
+}

@@ -1,0 +1,145 @@
+//! The reference manager, `deckhand manager`: registers itself under
+//! `nodes/managers/<id>`, keeps an agent table from etcd registrations and heartbeats, and
+//! answers the CLI. Deliberately small: no users, quotas or database.
+
+pub mod service;
+pub mod table;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+use crate::agent::advertised;
+use crate::cluster::keys::validate_name;
+use crate::cluster::{EtcdOptions, Keys, ManagerRecord, Owner, Registration, Session, SessionError};
+use crate::rpc::pb::cluster_service_server::ClusterServiceServer;
+use crate::rpc::pb::manager_service_server::ManagerServiceServer;
+use crate::rpc::{self, ServeError};
+use crate::shutdown::{self, Tasks};
+
+use service::ManagerRpc;
+use table::AgentTable;
+
+/// Resolved options of `deckhand manager`.
+#[derive(Debug, Clone)]
+pub struct ManagerOptions {
+    pub etcd: EtcdOptions,
+    pub namespace: String,
+    pub manager_id: String,
+    pub listen: String,
+    pub advertise_addr: Option<String>,
+    /// How long a GONE agent stays listed.
+    pub gone_retention: Duration,
+    /// TTL of the manager's registration lease.
+    pub lease_ttl: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error("{0}")]
+    InvalidOption(String),
+    #[error(transparent)]
+    Rpc(#[from] ServeError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+}
+
+pub async fn run(opts: ManagerOptions) -> Result<(), ManagerError> {
+    validate_name("namespace", &opts.namespace).map_err(ManagerError::InvalidOption)?;
+    validate_name("manager id", &opts.manager_id).map_err(ManagerError::InvalidOption)?;
+    let span = tracing::info_span!("manager", manager_id = %opts.manager_id, namespace = %opts.namespace);
+    let bound = rpc::bind(&opts.listen).await?;
+    let address = advertised(bound.local_addr, opts.advertise_addr.as_deref());
+    let keys = Keys::new(&opts.namespace);
+    let owner = Owner::current();
+    let record = ManagerRecord {
+        id: opts.manager_id.clone(),
+        address: address.clone(),
+        version: crate::VERSION.into(),
+        started_at: chrono::Utc::now().to_rfc3339(),
+        owner: owner.clone(),
+    };
+    let (_value_tx, value_rx) = watch::channel(serde_json::to_string(&record).unwrap_or_default());
+    let (_ttl_tx, ttl_rx) = watch::channel(opts.lease_ttl);
+    let mut session = Session::new(
+        opts.etcd.clone(),
+        Registration {
+            what: format!("manager id `{}` in namespace `{}`", opts.manager_id, opts.namespace),
+            key: keys.manager(&opts.manager_id),
+            owner,
+            value: value_rx,
+            ttl: ttl_rx,
+        },
+    );
+    let mut agents = session.mirror(keys.agents());
+    let table = Arc::new(Mutex::new(AgentTable::new(opts.gone_retention)));
+
+    let tasks = Tasks::new();
+    let (fatal_tx, mut fatal_rx) = mpsc::channel::<ManagerError>(4);
+    {
+        let stop = tasks.token();
+        let fatal = fatal_tx.clone();
+        tasks.spawn(
+            "etcd-session",
+            async move {
+                if let Err(e) = session.run(stop).await {
+                    let _ = fatal.send(e.into()).await;
+                }
+            }
+            .instrument(span.clone()),
+        );
+    }
+    {
+        let table = table.clone();
+        let stop = tasks.token();
+        tasks.spawn(
+            "agent-registrations",
+            async move {
+                loop {
+                    let mirror = agents.borrow_and_update().clone();
+                    if mirror.loaded {
+                        if let Ok(mut t) = table.lock() {
+                            t.sync_registrations(&mirror, Instant::now());
+                        }
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        r = agents.changed() => if r.is_err() { return },
+                    }
+                }
+            }
+            .instrument(span.clone()),
+        );
+    }
+    {
+        let svc = ManagerRpc {
+            manager_id: opts.manager_id.clone(),
+            namespace: opts.namespace.clone(),
+            table,
+        };
+        let routes = tonic::service::Routes::new(ManagerServiceServer::new(svc.clone()))
+            .add_service(ClusterServiceServer::new(svc));
+        let stop = tasks.token();
+        let fatal = fatal_tx.clone();
+        tasks.spawn(
+            "grpc",
+            async move {
+                let names = ["deckhand.v1.ManagerService", "deckhand.v1.ClusterService"];
+                if let Err(e) = rpc::serve(bound, routes, &names, stop).await {
+                    let _ = fatal.send(e.into()).await;
+                }
+            }
+            .instrument(span.clone()),
+        );
+    }
+    span.in_scope(|| tracing::info!(address = %address, "manager started"));
+    let outcome = tokio::select! {
+        _ = shutdown::signal() => Ok(()),
+        Some(e) = fatal_rx.recv() => Err(e),
+    };
+    tasks.shutdown();
+    tasks.wait().await;
+    outcome
+}

@@ -1,0 +1,15 @@
+//! The gRPC surface: code generated from `proto/deckhand/v1`, plus the pieces both servers
+//! share (health, reflection, channels to peers).
+
+pub mod server;
+
+/// Generated messages and services of package `deckhand.v1`.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("deckhand.v1");
+
+    /// Encoded file descriptor set for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("deckhand_descriptor");
+}
+
+pub use server::{bind, channel, serve, Bound, ServeError};
