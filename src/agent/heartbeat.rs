@@ -40,6 +40,10 @@ impl Heartbeat {
             _ = stop.cancelled() => return,
             r = self.config_loaded.wait_for(|l| *l) => if r.is_err() { return },
         }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = self.managers.wait_for(|m| m.loaded) => if r.is_err() { return },
+        }
         let mut period = self.config.borrow().heartbeat_interval;
         let mut ticker = ticker(period, Instant::now());
         let mut links = Links::default();

@@ -118,6 +118,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let to_json = |r: AgentRecord| serde_json::to_string(&r).unwrap_or_default();
     let (value_tx, value_rx) = watch::channel(to_json(record(&defaults)));
     let (ttl_tx, ttl_rx) = watch::channel(defaults.lease_ttl);
+    let (ready_tx, ready_rx) = watch::channel(false);
     let mut session = Session::new(
         opts.etcd.clone(),
         Registration {
@@ -126,6 +127,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
             owner: owner.clone(),
             value: value_rx,
             ttl: ttl_rx,
+            ready: ready_rx,
         },
     );
     let global = settings::Source {
@@ -142,6 +144,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let (fatal_tx, mut fatal_rx) = mpsc::channel::<AgentError>(4);
     let (cfg_tx, cfg_rx) = watch::channel(Arc::new(defaults));
     let (loaded_tx, loaded_rx) = watch::channel(false);
+    let mut loaded_for_registration = loaded_rx.clone();
     let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
     let (mgr_tx, mgr_rx) = watch::channel(String::new());
 
@@ -166,9 +169,14 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
                         changed
                     });
                     ttl_tx.send_if_modified(|t| std::mem::replace(t, cfg.lease_ttl) != cfg.lease_ttl);
+                    // `loaded` is set after the first loaded config was published, so the
+                    // values above already come from etcd when registration may proceed.
+                    let loaded = *loaded_for_registration.borrow_and_update();
+                    ready_tx.send_if_modified(|r| !std::mem::replace(r, loaded) && loaded);
                     tokio::select! {
                         _ = stop.cancelled() => return,
                         r = cfg_rx.changed() => if r.is_err() { return },
+                        r = loaded_for_registration.changed() => if r.is_err() { return },
                     }
                 }
             }

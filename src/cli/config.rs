@@ -79,9 +79,21 @@ pub async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
                 toml::from_str(&text).with_context(|| format!("{} is not valid TOML", file.display()))?;
             let flat = tree::flatten(&table)?;
             refuse_invalid(&flat)?;
+            let mut client = args.etcd.connect().await?;
             let mut ops = Vec::new();
             if !merge {
-                ops.push(TxnOp::delete(prefix.clone(), Some(DeleteOptions::new().with_prefix())));
+                // etcd refuses a delete-range overlapping a put in one transaction: delete
+                // the keys the file no longer has, one by one.
+                let existing = client
+                    .get(prefix.clone(), Some(GetOptions::new().with_prefix().with_keys_only()))
+                    .await
+                    .context("reading current settings from etcd")?;
+                for kv in existing.kvs() {
+                    let key = kv.key_str().unwrap_or_default();
+                    if !flat.contains_key(&key[prefix.len().min(key.len())..]) {
+                        ops.push(TxnOp::delete(key.to_string(), None));
+                    }
+                }
             }
             ops.extend(flat.iter().map(|(k, v)| TxnOp::put(format!("{prefix}{k}"), v.clone(), None)));
             if ops.len() > MAX_TXN_OPS {
@@ -90,7 +102,6 @@ pub async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
                     flat.len()
                 );
             }
-            let mut client = args.etcd.connect().await?;
             client.txn(Txn::new().and_then(ops)).await.context("writing settings to etcd")?;
             eprintln!("wrote {} settings under {prefix}", flat.len());
         }

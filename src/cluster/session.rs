@@ -60,6 +60,9 @@ pub struct Registration {
     pub value: watch::Receiver<String>,
     /// Lease TTL; a change applies to the next lease.
     pub ttl: watch::Receiver<Duration>,
+    /// The session registers only once this is true, so a value and TTL that depend on
+    /// the watched config are computed from the loaded config, not from defaults.
+    pub ready: watch::Receiver<bool>,
 }
 
 /// The content of a watched prefix: keys relative to the prefix.
@@ -171,12 +174,19 @@ impl Session {
         on_up: &mut impl FnMut(&Session),
     ) -> Result<(), Failure> {
         let mut client = etcd::connect(&self.etcd).await?;
-        let lease = self.ensure_lease(&mut client).await?;
+        let mut events = self.load_and_watch(&mut client).await?;
+        // The registration's value and TTL may depend on what was just loaded.
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            r = self.registration.ready.wait_for(|r| *r) => if r.is_err() { return Ok(()) },
+        }
+        let (lease, ttl) = self.ensure_lease(&mut client).await?;
         let reg_rev = self.register(&mut client, lease, stop).await?;
-        let mut events = self.load_and_watch(&mut client, reg_rev).await?;
+        let opts = WatchOptions::new().with_start_revision(reg_rev + 1);
+        let own = client.watch(self.registration.key.clone(), Some(opts)).await?;
+        events.push(into_events(self.mirrors.len(), own));
         on_up(self);
 
-        let ttl = *self.registration.ttl.borrow();
         let (mut keeper, mut acks) = client.lease_keep_alive(lease).await?;
         let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(500)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -187,9 +197,12 @@ impl Session {
                     let _ = tokio::time::timeout(Duration::from_secs(1), revoke).await;
                     return Ok(());
                 }
-                _ = tick.tick() => keeper.keep_alive().await?,
+                _ = tick.tick() => {
+                    tracing::trace!(lease, "lease keep-alive sent");
+                    keeper.keep_alive().await?
+                }
                 ack = acks.message() => match ack? {
-                    Some(a) if a.ttl() > 0 => {}
+                    Some(a) if a.ttl() > 0 => tracing::trace!(lease, ttl = a.ttl(), "lease renewed"),
                     _ => {
                         self.lease = None;
                         return Err(Failure::Transient("registration lease expired".into()));
@@ -224,17 +237,19 @@ impl Session {
         }
     }
 
-    async fn ensure_lease(&mut self, client: &mut Client) -> Result<i64, Failure> {
+    /// The previous lease if etcd still has it, else a new one; with its granted TTL,
+    /// which paces the keep-alives.
+    async fn ensure_lease(&mut self, client: &mut Client) -> Result<(i64, Duration), Failure> {
         if let Some(id) = self.lease {
-            let alive = client.lease_time_to_live(id, None).await?.ttl() > 0;
-            if alive {
-                return Ok(id);
+            let resp = client.lease_time_to_live(id, None).await?;
+            if resp.ttl() > 0 {
+                return Ok((id, Duration::from_secs(resp.granted_ttl().max(1) as u64)));
             }
         }
         let ttl = self.registration.ttl.borrow().as_secs().max(1) as i64;
-        let id = client.lease_grant(ttl, None).await?.id();
-        self.lease = Some(id);
-        Ok(id)
+        let resp = client.lease_grant(ttl, None).await?;
+        self.lease = Some(resp.id());
+        Ok((resp.id(), Duration::from_secs(resp.ttl().max(1) as u64)))
     }
 
     /// Puts the registration under `lease`, unless another live process holds the key.
@@ -344,8 +359,9 @@ impl Session {
     }
 
     /// Loads every mirrored prefix, publishes it, and opens one watch per prefix from the
-    /// loaded revision on, plus a watch on the registration key (index `mirrors.len()`).
-    async fn load_and_watch(&mut self, client: &mut Client, reg_rev: i64) -> Result<Events, Failure> {
+    /// loaded revision on. (The watch on the registration key is added later, with index
+    /// `mirrors.len()`.)
+    async fn load_and_watch(&mut self, client: &mut Client) -> Result<SelectAll<Events>, Failure> {
         let mut all: SelectAll<Events> = SelectAll::new();
         for (idx, (prefix, tx)) in self.mirrors.iter().enumerate() {
             let resp = client.get(prefix.clone(), Some(GetOptions::new().with_prefix())).await?;
@@ -366,10 +382,7 @@ impl Session {
             let stream = client.watch(prefix.clone(), Some(opts)).await?;
             all.push(into_events(idx, stream));
         }
-        let opts = WatchOptions::new().with_start_revision(reg_rev + 1);
-        let own = client.watch(self.registration.key.clone(), Some(opts)).await?;
-        all.push(into_events(self.mirrors.len(), own));
-        Ok(Box::pin(all))
+        Ok(all)
     }
 
     fn apply(&self, idx: usize, resp: &WatchResponse) {

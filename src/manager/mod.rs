@@ -63,6 +63,7 @@ pub async fn run(opts: ManagerOptions) -> Result<(), ManagerError> {
     };
     let (_value_tx, value_rx) = watch::channel(serde_json::to_string(&record).unwrap_or_default());
     let (_ttl_tx, ttl_rx) = watch::channel(opts.lease_ttl);
+    let (_ready_tx, ready_rx) = watch::channel(true);
     let mut session = Session::new(
         opts.etcd.clone(),
         Registration {
@@ -71,6 +72,7 @@ pub async fn run(opts: ManagerOptions) -> Result<(), ManagerError> {
             owner,
             value: value_rx,
             ttl: ttl_rx,
+            ready: ready_rx,
         },
     );
     let mut agents = session.mirror(keys.agents());

@@ -1,0 +1,333 @@
+//! The shared test harness: a real etcd per test (Debian's `etcd-server`, on free loopback
+//! ports with a temp data dir), the real `deckhand` binary started as child processes, and
+//! the fake NVML library built from `tests/fixtures/fake_nvml.c`.
+//!
+//! Everything a test starts is killed and every directory removed when its guard drops,
+//! also when the test fails. Each test gets its own namespace, etcd and ports, so tests run
+//! in parallel.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// A free loopback port (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// A namespace no other test uses.
+pub fn namespace(test: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("t-{test}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or panics naming `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A real etcd server on loopback.
+pub struct Etcd {
+    child: Option<Child>,
+    dir: TempDir,
+    pub port: u16,
+    peer_port: u16,
+}
+
+impl Etcd {
+    pub async fn start() -> Self {
+        let mut etcd = Self {
+            child: None,
+            dir: tempfile::tempdir().expect("temp dir"),
+            port: free_port(),
+            peer_port: free_port(),
+        };
+        etcd.launch().await;
+        etcd
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    async fn launch(&mut self) {
+        let client = format!("http://127.0.0.1:{}", self.port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::File::create(self.dir.path().join("etcd.log")).expect("etcd log");
+        let child = Command::new("etcd")
+            .args(["--name", "test", "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("test={peer}")])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start etcd: install Debian's etcd-server (scripts/test.sh does)");
+        self.child = Some(child);
+        let addr = self.addr();
+        wait_for(Duration::from_secs(20), "etcd to answer", || {
+            let addr = addr.clone();
+            async move {
+                let mut c = etcd_client::Client::connect([addr], None).await.ok()?;
+                c.status().await.ok().map(|_| ())
+            }
+        })
+        .await;
+    }
+
+    /// Kills etcd (data kept).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts etcd again on the same ports; `wipe` starts from an empty data dir, as after
+    /// losing the etcd cluster.
+    pub async fn restart(&mut self, wipe: bool) {
+        self.stop();
+        if wipe {
+            let _ = std::fs::remove_dir_all(self.dir.path().join("data"));
+        }
+        self.launch().await;
+    }
+
+    pub async fn client(&self) -> etcd_client::Client {
+        etcd_client::Client::connect([self.addr()], None)
+            .await
+            .expect("etcd client")
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A `deckhand` child process whose stderr goes to a log file.
+pub struct Proc {
+    child: Child,
+    log: PathBuf,
+    pub port: u16,
+}
+
+impl Proc {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn deckhand_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_deckhand")
+}
+
+/// One test's cluster: a namespace on an etcd (its own, or another cluster's), a work dir.
+pub struct Cluster {
+    /// The etcd this cluster started, None when it shares another cluster's.
+    pub etcd: Option<Etcd>,
+    pub etcd_addr: String,
+    pub ns: String,
+    pub dir: TempDir,
+}
+
+impl Cluster {
+    /// A cluster with its own etcd.
+    pub async fn start(test: &str) -> Self {
+        let etcd = Etcd::start().await;
+        Self {
+            etcd_addr: etcd.addr(),
+            etcd: Some(etcd),
+            ns: namespace(test),
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// Another namespace on `other`'s etcd.
+    pub fn beside(other: &Cluster, test: &str) -> Self {
+        Self {
+            etcd: None,
+            etcd_addr: other.etcd_addr.clone(),
+            ns: namespace(test),
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn etcd_mut(&mut self) -> &mut Etcd {
+        self.etcd.as_mut().expect("this cluster shares another cluster's etcd")
+    }
+
+    pub async fn etcd_client(&self) -> etcd_client::Client {
+        etcd_client::Client::connect([self.etcd_addr.clone()], None)
+            .await
+            .expect("etcd client")
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(deckhand_bin());
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DECKHAND_ETCD_ADDR", &self.etcd_addr)
+            .env("DECKHAND_NAMESPACE", &self.ns)
+            .env("DECKHAND_LOG", "info");
+        c
+    }
+
+    /// Starts a daemon (`agent` or `manager`) with `args`, logging to `<name>.log`.
+    pub fn spawn(&self, name: &str, args: &[&str], port: u16) -> Proc {
+        let log = self.dir.path().join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = self
+            .command()
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start deckhand");
+        Proc { child, log, port }
+    }
+
+    /// An agent with id `id` on a free port, its scratch root in the test dir.
+    pub fn agent(&self, id: &str) -> Proc {
+        let port = free_port();
+        let scratch = self.dir.path().join(format!("scratch-{id}"));
+        let listen = format!("127.0.0.1:{port}");
+        self.spawn(
+            &format!("agent-{id}"),
+            &[
+                "agent",
+                "--agent-id",
+                id,
+                "--rpc-listen-addr",
+                &listen,
+                "--scratch-root",
+                scratch.to_str().unwrap_or_default(),
+            ],
+            port,
+        )
+    }
+
+    /// A manager with id `id` on a free port; extra flags appended.
+    pub fn manager(&self, id: &str, extra: &[&str]) -> Proc {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut args = vec!["manager", "--manager-id", id, "--listen", &listen];
+        args.extend_from_slice(extra);
+        self.spawn(&format!("manager-{id}"), &args, port)
+    }
+
+    /// Runs a CLI command to completion.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("run deckhand")
+    }
+
+    /// Runs a CLI command and returns its stdout, panicking with stderr on failure.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "deckhand {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `deckhand nodes --json`, or None while no manager answers.
+    pub fn nodes(&self) -> Option<Vec<serde_json::Value>> {
+        let out = self.cli(&["nodes", "--json"]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// The node `id` from `deckhand nodes --json`, if listed.
+    pub fn node(&self, id: &str) -> Option<serde_json::Value> {
+        self.nodes()?.into_iter().find(|n| n["id"] == id)
+    }
+
+    pub fn agent_key(&self, id: &str) -> String {
+        format!("/deckhand/{}/nodes/agents/{id}", self.ns)
+    }
+
+    /// Builds the fake NVML library (the GPU stand-in: CI has no GPU) into the test dir.
+    pub fn fake_nvml(&self) -> PathBuf {
+        build_fake_nvml(self.dir.path())
+    }
+}
+
+/// Compiles `tests/fixtures/fake_nvml.c` into `dir/libfake_nvml.so`.
+pub fn build_fake_nvml(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake_nvml.c");
+    let out = dir.join("libfake_nvml.so");
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("cc");
+    assert!(status.success(), "building the fake NVML library failed");
+    out
+}
+
+/// Counts lines of `log` containing `needle`.
+pub fn count_lines(log: &str, needle: &str) -> usize {
+    log.lines().filter(|l| l.contains(needle)).count()
+}
