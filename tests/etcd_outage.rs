@@ -21,7 +21,10 @@ async fn agent_reregisters_within_two_seconds_after_etcd_returns() {
             (etcd.get(key, None).await.ok()?.count() == 1).then_some(())
         }
     };
-    wait_for(Duration::from_secs(10), "first registration", || registered(&c)).await;
+    wait_for(Duration::from_secs(10), "first registration", || {
+        registered(&c)
+    })
+    .await;
 
     // Down for 4 s, back with an empty data dir (the lease and key are gone).
     c.etcd_mut().stop();
@@ -29,18 +32,30 @@ async fn agent_reregisters_within_two_seconds_after_etcd_returns() {
     assert!(agent.is_running(), "the agent must survive etcd's absence");
     c.etcd_mut().restart(true).await;
     let back = Instant::now();
-    wait_for(Duration::from_secs(10), "re-registration", || registered(&c)).await;
+    wait_for(Duration::from_secs(10), "re-registration", || {
+        registered(&c)
+    })
+    .await;
     let took = back.elapsed();
-    assert!(took < Duration::from_secs(2), "re-registered {took:?} after etcd was back");
+    assert!(
+        took < Duration::from_secs(2),
+        "re-registered {took:?} after etcd was back"
+    );
 
     // Stays registered past one TTL: the new lease is kept alive.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    wait_for(Duration::from_secs(1), "registration still present", || registered(&c)).await;
+    wait_for(Duration::from_secs(1), "registration still present", || {
+        registered(&c)
+    })
+    .await;
     assert!(agent.is_running());
     let log = agent.log();
     assert_eq!(count_lines(&log, "etcd connection lost"), 1, "{log}");
     assert_eq!(count_lines(&log, "etcd connection restored"), 1, "{log}");
-    assert!(count_lines(&log, "WARN") <= 2, "one line per state change, not per retry:\n{log}");
+    assert!(
+        count_lines(&log, "WARN") <= 2,
+        "one line per state change, not per retry:\n{log}"
+    );
     agent.kill9();
 }
 
@@ -54,13 +69,17 @@ async fn agent_started_before_etcd_waits_and_registers_when_it_appears() {
     c.etcd_mut().restart(false).await;
     let key = c.agent_key("early");
     let addr = c.etcd_addr.clone();
-    wait_for(Duration::from_secs(5), "registration after etcd appears", || {
-        let (key, addr) = (key.clone(), addr.clone());
-        async move {
-            let mut etcd = etcd_client::Client::connect([addr], None).await.ok()?;
-            (etcd.get(key, None).await.ok()?.count() == 1).then_some(())
-        }
-    })
+    wait_for(
+        Duration::from_secs(5),
+        "registration after etcd appears",
+        || {
+            let (key, addr) = (key.clone(), addr.clone());
+            async move {
+                let mut etcd = etcd_client::Client::connect([addr], None).await.ok()?;
+                (etcd.get(key, None).await.ok()?.count() == 1).then_some(())
+            }
+        },
+    )
     .await;
     let log = agent.log();
     assert_eq!(count_lines(&log, "etcd unreachable"), 1, "{log}");

@@ -42,7 +42,12 @@ async fn the_manager_receives_exactly_the_nvml_devices() {
     assert_eq!(node["slots"]["total"]["gpus"], 2);
 
     // Fake GPUs from the config are merged after the NVML ones.
-    c.cli_ok(&["config", "set", "docker/fake_gpus/0/id", "0d6d1a2a-0000-0000-0000-000000000001"]);
+    c.cli_ok(&[
+        "config",
+        "set",
+        "docker/fake_gpus/0/id",
+        "0d6d1a2a-0000-0000-0000-000000000001",
+    ]);
     let node = wait_for(Duration::from_secs(5), "the fake GPU merged in", || async {
         let n = c.node("gpu-host")?;
         (n["gpus"].as_array()?.len() == 3).then_some(n)
@@ -62,7 +67,11 @@ fn host_json_reports_versions_and_a_broken_device_without_failing() {
         .env("FAKE_NVML_BROKEN_DEVICE", "1")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["gpus"]["driver_version"], "550.54.15");
     assert_eq!(v["gpus"]["cuda_version"], "12.4");
@@ -73,7 +82,10 @@ fn host_json_reports_versions_and_a_broken_device_without_failing() {
     assert_eq!(devs[1]["error"], "");
     assert_eq!(devs[2]["uuid"], "GPU-deadbeef-0000-0000-0000-000000000000");
     let err = devs[2]["error"].as_str().unwrap();
-    assert!(err.contains("memory"), "the broken device names what failed: {err}");
+    assert!(
+        err.contains("memory"),
+        "the broken device names what failed: {err}"
+    );
     assert!(v["host"]["memory_total_bytes"].as_u64().unwrap() > 0);
     assert!(v["host"]["scratch_total_bytes"].as_u64().unwrap() > 0);
 }
@@ -82,12 +94,20 @@ fn host_json_reports_versions_and_a_broken_device_without_failing() {
 fn host_without_nvml_reports_no_gpus_and_succeeds() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(common::deckhand_bin())
-        .args(["host", "--json", "--nvml-library", "/nonexistent/libnvidia-ml.so.1"])
+        .args([
+            "host",
+            "--json",
+            "--nvml-library",
+            "/nonexistent/libnvidia-ml.so.1",
+        ])
         .args(["--scratch-root", dir.path().to_str().unwrap()])
         .output()
         .unwrap();
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["gpus"]["devices"].as_array().is_none_or(|d| d.is_empty()));
-    assert!(v["gpus"]["nvml_status"].as_str().unwrap().contains("not found"));
+    assert!(v["gpus"]["nvml_status"]
+        .as_str()
+        .unwrap()
+        .contains("not found"));
 }

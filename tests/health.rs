@@ -11,7 +11,11 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 async fn health(port: u16, service: &str) -> Option<i32> {
-    let ch = Endpoint::from_shared(format!("http://127.0.0.1:{port}")).ok()?.connect().await.ok()?;
+    let ch = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .ok()?
+        .connect()
+        .await
+        .ok()?;
     let mut client = HealthClient::new(ch);
     let req = HealthCheckRequest {
         service: service.into(),
@@ -31,7 +35,10 @@ async fn agent_and_manager_report_serving_and_list_their_services() {
         (a.port, ""),
         (a.port, "deckhand.v1.AgentService"),
     ] {
-        let status = wait_for(Duration::from_secs(10), "health answer", || health(port, service)).await;
+        let status = wait_for(Duration::from_secs(10), "health answer", || {
+            health(port, service)
+        })
+        .await;
         assert_eq!(status, ServingStatus::Serving as i32, "{service} on {port}");
     }
 
@@ -59,6 +66,12 @@ async fn agent_and_manager_report_serving_and_list_their_services() {
         panic!("unexpected reflection answer");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(names.contains(&"deckhand.v1.AgentService".to_string()), "{names:?}");
-    assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"deckhand.v1.AgentService".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_string()),
+        "{names:?}"
+    );
 }

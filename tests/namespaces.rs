@@ -20,20 +20,33 @@ async fn two_namespaces_on_one_etcd_never_see_each_other() {
     let _b1 = b.agent("node-1");
     let _b2 = b.agent("node-2");
 
-    let a_nodes = wait_for(Duration::from_secs(15), "namespace a's agent alive", || async {
-        let n = a.nodes()?;
-        n.iter().all(|n| n["state"] == "ALIVE").then_some(n).filter(|n| !n.is_empty())
-    })
+    let a_nodes = wait_for(
+        Duration::from_secs(15),
+        "namespace a's agent alive",
+        || async {
+            let n = a.nodes()?;
+            n.iter()
+                .all(|n| n["state"] == "ALIVE")
+                .then_some(n)
+                .filter(|n| !n.is_empty())
+        },
+    )
     .await;
-    let b_nodes = wait_for(Duration::from_secs(15), "namespace b's agents alive", || async {
-        let n = b.nodes()?;
-        (n.len() == 2 && n.iter().all(|n| n["state"] == "ALIVE")).then_some(n)
-    })
+    let b_nodes = wait_for(
+        Duration::from_secs(15),
+        "namespace b's agents alive",
+        || async {
+            let n = b.nodes()?;
+            (n.len() == 2 && n.iter().all(|n| n["state"] == "ALIVE")).then_some(n)
+        },
+    )
     .await;
     assert_eq!(a_nodes.len(), 1, "a sees only its own agent: {a_nodes:?}");
     assert_eq!(a_nodes[0]["region"], "eu");
     assert_eq!(a_nodes[0]["heartbeat_interval_ms"], 400);
-    assert!(b_nodes.iter().all(|n| n["region"] == "us" && n["heartbeat_interval_ms"] == 700));
+    assert!(b_nodes
+        .iter()
+        .all(|n| n["region"] == "us" && n["heartbeat_interval_ms"] == 700));
 
     // Same agent id in both namespaces: two registrations, not a conflict.
     let mut etcd = a.etcd_client().await;
@@ -42,5 +55,8 @@ async fn two_namespaces_on_one_etcd_never_see_each_other() {
         assert_eq!(r.count(), 1);
     }
     let a_conf = a.cli_ok(&["config", "get", "--json"]);
-    assert!(a_conf.contains("\"eu\"") && !a_conf.contains("\"us\""), "{a_conf}");
+    assert!(
+        a_conf.contains("\"eu\"") && !a_conf.contains("\"us\""),
+        "{a_conf}"
+    );
 }

@@ -64,11 +64,17 @@ async fn killed_agent_key_expires_and_manager_shows_lost_then_gone() {
         .unwrap()
         .count();
     assert_eq!(gone, 0, "the key must be gone with its lease");
-    assert!(killed.elapsed() < Duration::from_secs(3 + 2), "key outlived TTL: {:?}", killed.elapsed());
+    assert!(
+        killed.elapsed() < Duration::from_secs(3 + 2),
+        "key outlived TTL: {:?}",
+        killed.elapsed()
+    );
 
-    wait_for(Duration::from_secs(10), "the GONE agent to be dropped", || async {
-        c.nodes()?.is_empty().then_some(())
-    })
+    wait_for(
+        Duration::from_secs(10),
+        "the GONE agent to be dropped",
+        || async { c.nodes()?.is_empty().then_some(()) },
+    )
     .await;
 }
 
@@ -78,11 +84,15 @@ async fn a_second_agent_with_the_same_id_exits_naming_the_id() {
     let first = c.agent("twin");
     let mut etcd = c.etcd_client().await;
     let key = c.agent_key("twin");
-    wait_for(Duration::from_secs(10), "the first agent registered", || {
-        let mut etcd = etcd.clone();
-        let key = key.clone();
-        async move { (etcd.get(key, None).await.ok()?.count() == 1).then_some(()) }
-    })
+    wait_for(
+        Duration::from_secs(10),
+        "the first agent registered",
+        || {
+            let mut etcd = etcd.clone();
+            let key = key.clone();
+            async move { (etcd.get(key, None).await.ok()?.count() == 1).then_some(()) }
+        },
+    )
     .await;
 
     let mut second = c.agent("twin");
@@ -92,7 +102,10 @@ async fn a_second_agent_with_the_same_id_exits_naming_the_id() {
         .expect("the duplicate agent must exit");
     assert!(!status.success());
     let log = second.log();
-    assert!(log.contains("agent id `twin`"), "message must name the id: {log}");
+    assert!(
+        log.contains("agent id `twin`"),
+        "message must name the id: {log}"
+    );
     assert!(log.contains("already registered"), "{log}");
     // The first one is untouched.
     let holder: serde_json::Value =
@@ -116,16 +129,23 @@ async fn a_restarted_agent_takes_over_the_id_of_its_crashed_predecessor_at_once(
             v["pid"].as_u64()
         }
     };
-    wait_for(Duration::from_secs(10), "first registration", || pid_in_etcd(&etcd)).await;
+    wait_for(Duration::from_secs(10), "first registration", || {
+        pid_in_etcd(&etcd)
+    })
+    .await;
     first.kill9();
 
     // The old lease would live 60 s; the new process must not wait for it.
     let mut second = c.agent("phoenix");
     let pid = second.pid() as u64;
-    wait_for(Duration::from_secs(5), "the restarted agent registered", || {
-        let f = pid_in_etcd(&etcd);
-        async move { (f.await? == pid).then_some(()) }
-    })
+    wait_for(
+        Duration::from_secs(5),
+        "the restarted agent registered",
+        || {
+            let f = pid_in_etcd(&etcd);
+            async move { (f.await? == pid).then_some(()) }
+        },
+    )
     .await;
     assert!(second.is_running(), "{}", second.log());
     let _ = etcd.delete(c.agent_key("phoenix"), None).await;

@@ -196,7 +196,10 @@ impl Links {
             }
         }
         if self.state != LinkState::Down {
-            tracing::warn!(managers = n, "no manager reachable; retrying at every heartbeat");
+            tracing::warn!(
+                managers = n,
+                "no manager reachable; retrying at every heartbeat"
+            );
             self.state = LinkState::Down;
         }
         None

@@ -122,7 +122,10 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let mut session = Session::new(
         opts.etcd.clone(),
         Registration {
-            what: format!("agent id `{}` in namespace `{}`", opts.agent_id, opts.namespace),
+            what: format!(
+                "agent id `{}` in namespace `{}`",
+                opts.agent_id, opts.namespace
+            ),
             key: keys.agent(&opts.agent_id),
             owner: owner.clone(),
             value: value_rx,
@@ -168,7 +171,8 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
                         *v = next;
                         changed
                     });
-                    ttl_tx.send_if_modified(|t| std::mem::replace(t, cfg.lease_ttl) != cfg.lease_ttl);
+                    ttl_tx
+                        .send_if_modified(|t| std::mem::replace(t, cfg.lease_ttl) != cfg.lease_ttl);
                     // `loaded` is set after the first loaded config was published, so the
                     // values above already come from etcd when registration may proceed.
                     let loaded = *loaded_for_registration.borrow_and_update();

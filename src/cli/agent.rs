@@ -14,7 +14,11 @@ pub struct AgentArgs {
     pub etcd: EtcdArgs,
 
     /// Directory holding the kernels' scratch homes (created if missing).
-    #[arg(long, env = "DECKHAND_SCRATCH_ROOT", default_value = "/var/cache/scratches")]
+    #[arg(
+        long,
+        env = "DECKHAND_SCRATCH_ROOT",
+        default_value = "/var/cache/scratches"
+    )]
     pub scratch_root: PathBuf,
 
     /// Address the agent's gRPC service listens on.
@@ -40,10 +44,7 @@ impl AgentArgs {
         AgentOptions {
             etcd: self.etcd.options(),
             namespace: self.etcd.namespace.clone(),
-            agent_id: self
-                .agent_id
-                .clone()
-                .unwrap_or_else(crate::host::hostname),
+            agent_id: self.agent_id.clone().unwrap_or_else(crate::host::hostname),
             scratch_root: self.scratch_root.clone(),
             rpc_listen_addr: self.rpc_listen_addr.clone(),
             advertise_addr: self.advertise_addr.clone(),
@@ -58,8 +59,14 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         t.insert("etcd-addr".into(), opts.etcd.endpoints.clone().into());
         t.insert("namespace".into(), opts.namespace.clone().into());
         t.insert("agent-id".into(), opts.agent_id.clone().into());
-        t.insert("scratch-root".into(), opts.scratch_root.display().to_string().into());
-        t.insert("rpc-listen-addr".into(), opts.rpc_listen_addr.clone().into());
+        t.insert(
+            "scratch-root".into(),
+            opts.scratch_root.display().to_string().into(),
+        );
+        t.insert(
+            "rpc-listen-addr".into(),
+            opts.rpc_listen_addr.clone().into(),
+        );
         if let Some(a) = &opts.advertise_addr {
             t.insert("advertise-addr".into(), a.clone().into());
         }

@@ -16,7 +16,12 @@ use crate::rpc::pb::cluster_service_client::ClusterServiceClient;
 #[derive(Debug, Clone, Args)]
 pub struct EtcdArgs {
     /// etcd endpoints, HOST:PORT, comma-separated.
-    #[arg(long, env = "DECKHAND_ETCD_ADDR", value_delimiter = ',', default_value = "127.0.0.1:2379")]
+    #[arg(
+        long,
+        env = "DECKHAND_ETCD_ADDR",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:2379"
+    )]
     pub etcd_addr: Vec<String>,
 
     /// Namespace isolating this cluster's keys in a shared etcd.
@@ -28,7 +33,12 @@ pub struct EtcdArgs {
     pub etcd_user: Option<String>,
 
     /// etcd password; prefer the environment variable over the flag.
-    #[arg(long, env = "DECKHAND_ETCD_PASSWORD", hide_env_values = true, requires = "etcd_user")]
+    #[arg(
+        long,
+        env = "DECKHAND_ETCD_PASSWORD",
+        hide_env_values = true,
+        requires = "etcd_user"
+    )]
     pub etcd_password: Option<String>,
 }
 

@@ -75,8 +75,8 @@ pub async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
         ConfigAction::Put { file, merge } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
-            let table: toml::Table =
-                toml::from_str(&text).with_context(|| format!("{} is not valid TOML", file.display()))?;
+            let table: toml::Table = toml::from_str(&text)
+                .with_context(|| format!("{} is not valid TOML", file.display()))?;
             let flat = tree::flatten(&table)?;
             refuse_invalid(&flat)?;
             let mut client = args.etcd.connect().await?;
@@ -85,7 +85,10 @@ pub async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
                 // etcd refuses a delete-range overlapping a put in one transaction: delete
                 // the keys the file no longer has, one by one.
                 let existing = client
-                    .get(prefix.clone(), Some(GetOptions::new().with_prefix().with_keys_only()))
+                    .get(
+                        prefix.clone(),
+                        Some(GetOptions::new().with_prefix().with_keys_only()),
+                    )
                     .await
                     .context("reading current settings from etcd")?;
                 for kv in existing.kvs() {
@@ -95,14 +98,20 @@ pub async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
-            ops.extend(flat.iter().map(|(k, v)| TxnOp::put(format!("{prefix}{k}"), v.clone(), None)));
+            ops.extend(
+                flat.iter()
+                    .map(|(k, v)| TxnOp::put(format!("{prefix}{k}"), v.clone(), None)),
+            );
             if ops.len() > MAX_TXN_OPS {
                 bail!(
                     "{} settings are more than one etcd transaction takes ({MAX_TXN_OPS}); split the file and use --merge",
                     flat.len()
                 );
             }
-            client.txn(Txn::new().and_then(ops)).await.context("writing settings to etcd")?;
+            client
+                .txn(Txn::new().and_then(ops))
+                .await
+                .context("writing settings to etcd")?;
             eprintln!("wrote {} settings under {prefix}", flat.len());
         }
         ConfigAction::Set { key, value } => {
@@ -117,9 +126,15 @@ pub async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
         ConfigAction::Unset { key } => {
             let key = key.trim_matches('/');
             let mut client = args.etcd.connect().await?;
-            let exact = client.delete(format!("{prefix}{key}"), None).await?.deleted();
+            let exact = client
+                .delete(format!("{prefix}{key}"), None)
+                .await?
+                .deleted();
             let under = client
-                .delete(format!("{prefix}{key}/"), Some(DeleteOptions::new().with_prefix()))
+                .delete(
+                    format!("{prefix}{key}/"),
+                    Some(DeleteOptions::new().with_prefix()),
+                )
                 .await?
                 .deleted();
             if exact + under == 0 {
@@ -152,7 +167,11 @@ fn refuse_invalid(flat: &FlatTree) -> anyhow::Result<()> {
         .filter_map(|(k, v)| schema::validate(k, v).err().map(|e| e.to_string()))
         .collect();
     if !problems.is_empty() {
-        bail!("nothing written; {} problem(s):\n  {}", problems.len(), problems.join("\n  "));
+        bail!(
+            "nothing written; {} problem(s):\n  {}",
+            problems.len(),
+            problems.join("\n  ")
+        );
     }
     Ok(())
 }

@@ -13,7 +13,11 @@ use crate::host::HostSampler;
 #[derive(Debug, Clone, Args)]
 pub struct HostArgs {
     /// Directory whose filesystem is reported as scratch space.
-    #[arg(long, env = "DECKHAND_SCRATCH_ROOT", default_value = "/var/cache/scratches")]
+    #[arg(
+        long,
+        env = "DECKHAND_SCRATCH_ROOT",
+        default_value = "/var/cache/scratches"
+    )]
     pub scratch_root: PathBuf,
 
     /// NVML library to load [default: libnvidia-ml.so.1 from the loader path].
@@ -38,7 +42,9 @@ pub async fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let mut host = sampler.sample();
     host.scratch_root = args.scratch_root.display().to_string();
-    let gpus = GpuProbe::new().inventory(args.nvml_library.as_deref(), &[]).await;
+    let gpus = GpuProbe::new()
+        .inventory(args.nvml_library.as_deref(), &[])
+        .await;
     if args.json {
         print_json(&serde_json::json!({ "host": host, "gpus": gpus }))?;
         return Ok(ExitCode::SUCCESS);
@@ -60,7 +66,10 @@ pub async fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
         bytes(host.scratch_total_bytes),
         host.scratch_root
     );
-    println!("uptime      {}", humantime::format_duration(std::time::Duration::from_secs(host.uptime_seconds)));
+    println!(
+        "uptime      {}",
+        humantime::format_duration(std::time::Duration::from_secs(host.uptime_seconds))
+    );
     if !gpus.nvml_status.is_empty() {
         println!("gpus        none ({})", gpus.nvml_status);
         return Ok(ExitCode::SUCCESS);
@@ -74,15 +83,25 @@ pub async fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
     );
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header(["#", "UUID", "NAME", "MEMORY", "UTIL", "TEMP", "POWER", "PCI", "CC", "NUMA", "MIG", "ERROR"]);
+    t.set_header([
+        "#", "UUID", "NAME", "MEMORY", "UTIL", "TEMP", "POWER", "PCI", "CC", "NUMA", "MIG", "ERROR",
+    ]);
     for d in &gpus.devices {
         t.add_row([
             d.index.to_string(),
             d.uuid.clone(),
             d.name.clone(),
-            format!("{} / {}", bytes(d.memory_used_bytes), bytes(d.memory_total_bytes)),
-            d.gpu_utilization_percent.map(|u| format!("{u}%")).unwrap_or_default(),
-            d.temperature_celsius.map(|c| format!("{c}°C")).unwrap_or_default(),
+            format!(
+                "{} / {}",
+                bytes(d.memory_used_bytes),
+                bytes(d.memory_total_bytes)
+            ),
+            d.gpu_utilization_percent
+                .map(|u| format!("{u}%"))
+                .unwrap_or_default(),
+            d.temperature_celsius
+                .map(|c| format!("{c}°C"))
+                .unwrap_or_default(),
             match (d.power_draw_milliwatts, d.power_limit_milliwatts) {
                 (Some(p), Some(l)) => format!("{}/{} W", p / 1000, l / 1000),
                 _ => String::new(),

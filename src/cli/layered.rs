@@ -26,7 +26,10 @@ pub fn parse() -> Result<Cli, ParseError> {
 
 pub fn parse_from(args: Vec<OsString>) -> Result<Cli, ParseError> {
     let cmd = Cli::command();
-    let matches = cmd.clone().try_get_matches_from(&args).map_err(ParseError::Clap)?;
+    let matches = cmd
+        .clone()
+        .try_get_matches_from(&args)
+        .map_err(ParseError::Clap)?;
     let Some(path) = matches.get_one::<std::path::PathBuf>("config").cloned() else {
         return Cli::from_arg_matches(&matches).map_err(ParseError::Clap);
     };
@@ -107,7 +110,9 @@ pub fn parse_from(args: Vec<OsString>) -> Result<Cli, ParseError> {
     let mut layered = args[..at].to_vec();
     layered.extend(extra);
     layered.extend_from_slice(&args[at..]);
-    let matches = cmd.try_get_matches_from(&layered).map_err(ParseError::Clap)?;
+    let matches = cmd
+        .try_get_matches_from(&layered)
+        .map_err(ParseError::Clap)?;
     Cli::from_arg_matches(&matches).map_err(ParseError::Clap)
 }
 
@@ -125,7 +130,10 @@ fn known_anywhere(cmd: &clap::Command, long: &str) -> bool {
 fn insertion_point(args: &[OsString], names: &[String]) -> usize {
     let mut at = 1;
     for name in names {
-        if let Some(i) = args[at..].iter().position(|a| a.to_str() == Some(name.as_str())) {
+        if let Some(i) = args[at..]
+            .iter()
+            .position(|a| a.to_str() == Some(name.as_str()))
+        {
             at += i + 1;
         }
     }

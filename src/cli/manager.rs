@@ -47,7 +47,10 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<ExitCode> {
     manager::run(ManagerOptions {
         etcd: args.etcd.options(),
         namespace: args.etcd.namespace.clone(),
-        manager_id: args.manager_id.clone().unwrap_or_else(crate::host::hostname),
+        manager_id: args
+            .manager_id
+            .clone()
+            .unwrap_or_else(crate::host::hostname),
         listen: args.listen.clone(),
         advertise_addr: args.advertise_addr.clone(),
         gone_retention: args.gone_retention,

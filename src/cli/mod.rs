@@ -31,7 +31,13 @@ pub struct Cli {
     pub log: String,
 
     /// Log line format.
-    #[arg(long, global = true, env = "DECKHAND_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "DECKHAND_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
 
     #[command(subcommand)]

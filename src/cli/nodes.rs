@@ -8,7 +8,9 @@ use serde::Serialize;
 
 use super::common::ManagerArgs;
 use super::output::{ago, bytes, print_json};
-use crate::rpc::pb::{AgentState, AgentSummary, GpuDevice, HostStatus, ListAgentsRequest, ResourceSlots};
+use crate::rpc::pb::{
+    AgentState, AgentSummary, GpuDevice, HostStatus, ListAgentsRequest, ResourceSlots,
+};
 
 #[derive(Debug, Clone, Args)]
 pub struct NodesArgs {
@@ -72,7 +74,11 @@ impl From<AgentSummary> for NodeView {
 pub async fn run(args: NodesArgs) -> anyhow::Result<ExitCode> {
     let resp = args
         .target
-        .call(|mut c| async move { c.list_agents(ListAgentsRequest {}).await.map(|r| r.into_inner()) })
+        .call(|mut c| async move {
+            c.list_agents(ListAgentsRequest {})
+                .await
+                .map(|r| r.into_inner())
+        })
         .await?;
     let nodes: Vec<NodeView> = resp.agents.into_iter().map(NodeView::from).collect();
     if args.json {
@@ -81,7 +87,16 @@ pub async fn run(args: NodesArgs) -> anyhow::Result<ExitCode> {
     }
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header(["ID", "ADDRESS", "STATE", "LAST SEEN", "CPU", "MEMORY", "FREE SLOTS", "GPUS"]);
+    t.set_header([
+        "ID",
+        "ADDRESS",
+        "STATE",
+        "LAST SEEN",
+        "CPU",
+        "MEMORY",
+        "FREE SLOTS",
+        "GPUS",
+    ]);
     for n in &nodes {
         let (cpu, mem) = n
             .host
@@ -89,7 +104,11 @@ pub async fn run(args: NodesArgs) -> anyhow::Result<ExitCode> {
             .map(|h| {
                 (
                     format!("{:.0}% of {}", h.cpu_usage_percent, h.cpu_count),
-                    format!("{} / {}", bytes(h.memory_available_bytes), bytes(h.memory_total_bytes)),
+                    format!(
+                        "{} / {}",
+                        bytes(h.memory_available_bytes),
+                        bytes(h.memory_total_bytes)
+                    ),
                 )
             })
             .unwrap_or_default();

@@ -16,7 +16,10 @@ pub fn ago(unix_ms: i64) -> String {
     }
     let now = chrono::Utc::now().timestamp_millis();
     let secs = ((now - unix_ms).max(0) / 1000) as u64;
-    format!("{} ago", humantime::format_duration(Duration::from_secs(secs)))
+    format!(
+        "{} ago",
+        humantime::format_duration(Duration::from_secs(secs))
+    )
 }
 
 /// Prints `value` as pretty JSON.

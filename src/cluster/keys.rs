@@ -72,7 +72,10 @@ mod tests {
         let k = Keys::new("prod");
         assert_eq!(k.config(), "/deckhand/prod/config/");
         assert_eq!(k.agent("gpu-01"), "/deckhand/prod/nodes/agents/gpu-01");
-        assert_eq!(k.agent_config("gpu-01"), "/deckhand/prod/nodes/agents/gpu-01/config/");
+        assert_eq!(
+            k.agent_config("gpu-01"),
+            "/deckhand/prod/nodes/agents/gpu-01/config/"
+        );
         assert_eq!(k.manager("m1"), "/deckhand/prod/nodes/managers/m1");
     }
 

@@ -101,7 +101,8 @@ pub struct Session {
     lease: Option<i64>,
 }
 
-type Events = Pin<Box<dyn Stream<Item = (usize, Result<Option<WatchResponse>, etcd_client::Error>)> + Send>>;
+type Events =
+    Pin<Box<dyn Stream<Item = (usize, Result<Option<WatchResponse>, etcd_client::Error>)> + Send>>;
 
 impl Session {
     pub fn new(etcd: EtcdOptions, registration: Registration) -> Self {
@@ -183,7 +184,9 @@ impl Session {
         let (lease, ttl) = self.ensure_lease(&mut client).await?;
         let reg_rev = self.register(&mut client, lease, stop).await?;
         let opts = WatchOptions::new().with_start_revision(reg_rev + 1);
-        let own = client.watch(self.registration.key.clone(), Some(opts)).await?;
+        let own = client
+            .watch(self.registration.key.clone(), Some(opts))
+            .await?;
         events.push(into_events(self.mirrors.len(), own));
         on_up(self);
 
@@ -263,7 +266,11 @@ impl Session {
         let key = self.registration.key.clone();
         loop {
             let value = self.registration.value.borrow_and_update().clone();
-            let put = TxnOp::put(key.clone(), value.clone(), Some(PutOptions::new().with_lease(lease)));
+            let put = TxnOp::put(
+                key.clone(),
+                value.clone(),
+                Some(PutOptions::new().with_lease(lease)),
+            );
             // Free key, or already ours (same lease): write it.
             let txn = Txn::new()
                 .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
@@ -281,7 +288,11 @@ impl Session {
             let owner: Owner = serde_json::from_slice(holder.value()).unwrap_or_default();
             if owner.instance_id == self.registration.owner.instance_id {
                 let txn = Txn::new()
-                    .when([Compare::mod_revision(key.clone(), CompareOp::Equal, holder.mod_revision())])
+                    .when([Compare::mod_revision(
+                        key.clone(),
+                        CompareOp::Equal,
+                        holder.mod_revision(),
+                    )])
                     .and_then([put]);
                 let resp = client.txn(txn).await?;
                 if resp.succeeded() {
@@ -289,7 +300,8 @@ impl Session {
                 }
                 continue;
             }
-            self.resolve_conflict(client, &owner, holder.lease(), stop).await?;
+            self.resolve_conflict(client, &owner, holder.lease(), stop)
+                .await?;
         }
     }
 
@@ -306,7 +318,9 @@ impl Session {
         let me = &self.registration.owner;
         let what = &self.registration.what;
         let key = &self.registration.key;
-        let same_boot = holder.hostname == me.hostname && holder.boot_id == me.boot_id && !me.boot_id.is_empty();
+        let same_boot = holder.hostname == me.hostname
+            && holder.boot_id == me.boot_id
+            && !me.boot_id.is_empty();
         if same_boot {
             if process_is_deckhand(holder.pid) {
                 return Err(Failure::Fatal(SessionError::Conflict(format!(
@@ -332,7 +346,13 @@ impl Session {
         let gone = tokio::time::timeout(deadline, async {
             loop {
                 match watch.message().await {
-                    Ok(Some(r)) if r.events().iter().any(|e| e.event_type() == EventType::Delete) => return true,
+                    Ok(Some(r))
+                        if r.events()
+                            .iter()
+                            .any(|e| e.event_type() == EventType::Delete) =>
+                    {
+                        return true
+                    }
                     Ok(Some(_)) => {}
                     _ => return false,
                 }
@@ -364,7 +384,9 @@ impl Session {
     async fn load_and_watch(&mut self, client: &mut Client) -> Result<SelectAll<Events>, Failure> {
         let mut all: SelectAll<Events> = SelectAll::new();
         for (idx, (prefix, tx)) in self.mirrors.iter().enumerate() {
-            let resp = client.get(prefix.clone(), Some(GetOptions::new().with_prefix())).await?;
+            let resp = client
+                .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+                .await?;
             let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
             let mut kvs = BTreeMap::new();
             for kv in resp.kvs() {
@@ -378,7 +400,9 @@ impl Session {
                 *m = next;
                 changed
             });
-            let opts = WatchOptions::new().with_prefix().with_start_revision(rev + 1);
+            let opts = WatchOptions::new()
+                .with_prefix()
+                .with_start_revision(rev + 1);
             let stream = client.watch(prefix.clone(), Some(opts)).await?;
             all.push(into_events(idx, stream));
         }
@@ -392,7 +416,9 @@ impl Session {
             for ev in resp.events() {
                 let Some(kv) = ev.kv() else { continue };
                 let Ok(key) = kv.key_str() else { continue };
-                let Some(rel) = key.strip_prefix(prefix.as_str()) else { continue };
+                let Some(rel) = key.strip_prefix(prefix.as_str()) else {
+                    continue;
+                };
                 match ev.event_type() {
                     EventType::Put => {
                         let v = kv.value_str().unwrap_or_default().to_string();

@@ -58,7 +58,9 @@ impl ClusterConfig {
         let mut cfg = Self::default();
         let mut problems = Vec::new();
         let get = |k: &str| tree.get(k).map(String::as_str);
-        if let Some(v) = get("agent/heartbeat_interval").and_then(|v| schema::parse_duration(v).ok()) {
+        if let Some(v) =
+            get("agent/heartbeat_interval").and_then(|v| schema::parse_duration(v).ok())
+        {
             cfg.heartbeat_interval = v;
         }
         if let Some(v) = get("agent/lease_ttl").and_then(|v| schema::parse_duration(v).ok()) {
@@ -105,8 +107,14 @@ fn fake_gpus(tree: &FlatTree, problems: &mut Vec<ConfigError>) -> Vec<FakeGpu> {
     for name in names {
         let fields = &entries[&name];
         let key = format!("docker/fake_gpus/{name}");
-        let Some(id) = fields.get("id").and_then(|v| schema::normalize_gpu_id(v).ok()) else {
-            problems.push(ConfigError::invalid(format!("{key}/id"), "a fake GPU needs an `id`"));
+        let Some(id) = fields
+            .get("id")
+            .and_then(|v| schema::normalize_gpu_id(v).ok())
+        else {
+            problems.push(ConfigError::invalid(
+                format!("{key}/id"),
+                "a fake GPU needs an `id`",
+            ));
             continue;
         };
         if gpus.iter().any(|g| g.id == id) {
@@ -136,7 +144,10 @@ mod tests {
     use super::*;
 
     fn tree(pairs: &[(&str, &str)]) -> FlatTree {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -151,8 +162,14 @@ mod tests {
     #[test]
     fn fake_gpus_are_read_in_numeric_order_and_an_entry_without_id_is_reported() {
         let (cfg, problems) = ClusterConfig::from_tree(&tree(&[
-            ("docker/fake_gpus/10/id", "00000000-0000-0000-0000-00000000000a"),
-            ("docker/fake_gpus/2/id", "GPU-00000000-0000-0000-0000-000000000002"),
+            (
+                "docker/fake_gpus/10/id",
+                "00000000-0000-0000-0000-00000000000a",
+            ),
+            (
+                "docker/fake_gpus/2/id",
+                "GPU-00000000-0000-0000-0000-000000000002",
+            ),
             ("docker/fake_gpus/2/ram_total", "16GiB"),
             ("docker/fake_gpus/3/name", "no id"),
         ]));

@@ -94,7 +94,10 @@ mod tests {
     fn layer(prefix: &str, pairs: &[(&str, &str)]) -> Layer {
         Layer {
             etcd_prefix: prefix.into(),
-            values: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            values: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
@@ -102,7 +105,10 @@ mod tests {
     fn per_agent_values_win_over_global_ones() {
         let mut live = LiveConfig::new();
         let (cfg, msgs) = live.apply(&[
-            layer("/g/", &[("agent/region", "eu"), ("agent/heartbeat_interval", "3s")]),
+            layer(
+                "/g/",
+                &[("agent/region", "eu"), ("agent/heartbeat_interval", "3s")],
+            ),
             layer("/a/", &[("agent/region", "us")]),
         ]);
         assert!(msgs.is_empty());
@@ -114,11 +120,18 @@ mod tests {
     fn a_malformed_value_keeps_the_last_good_one_and_is_reported_once() {
         let mut live = LiveConfig::new();
         live.apply(&[layer("/ns/config/", &[("agent/heartbeat_interval", "2s")])]);
-        let bad = [layer("/ns/config/", &[("agent/heartbeat_interval", "soon")])];
+        let bad = [layer(
+            "/ns/config/",
+            &[("agent/heartbeat_interval", "soon")],
+        )];
         let (cfg, msgs) = live.apply(&bad);
         assert_eq!(cfg.heartbeat_interval, Duration::from_secs(2));
         assert_eq!(msgs.len(), 1);
-        assert!(msgs[0].contains("/ns/config/agent/heartbeat_interval"), "{}", msgs[0]);
+        assert!(
+            msgs[0].contains("/ns/config/agent/heartbeat_interval"),
+            "{}",
+            msgs[0]
+        );
         let (cfg, msgs) = live.apply(&bad);
         assert_eq!(cfg.heartbeat_interval, Duration::from_secs(2));
         assert!(msgs.is_empty(), "reported twice: {msgs:?}");
@@ -131,11 +144,23 @@ mod tests {
             layer(
                 "/g/",
                 &[
-                    ("docker/fake_gpus/0/id", "00000000-0000-0000-0000-000000000001"),
-                    ("docker/fake_gpus/1/id", "00000000-0000-0000-0000-000000000002"),
+                    (
+                        "docker/fake_gpus/0/id",
+                        "00000000-0000-0000-0000-000000000001",
+                    ),
+                    (
+                        "docker/fake_gpus/1/id",
+                        "00000000-0000-0000-0000-000000000002",
+                    ),
                 ],
             ),
-            layer("/a/", &[("docker/fake_gpus/0/id", "00000000-0000-0000-0000-000000000009")]),
+            layer(
+                "/a/",
+                &[(
+                    "docker/fake_gpus/0/id",
+                    "00000000-0000-0000-0000-000000000009",
+                )],
+            ),
         ]);
         assert_eq!(cfg.fake_gpus.len(), 1);
         assert!(cfg.fake_gpus[0].id.ends_with("09"));

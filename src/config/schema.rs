@@ -38,13 +38,22 @@ impl ConfigError {
 #[derive(Debug, Clone, Copy)]
 pub enum Kind {
     /// `500ms`, `5s`, `2m` (humantime), within bounds.
-    Duration { min: Duration, max: Duration },
+    Duration {
+        min: Duration,
+        max: Duration,
+    },
     /// A byte size: `1024`, `512MiB`, `16GB`.
     Bytes,
     /// A decimal number within bounds.
-    Float { min: f64, max: f64 },
+    Float {
+        min: f64,
+        max: f64,
+    },
     /// An integer within bounds.
-    Int { min: i64, max: i64 },
+    Int {
+        min: i64,
+        max: i64,
+    },
     Bool,
     /// Free text of at most 256 characters.
     Text,
@@ -169,8 +178,10 @@ pub fn lookup(key: &str) -> Result<&'static KeySpec, ConfigError> {
         .filter(|p| p.split('/').next() == Some(section))
         .collect();
     let hint = if near.is_empty() {
-        let sections: std::collections::BTreeSet<&str> =
-            KEYS.iter().filter_map(|s| s.pattern.split('/').next()).collect();
+        let sections: std::collections::BTreeSet<&str> = KEYS
+            .iter()
+            .filter_map(|s| s.pattern.split('/').next())
+            .collect();
         format!(
             " (known sections: {})",
             sections.into_iter().collect::<Vec<_>>().join(", ")
@@ -330,6 +341,9 @@ mod tests {
     fn gpu_ids_are_normalised_with_the_gpu_prefix() {
         let id = "0d6d1a2a-1111-2222-3333-444455556666";
         assert_eq!(normalize_gpu_id(id).unwrap(), format!("GPU-{id}"));
-        assert_eq!(normalize_gpu_id(&format!("GPU-{id}")).unwrap(), format!("GPU-{id}"));
+        assert_eq!(
+            normalize_gpu_id(&format!("GPU-{id}")).unwrap(),
+            format!("GPU-{id}")
+        );
     }
 }

@@ -103,15 +103,19 @@ fn insert(table: &mut Table, segments: &[&str], value: Value) {
 fn arrays_from_numbered(value: Value) -> Value {
     match value {
         Value::Table(t) => {
-            let numbered = !t.is_empty()
-                && (0..t.len()).all(|i| t.contains_key(&i.to_string()));
+            let numbered = !t.is_empty() && (0..t.len()).all(|i| t.contains_key(&i.to_string()));
             if numbered {
                 let mut items: Vec<(usize, Value)> = t
                     .into_iter()
                     .filter_map(|(k, v)| k.parse::<usize>().ok().map(|i| (i, v)))
                     .collect();
                 items.sort_by_key(|(i, _)| *i);
-                Value::Array(items.into_iter().map(|(_, v)| arrays_from_numbered(v)).collect())
+                Value::Array(
+                    items
+                        .into_iter()
+                        .map(|(_, v)| arrays_from_numbered(v))
+                        .collect(),
+                )
             } else {
                 Value::Table(
                     t.into_iter()

@@ -13,7 +13,9 @@ use tracing::Instrument;
 
 use crate::agent::advertised;
 use crate::cluster::keys::validate_name;
-use crate::cluster::{EtcdOptions, Keys, ManagerRecord, Owner, Registration, Session, SessionError};
+use crate::cluster::{
+    EtcdOptions, Keys, ManagerRecord, Owner, Registration, Session, SessionError,
+};
 use crate::rpc::pb::cluster_service_server::ClusterServiceServer;
 use crate::rpc::pb::manager_service_server::ManagerServiceServer;
 use crate::rpc::{self, ServeError};
@@ -49,7 +51,8 @@ pub enum ManagerError {
 pub async fn run(opts: ManagerOptions) -> Result<(), ManagerError> {
     validate_name("namespace", &opts.namespace).map_err(ManagerError::InvalidOption)?;
     validate_name("manager id", &opts.manager_id).map_err(ManagerError::InvalidOption)?;
-    let span = tracing::info_span!("manager", manager_id = %opts.manager_id, namespace = %opts.namespace);
+    let span =
+        tracing::info_span!("manager", manager_id = %opts.manager_id, namespace = %opts.namespace);
     let bound = rpc::bind(&opts.listen).await?;
     let address = advertised(bound.local_addr, opts.advertise_addr.as_deref());
     let keys = Keys::new(&opts.namespace);
@@ -67,7 +70,10 @@ pub async fn run(opts: ManagerOptions) -> Result<(), ManagerError> {
     let mut session = Session::new(
         opts.etcd.clone(),
         Registration {
-            what: format!("manager id `{}` in namespace `{}`", opts.manager_id, opts.namespace),
+            what: format!(
+                "manager id `{}` in namespace `{}`",
+                opts.manager_id, opts.namespace
+            ),
             key: keys.manager(&opts.manager_id),
             owner,
             value: value_rx,

@@ -10,9 +10,7 @@ use super::table::AgentTable;
 use crate::cluster::keys::validate_name;
 use crate::rpc::pb::cluster_service_server::ClusterService;
 use crate::rpc::pb::manager_service_server::ManagerService;
-use crate::rpc::pb::{
-    HeartbeatRequest, HeartbeatResponse, ListAgentsRequest, ListAgentsResponse,
-};
+use crate::rpc::pb::{HeartbeatRequest, HeartbeatResponse, ListAgentsRequest, ListAgentsResponse};
 
 #[derive(Clone)]
 pub struct ManagerRpc {
@@ -37,7 +35,9 @@ impl ManagerService for ManagerRpc {
     ) -> Result<Response<HeartbeatResponse>, Status> {
         let req = req.into_inner();
         let Some(agent) = &req.agent else {
-            return Err(Status::invalid_argument("agent: the heartbeat carries no agent identity"));
+            return Err(Status::invalid_argument(
+                "agent: the heartbeat carries no agent identity",
+            ));
         };
         validate_name("agent.agent_id", &agent.agent_id).map_err(Status::invalid_argument)?;
         if agent.namespace != self.namespace {
@@ -47,7 +47,9 @@ impl ManagerService for ManagerRpc {
             )));
         }
         if req.heartbeat_interval_ms == 0 {
-            return Err(Status::invalid_argument("heartbeat_interval_ms: must be positive"));
+            return Err(Status::invalid_argument(
+                "heartbeat_interval_ms: must be positive",
+            ));
         }
         self.table()?
             .heartbeat(req, Instant::now(), SystemTime::now());

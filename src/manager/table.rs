@@ -150,7 +150,10 @@ mod tests {
 
     fn mirror(ids: &[&str]) -> Mirror {
         Mirror {
-            kvs: ids.iter().map(|i| (i.to_string(), "{}".to_string())).collect(),
+            kvs: ids
+                .iter()
+                .map(|i| (i.to_string(), "{}".to_string()))
+                .collect(),
             loaded: true,
         }
     }
@@ -183,10 +186,19 @@ mod tests {
         t.sync_registrations(&mirror(&["a"]), t0);
         assert_eq!(states(&mut t, t0), [("a".into(), AgentState::Registered)]);
         t.heartbeat(beat("a", 1000), t0, SystemTime::now());
-        assert_eq!(states(&mut t, t0 + Duration::from_secs(3)), [("a".into(), AgentState::Alive)]);
-        assert_eq!(states(&mut t, t0 + Duration::from_millis(3001)), [("a".into(), AgentState::Lost)]);
+        assert_eq!(
+            states(&mut t, t0 + Duration::from_secs(3)),
+            [("a".into(), AgentState::Alive)]
+        );
+        assert_eq!(
+            states(&mut t, t0 + Duration::from_millis(3001)),
+            [("a".into(), AgentState::Lost)]
+        );
         t.sync_registrations(&mirror(&[]), t0 + Duration::from_secs(5));
-        assert_eq!(states(&mut t, t0 + Duration::from_secs(6)), [("a".into(), AgentState::Gone)]);
+        assert_eq!(
+            states(&mut t, t0 + Duration::from_secs(6)),
+            [("a".into(), AgentState::Gone)]
+        );
         assert!(states(&mut t, t0 + Duration::from_secs(65)).is_empty());
     }
 
@@ -203,7 +215,10 @@ mod tests {
     fn agents_are_listed_sorted_by_id() {
         let mut t = AgentTable::new(Duration::from_secs(60));
         t.sync_registrations(&mirror(&["zeta", "alpha", "mid"]), Instant::now());
-        let ids: Vec<String> = states(&mut t, Instant::now()).into_iter().map(|(i, _)| i).collect();
+        let ids: Vec<String> = states(&mut t, Instant::now())
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect();
         assert_eq!(ids, ["alpha", "mid", "zeta"]);
     }
 }

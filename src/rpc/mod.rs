@@ -9,7 +9,8 @@ pub mod pb {
     tonic::include_proto!("deckhand.v1");
 
     /// Encoded file descriptor set for server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("deckhand_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("deckhand_descriptor");
 }
 
 pub use server::{bind, channel, serve, Bound, ServeError};

@@ -40,10 +40,12 @@ pub struct Bound {
 
 /// Binds `addr` (`HOST:PORT`; port 0 picks a free one).
 pub async fn bind(addr: &str) -> Result<Bound, ServeError> {
-    let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind {
-        addr: addr.to_string(),
-        source,
-    })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
     let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
         addr: addr.to_string(),
         source,

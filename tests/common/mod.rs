@@ -26,7 +26,11 @@ pub fn free_port() -> u16 {
 /// A namespace no other test uses.
 pub fn namespace(test: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("t-{test}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "t-{test}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Polls `f` every 50 ms until it returns `Some`, or panics naming `what` after `timeout`.
@@ -40,7 +44,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -76,8 +83,18 @@ impl Etcd {
         let child = Command::new("etcd")
             .args(["--name", "test", "--data-dir"])
             .arg(self.dir.path().join("data"))
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
             .args(["--initial-cluster", &format!("test={peer}")])
             .stdout(Stdio::null())
             .stderr(log)
@@ -165,7 +182,9 @@ impl Proc {
 
     /// Sends SIGTERM.
     pub fn terminate(&self) {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
     }
 }
 
@@ -211,7 +230,9 @@ impl Cluster {
     }
 
     pub fn etcd_mut(&mut self) -> &mut Etcd {
-        self.etcd.as_mut().expect("this cluster shares another cluster's etcd")
+        self.etcd
+            .as_mut()
+            .expect("this cluster shares another cluster's etcd")
     }
 
     pub async fn etcd_client(&self) -> etcd_client::Client {

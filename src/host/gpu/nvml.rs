@@ -212,7 +212,9 @@ mod tests {
     #[tokio::test]
     async fn a_missing_library_gives_an_empty_inventory_with_a_reason() {
         let mut probe = NvmlProbe::default();
-        let inv = probe.read(Some(Path::new("/nonexistent/libnvidia-ml.so.1"))).await;
+        let inv = probe
+            .read(Some(Path::new("/nonexistent/libnvidia-ml.so.1")))
+            .await;
         assert!(inv.devices.is_empty());
         assert!(inv.nvml_status.contains("not found"), "{}", inv.nvml_status);
     }
