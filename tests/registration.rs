@@ -150,3 +150,55 @@ async fn a_restarted_agent_takes_over_the_id_of_its_crashed_predecessor_at_once(
     assert!(second.is_running(), "{}", second.log());
     let _ = etcd.delete(c.agent_key("phoenix"), None).await;
 }
+
+#[tokio::test]
+async fn a_deleted_registration_is_put_back_while_the_agent_lives() {
+    let c = fast_cluster("reput").await;
+    let agent = c.agent("stubborn");
+    let mut etcd = c.etcd_client().await;
+    let key = c.agent_key("stubborn");
+    let present = |etcd: &etcd_client::Client| {
+        let mut etcd = etcd.clone();
+        let key = key.clone();
+        async move { (etcd.get(key, None).await.ok()?.count() == 1).then_some(()) }
+    };
+    wait_for(Duration::from_secs(10), "registration", || present(&etcd)).await;
+    etcd.delete(key.clone(), None).await.unwrap();
+    wait_for(Duration::from_secs(3), "the registration put back", || {
+        present(&etcd)
+    })
+    .await;
+    assert!(agent.log().contains("putting it back"), "{}", agent.log());
+}
+
+#[tokio::test]
+async fn heartbeats_fail_over_to_another_manager() {
+    let c = fast_cluster("failover").await;
+    let m1 = c.manager("m1", &[]);
+    let m2 = c.manager("m2", &[]);
+    let _a = c.agent("roamer");
+    let node_on = |port: u16| {
+        let out = c.cli(&["nodes", "--json", "--manager", &format!("127.0.0.1:{port}")]);
+        let nodes: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).ok()?;
+        let n = nodes.into_iter().find(|n| n["id"] == "roamer")?;
+        Some(n["heartbeats_received"].as_u64().unwrap_or(0))
+    };
+    // The agent reports to exactly one of them: the first by id.
+    wait_for(Duration::from_secs(10), "heartbeats at m1", || async {
+        (node_on(m1.port)? > 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        node_on(m2.port).unwrap_or(0),
+        0,
+        "only one manager gets heartbeats"
+    );
+    let mut m1 = m1;
+    m1.kill9();
+    wait_for(
+        Duration::from_secs(10),
+        "heartbeats at m2 after m1 died",
+        || async { (node_on(m2.port)? > 0).then_some(()) },
+    )
+    .await;
+}

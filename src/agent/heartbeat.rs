@@ -74,7 +74,7 @@ impl Heartbeat {
                 agent: Some(self.identity.clone()),
                 host: Some(snap.host.clone()),
                 gpus: Some(snap.gpus.clone()),
-                slots: Some(snap.slots.clone()),
+                slots: Some(snap.slots),
                 heartbeat_interval_ms: period.as_millis() as u64,
                 sequence: sequence + 1,
             };

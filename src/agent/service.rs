@@ -32,7 +32,7 @@ impl AgentService for AgentRpc {
             identity: Some(identity),
             host: Some(snap.host.clone()),
             gpus: Some(snap.gpus.clone()),
-            slots: Some(snap.slots.clone()),
+            slots: Some(snap.slots),
             heartbeat_interval_ms: cfg.heartbeat_interval.as_millis() as u64,
             manager_address: self.current_manager.borrow().clone(),
         }))

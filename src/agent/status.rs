@@ -68,7 +68,7 @@ pub fn slots(
     ResourceSlots {
         total: Some(total),
         reserved: Some(reserved),
-        allocated: Some(allocated.clone()),
+        allocated: Some(*allocated),
         free: Some(free),
     }
 }

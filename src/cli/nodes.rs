@@ -115,7 +115,7 @@ pub async fn run(args: NodesArgs) -> anyhow::Result<ExitCode> {
         let slots = n
             .slots
             .as_ref()
-            .and_then(|s| Some((s.free.clone()?, s.total.clone()?)))
+            .and_then(|s| Some((s.free?, s.total?)))
             .map(|(f, t)| {
                 format!(
                     "cpu {}/{}  mem {}  gpu {}/{}",
