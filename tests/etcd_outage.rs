@@ -12,17 +12,8 @@ async fn agent_reregisters_within_two_seconds_after_etcd_returns() {
     let mut c = Cluster::start("outage").await;
     c.cli_ok(&["config", "set", "agent/lease_ttl", "3s"]);
     let mut agent = c.agent("survivor");
-    let key = c.agent_key("survivor");
-    let registered = |c: &Cluster| {
-        let key = key.clone();
-        let addr = c.etcd_addr.clone();
-        async move {
-            let mut etcd = etcd_client::Client::connect([addr], None).await.ok()?;
-            (etcd.get(key, None).await.ok()?.count() == 1).then_some(())
-        }
-    };
     wait_for(Duration::from_secs(10), "first registration", || {
-        registered(&c)
+        c.registered("survivor")
     })
     .await;
 
@@ -33,7 +24,7 @@ async fn agent_reregisters_within_two_seconds_after_etcd_returns() {
     c.etcd_mut().restart(true).await;
     let back = Instant::now();
     wait_for(Duration::from_secs(10), "re-registration", || {
-        registered(&c)
+        c.registered("survivor")
     })
     .await;
     let took = back.elapsed();
@@ -45,7 +36,7 @@ async fn agent_reregisters_within_two_seconds_after_etcd_returns() {
     // Stays registered past one TTL: the new lease is kept alive.
     tokio::time::sleep(Duration::from_secs(4)).await;
     wait_for(Duration::from_secs(1), "registration still present", || {
-        registered(&c)
+        c.registered("survivor")
     })
     .await;
     assert!(agent.is_running());
@@ -67,18 +58,10 @@ async fn agent_started_before_etcd_waits_and_registers_when_it_appears() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(agent.is_running(), "{}", agent.log());
     c.etcd_mut().restart(false).await;
-    let key = c.agent_key("early");
-    let addr = c.etcd_addr.clone();
     wait_for(
         Duration::from_secs(5),
         "registration after etcd appears",
-        || {
-            let (key, addr) = (key.clone(), addr.clone());
-            async move {
-                let mut etcd = etcd_client::Client::connect([addr], None).await.ok()?;
-                (etcd.get(key, None).await.ok()?.count() == 1).then_some(())
-            }
-        },
+        || c.registered("early"),
     )
     .await;
     let log = agent.log();

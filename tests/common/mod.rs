@@ -324,6 +324,14 @@ impl Cluster {
         self.nodes()?.into_iter().find(|n| n["id"] == id)
     }
 
+    /// `Some(())` when agent `id`'s registration key exists (for [`wait_for`]).
+    pub async fn registered(&self, id: &str) -> Option<()> {
+        let mut etcd = etcd_client::Client::connect([self.etcd_addr.clone()], None)
+            .await
+            .ok()?;
+        (etcd.get(self.agent_key(id), None).await.ok()?.count() == 1).then_some(())
+    }
+
     pub fn agent_key(&self, id: &str) -> String {
         format!("/deckhand/{}/nodes/agents/{id}", self.ns)
     }
