@@ -5,12 +5,14 @@
 //! samples the host and its GPUs ([`host`]) and reports them to a manager over gRPC
 //! ([`agent`], [`rpc`]). The same crate holds the small reference manager ([`manager`]) and
 //! the operator CLI ([`cli`]), so a cluster can be stood up with this binary alone.
+//! Kernels (containers run for the manager) start with their lifecycle in [`kernel`].
 
 pub mod agent;
 pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod host;
+pub mod kernel;
 pub mod manager;
 pub mod rpc;
 pub mod shutdown;

@@ -1,0 +1,240 @@
+//! The kernel lifecycle as one explicit state machine: every allowed transition is in
+//! [`KernelState::apply`], so what may happen in which state is read in one place.
+//!
+//! ```text
+//! PREPARING → (PULLING) → CREATING → HELD? → RUNNING ⇄ SUSPENDED → TERMINATING → DONE | FAILED | CANCELLED
+//! ```
+//! Any live state may fail (FAILED) or be cancelled before it runs (CANCELLED); a container
+//! exiting by itself goes straight to DONE (exit 0) or FAILED.
+
+use std::fmt;
+
+/// Where a kernel is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KernelState {
+    Preparing,
+    Pulling,
+    Creating,
+    /// Created, not started until released (`submit_as_hold`).
+    Held,
+    Running,
+    /// Paused with the cgroup freezer (`docker pause`).
+    Suspended,
+    Terminating,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+/// What can happen to a kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    PullStarted,
+    PullFinished,
+    /// The container exists; `held` keeps it from starting.
+    Created {
+        held: bool,
+    },
+    Release,
+    Started,
+    Suspend,
+    Resume,
+    /// A stop was requested (grace period, then kill).
+    Terminate,
+    /// The container ended; `success` is exit code 0 and not OOM-killed.
+    Exited {
+        success: bool,
+    },
+    /// A system error (pull, create, start failed).
+    Fail,
+}
+
+/// The DRMAA2 job state matching a kernel state (what `inspect` shows beside it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drmaa2State {
+    Queued,
+    QueuedHeld,
+    Running,
+    Suspended,
+    Done,
+    Failed,
+}
+
+/// An operation that the kernel's state does not allow (FAILED_PRECONDITION).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot {op} a kernel that is {state}")]
+pub struct TransitionError {
+    pub state: KernelState,
+    pub op: &'static str,
+}
+
+impl KernelState {
+    /// The state after `t`, or an error naming the current state.
+    pub fn apply(self, t: Transition) -> Result<KernelState, TransitionError> {
+        use KernelState::*;
+        use Transition::*;
+        let next = match (self, t) {
+            (Preparing, PullStarted) => Pulling,
+            (Pulling, PullFinished) => Creating,
+            (Preparing, Created { held })
+            | (Pulling, Created { held })
+            | (Creating, Created { held }) => {
+                if held {
+                    Held
+                } else {
+                    Creating
+                }
+            }
+            (Held, Release) => Creating,
+            (Creating, Started) => Running,
+            (Running, Suspend) => Suspended,
+            (Suspended, Resume) => Running,
+            (Preparing | Pulling | Creating | Held, Terminate) => Cancelled,
+            (Running | Suspended, Terminate) => Terminating,
+            (Running | Suspended | Terminating, Exited { success: true }) => Done,
+            (Running | Suspended | Terminating | Creating, Exited { success: false }) => Failed,
+            (s, Fail) if !s.is_final() => Failed,
+            (s, t) => {
+                return Err(TransitionError {
+                    state: s,
+                    op: t.verb(),
+                })
+            }
+        };
+        Ok(next)
+    }
+
+    /// DONE, FAILED and CANCELLED never change again.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Done | Self::Failed | Self::Cancelled)
+    }
+
+    /// Whether the kernel holds its slots (CPU, memory, GPUs, ports) in this state.
+    pub fn holds_resources(self) -> bool {
+        !self.is_final()
+    }
+
+    pub fn drmaa2(self) -> Drmaa2State {
+        match self {
+            Self::Preparing | Self::Pulling | Self::Creating => Drmaa2State::Queued,
+            Self::Held => Drmaa2State::QueuedHeld,
+            Self::Running | Self::Terminating => Drmaa2State::Running,
+            Self::Suspended => Drmaa2State::Suspended,
+            Self::Done => Drmaa2State::Done,
+            Self::Failed | Self::Cancelled => Drmaa2State::Failed,
+        }
+    }
+}
+
+impl Transition {
+    fn verb(self) -> &'static str {
+        match self {
+            Self::PullStarted => "start pulling for",
+            Self::PullFinished => "finish pulling for",
+            Self::Created { .. } => "create",
+            Self::Release => "release",
+            Self::Started => "start",
+            Self::Suspend => "suspend",
+            Self::Resume => "resume",
+            Self::Terminate => "stop",
+            Self::Exited { .. } => "report an exit of",
+            Self::Fail => "fail",
+        }
+    }
+}
+
+impl fmt::Display for KernelState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Self::Preparing => "PREPARING",
+            Self::Pulling => "PULLING",
+            Self::Creating => "CREATING",
+            Self::Held => "HELD",
+            Self::Running => "RUNNING",
+            Self::Suspended => "SUSPENDED",
+            Self::Terminating => "TERMINATING",
+            Self::Done => "DONE",
+            Self::Failed => "FAILED",
+            Self::Cancelled => "CANCELLED",
+        };
+        f.write_str(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KernelState::*;
+    use super::Transition::*;
+    use super::*;
+
+    fn run(start: KernelState, ts: &[Transition]) -> Result<KernelState, TransitionError> {
+        ts.iter().try_fold(start, |s, t| s.apply(*t))
+    }
+
+    #[test]
+    fn a_pulled_kernel_runs_and_finishes() {
+        let end = run(
+            Preparing,
+            &[
+                PullStarted,
+                PullFinished,
+                Created { held: false },
+                Started,
+                Exited { success: true },
+            ],
+        );
+        assert_eq!(end, Ok(Done));
+    }
+
+    #[test]
+    fn a_held_kernel_starts_only_after_release() {
+        let held = run(Preparing, &[Created { held: true }]).unwrap();
+        assert_eq!(held, Held);
+        assert_eq!(held.drmaa2(), Drmaa2State::QueuedHeld);
+        assert!(held.apply(Started).is_err());
+        assert_eq!(run(held, &[Release, Started]), Ok(Running));
+    }
+
+    #[test]
+    fn suspended_reads_suspended_and_resumes_to_running() {
+        let s = run(Running, &[Suspend]).unwrap();
+        assert_eq!(s.drmaa2(), Drmaa2State::Suspended);
+        assert_eq!(s.apply(Resume), Ok(Running));
+    }
+
+    #[test]
+    fn a_wrong_state_error_names_the_state_and_the_operation() {
+        let err = Held.apply(Suspend).unwrap_err();
+        assert_eq!(err.to_string(), "cannot suspend a kernel that is HELD");
+    }
+
+    #[test]
+    fn stopping_before_start_cancels_and_after_start_terminates() {
+        assert_eq!(Held.apply(Terminate), Ok(Cancelled));
+        assert_eq!(
+            run(Running, &[Terminate, Exited { success: false }]),
+            Ok(Failed)
+        );
+    }
+
+    #[test]
+    fn final_states_accept_nothing() {
+        let all = [
+            PullStarted,
+            PullFinished,
+            Created { held: false },
+            Release,
+            Started,
+            Suspend,
+            Resume,
+            Terminate,
+            Exited { success: true },
+            Fail,
+        ];
+        for s in [Done, Failed, Cancelled] {
+            for t in all {
+                assert!(s.apply(t).is_err(), "{s} accepted {t:?}");
+            }
+        }
+    }
+}
