@@ -82,18 +82,14 @@ async fn killed_agent_key_expires_and_manager_shows_lost_then_gone() {
 async fn a_second_agent_with_the_same_id_exits_naming_the_id() {
     let c = fast_cluster("dup").await;
     let first = c.agent("twin");
-    let mut etcd = c.etcd_client().await;
-    let key = c.agent_key("twin");
     wait_for(
         Duration::from_secs(10),
         "the first agent registered",
-        || {
-            let mut etcd = etcd.clone();
-            let key = key.clone();
-            async move { (etcd.get(key, None).await.ok()?.count() == 1).then_some(()) }
-        },
+        || c.registered("twin"),
     )
     .await;
+    let mut etcd = c.etcd_client().await;
+    let key = c.agent_key("twin");
 
     let mut second = c.agent("twin");
     let status = second
@@ -155,17 +151,14 @@ async fn a_restarted_agent_takes_over_the_id_of_its_crashed_predecessor_at_once(
 async fn a_deleted_registration_is_put_back_while_the_agent_lives() {
     let c = fast_cluster("reput").await;
     let agent = c.agent("stubborn");
+    wait_for(Duration::from_secs(10), "registration", || {
+        c.registered("stubborn")
+    })
+    .await;
     let mut etcd = c.etcd_client().await;
-    let key = c.agent_key("stubborn");
-    let present = |etcd: &etcd_client::Client| {
-        let mut etcd = etcd.clone();
-        let key = key.clone();
-        async move { (etcd.get(key, None).await.ok()?.count() == 1).then_some(()) }
-    };
-    wait_for(Duration::from_secs(10), "registration", || present(&etcd)).await;
-    etcd.delete(key.clone(), None).await.unwrap();
+    etcd.delete(c.agent_key("stubborn"), None).await.unwrap();
     wait_for(Duration::from_secs(3), "the registration put back", || {
-        present(&etcd)
+        c.registered("stubborn")
     })
     .await;
     assert!(agent.log().contains("putting it back"), "{}", agent.log());
