@@ -6,6 +6,7 @@ use std::path::PathBuf;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/deckhand/v1/common.proto",
+        "proto/deckhand/v1/kernel.proto",
         "proto/deckhand/v1/agent.proto",
         "proto/deckhand/v1/manager.proto",
         "proto/deckhand/v1/cluster.proto",
@@ -14,6 +15,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("deckhand_descriptor.bin"))
         .type_attribute(".", "#[derive(serde::Serialize)]")
+        // Ordered maps: a spec encodes to the same bytes every time (idempotent create).
+        .btree_map(".")
+        // Specs are persisted in the kernel registry and read back.
+        .type_attribute(
+            ".deckhand.v1.KernelSpec",
+            "#[derive(serde::Deserialize)] #[serde(default)]",
+        )
+        .type_attribute(
+            ".deckhand.v1.StageIn",
+            "#[derive(serde::Deserialize)] #[serde(default)]",
+        )
+        .type_attribute(
+            ".deckhand.v1.PortSpec",
+            "#[derive(serde::Deserialize)] #[serde(default)]",
+        )
         .compile_protos(&protos, &["proto"])?;
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

@@ -7,7 +7,7 @@
 set -euo pipefail
 
 need=()
-for pkg in protobuf-compiler etcd-server etcd-client busybox-static docker-registry apache2-utils gcc; do
+for pkg in protobuf-compiler libprotobuf-dev etcd-server etcd-client busybox-static docker-registry apache2-utils gcc; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 have() { command -v "$1" >/dev/null 2>&1; }

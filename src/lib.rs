@@ -15,6 +15,7 @@ pub mod host;
 pub mod kernel;
 pub mod manager;
 pub mod rpc;
+pub mod runtime;
 pub mod shutdown;
 
 /// The version every registration and heartbeat carries.

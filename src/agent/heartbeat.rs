@@ -17,6 +17,7 @@ use tonic::transport::Channel;
 use super::status::{Snapshot, StatusCollector};
 use crate::cluster::{ManagerRecord, Mirror};
 use crate::config::ClusterConfig;
+use crate::kernel::Kernels;
 use crate::rpc::channel;
 use crate::rpc::pb::manager_service_client::ManagerServiceClient;
 use crate::rpc::pb::{AgentIdentity, HeartbeatRequest};
@@ -32,6 +33,8 @@ pub struct Heartbeat {
     pub snapshot: watch::Sender<Arc<Snapshot>>,
     /// The manager currently reported to (address), for `GetInfo`.
     pub current_manager: watch::Sender<String>,
+    /// Allocated slots and per-kernel usage come from here.
+    pub kernels: Kernels,
 }
 
 impl Heartbeat {
@@ -67,7 +70,10 @@ impl Heartbeat {
                 }
             }
             let cfg = self.config.borrow_and_update().clone();
-            let snap = self.collector.collect(&cfg).await;
+            let snap = self
+                .collector
+                .collect(&cfg, &self.kernels.allocated())
+                .await;
             self.identity.region = cfg.region.clone();
             self.identity.scaling_group = cfg.scaling_group.clone();
             let req = HeartbeatRequest {
@@ -77,6 +83,7 @@ impl Heartbeat {
                 slots: Some(snap.slots),
                 heartbeat_interval_ms: period.as_millis() as u64,
                 sequence: sequence + 1,
+                kernels: self.kernels.usage(),
             };
             self.snapshot.send_replace(Arc::new(snap));
             let timeout = period.clamp(Duration::from_millis(500), Duration::from_secs(5));

@@ -7,6 +7,7 @@
 //! task is owned by one [`Tasks`] set and stopped on SIGINT/SIGTERM.
 
 pub mod heartbeat;
+pub mod reporter;
 pub mod service;
 pub mod settings;
 pub mod status;
@@ -22,6 +23,9 @@ use crate::cluster::keys::validate_name;
 use crate::cluster::{AgentRecord, EtcdOptions, Keys, Owner, Registration, Session, SessionError};
 use crate::config::ClusterConfig;
 use crate::host::HostSampler;
+use crate::kernel::scratch::Scratch;
+use crate::kernel::{EngineOptions, Kernels};
+use crate::runtime::Docker;
 use crate::rpc::pb::agent_service_server::AgentServiceServer;
 use crate::rpc::pb::AgentIdentity;
 use crate::rpc::{self, ServeError};
@@ -56,6 +60,8 @@ pub enum AgentError {
     Rpc(#[from] ServeError),
     #[error(transparent)]
     Session(#[from] SessionError),
+    #[error("{0}")]
+    Docker(#[from] crate::runtime::EngineError),
 }
 
 /// The address peers should dial: the listener's, with an unspecified IP replaced by the
@@ -150,6 +156,35 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let mut loaded_for_registration = loaded_rx.clone();
     let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
     let (mgr_tx, mgr_rx) = watch::channel(String::new());
+    let scratch = Scratch::new(&opts.scratch_root).map_err(|source| AgentError::ScratchRoot {
+        path: opts.scratch_root.clone(),
+        source,
+    })?;
+    let kernels = Kernels::new(EngineOptions {
+        docker: Docker::connect().await?,
+        namespace: opts.namespace.clone(),
+        agent_id: opts.agent_id.clone(),
+        scratch,
+        creation_concurrency: cfg_rx.borrow().kernel.creation_concurrency,
+        config: cfg_rx.clone(),
+        capacity: snap_rx.clone(),
+        event_capacity: crate::kernel::events::DEFAULT_CAPACITY,
+    });
+    tasks.spawn(
+        "kernels",
+        kernels.clone().run(tasks.token()).instrument(span.clone()),
+    );
+    tasks.spawn(
+        "kernel-events",
+        reporter::run(
+            kernels.clone(),
+            mgr_rx.clone(),
+            opts.agent_id.clone(),
+            owner.instance_id.clone(),
+            tasks.token(),
+        )
+        .instrument(span.clone()),
+    );
 
     tasks.spawn(
         "config",
@@ -210,6 +245,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
             collector: StatusCollector::new(HostSampler::new(&opts.scratch_root)),
             snapshot: snap_tx,
             current_manager: mgr_tx,
+            kernels: kernels.clone(),
         }
         .run(tasks.token())
         .instrument(span.clone()),
@@ -220,6 +256,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
             config: cfg_rx,
             snapshot: snap_rx,
             current_manager: mgr_rx,
+            kernels,
         };
         let routes = tonic::service::Routes::new(AgentServiceServer::new(svc));
         let stop = tasks.token();

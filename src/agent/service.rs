@@ -1,20 +1,33 @@
 //! `AgentService`: what the agent answers to the manager and to operators.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
+use futures::{Stream, StreamExt};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use super::status::Snapshot;
 use crate::config::ClusterConfig;
+use crate::kernel::Kernels;
 use crate::rpc::pb::agent_service_server::AgentService;
-use crate::rpc::pb::{AgentIdentity, GetInfoRequest, GetInfoResponse};
+use crate::rpc::pb::{
+    AgentIdentity, ControlKernelRequest, ControlKernelResponse, CreateKernelRequest,
+    CreateKernelResponse, DownloadFileResponse, ExecRequest, FileRequest, GetInfoRequest,
+    GetInfoResponse, KernelEvent, KernelInfo, KernelLogsRequest, KernelRef, ListFilesResponse,
+    ListKernelsRequest, ListKernelsResponse, OutputChunk, UploadFileRequest, UploadFileResponse,
+    WatchEventsRequest,
+};
+
+pub type OutputStream = Pin<Box<dyn Stream<Item = Result<OutputChunk, Status>> + Send>>;
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<KernelEvent, Status>> + Send>>;
 
 pub struct AgentRpc {
     pub identity: AgentIdentity,
     pub config: watch::Receiver<Arc<ClusterConfig>>,
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
     pub current_manager: watch::Receiver<String>,
+    pub kernels: Kernels,
 }
 
 #[tonic::async_trait]
@@ -28,13 +41,160 @@ impl AgentService for AgentRpc {
         let mut identity = self.identity.clone();
         identity.region = cfg.region.clone();
         identity.scaling_group = cfg.scaling_group.clone();
+        let slots = super::status::slots(&snap.host, &snap.gpus, &cfg, &self.kernels.allocated());
         Ok(Response::new(GetInfoResponse {
             identity: Some(identity),
             host: Some(snap.host.clone()),
             gpus: Some(snap.gpus.clone()),
-            slots: Some(snap.slots),
+            slots: Some(slots),
             heartbeat_interval_ms: cfg.heartbeat_interval.as_millis() as u64,
             manager_address: self.current_manager.borrow().clone(),
         }))
+    }
+
+    async fn create_kernel(
+        &self,
+        req: Request<CreateKernelRequest>,
+    ) -> Result<Response<CreateKernelResponse>, Status> {
+        let kernels = self.kernels.create(req.into_inner()).await?;
+        Ok(Response::new(CreateKernelResponse {
+            kernels,
+            agent_id: self.identity.agent_id.clone(),
+        }))
+    }
+
+    async fn get_kernel(&self, req: Request<KernelRef>) -> Result<Response<KernelInfo>, Status> {
+        let id = req.into_inner().kernel_id;
+        let mut list = self.kernels.get(&id)?;
+        if list.len() == 1 && list[0].kernel_id == id {
+            return Ok(Response::new(list.remove(0)));
+        }
+        Err(Status::invalid_argument(format!(
+            "kernel_id: `{id}` is a job array; list its tasks with ListKernels or name one task `{id}.<index>`"
+        )))
+    }
+
+    async fn list_kernels(
+        &self,
+        _req: Request<ListKernelsRequest>,
+    ) -> Result<Response<ListKernelsResponse>, Status> {
+        Ok(Response::new(ListKernelsResponse {
+            kernels: self.kernels.list(),
+        }))
+    }
+
+    async fn control_kernel(
+        &self,
+        req: Request<ControlKernelRequest>,
+    ) -> Result<Response<ControlKernelResponse>, Status> {
+        let kernels = self.kernels.control(req.into_inner()).await?;
+        Ok(Response::new(ControlKernelResponse { kernels }))
+    }
+
+    type KernelLogsStream = OutputStream;
+
+    async fn kernel_logs(
+        &self,
+        req: Request<KernelLogsRequest>,
+    ) -> Result<Response<OutputStream>, Status> {
+        let r = req.into_inner();
+        let logs = self.kernels.logs(&r.kernel_id, r.follow, r.tail)?;
+        let s = logs.map(|c| {
+            c.map(|c| OutputChunk {
+                data: c.data.to_vec(),
+                stderr: c.stderr,
+                exit_code: None,
+            })
+            .map_err(|e| Status::unavailable(e.to_string()))
+        });
+        Ok(Response::new(Box::pin(s)))
+    }
+
+    type ExecKernelStream = OutputStream;
+
+    async fn exec_kernel(&self, req: Request<ExecRequest>) -> Result<Response<OutputStream>, Status> {
+        let r = req.into_inner();
+        let (exec_id, output) = self
+            .kernels
+            .exec(&r.kernel_id, r.command, r.env, r.working_dir)
+            .await?;
+        let kernels = self.kernels.clone();
+        let body = output.map(|c| {
+            c.map(|c| OutputChunk {
+                data: c.data.to_vec(),
+                stderr: c.stderr,
+                exit_code: None,
+            })
+            .map_err(|e| Status::unavailable(e.to_string()))
+        });
+        let tail = futures::stream::once(async move {
+            let code = kernels.exec_exit_code(&exec_id).await.unwrap_or(-1);
+            Ok(OutputChunk {
+                data: Vec::new(),
+                stderr: false,
+                exit_code: Some(code as i32),
+            })
+        });
+        Ok(Response::new(Box::pin(body.chain(tail))))
+    }
+
+    async fn upload_file(
+        &self,
+        req: Request<UploadFileRequest>,
+    ) -> Result<Response<UploadFileResponse>, Status> {
+        let r = req.into_inner();
+        let size = self.kernels.upload(&r.kernel_id, &r.path, &r.content).await?;
+        Ok(Response::new(UploadFileResponse { size }))
+    }
+
+    async fn download_file(
+        &self,
+        req: Request<FileRequest>,
+    ) -> Result<Response<DownloadFileResponse>, Status> {
+        let r = req.into_inner();
+        let content = self.kernels.download(&r.kernel_id, &r.path).await?;
+        Ok(Response::new(DownloadFileResponse { content }))
+    }
+
+    async fn list_files(
+        &self,
+        req: Request<FileRequest>,
+    ) -> Result<Response<ListFilesResponse>, Status> {
+        let r = req.into_inner();
+        let entries = self.kernels.list_files(&r.kernel_id, &r.path)?;
+        Ok(Response::new(ListFilesResponse { entries }))
+    }
+
+    type WatchEventsStream = EventStream;
+
+    async fn watch_events(
+        &self,
+        req: Request<WatchEventsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let after = req.into_inner().after_seq;
+        let log = self.kernels.events();
+        // Subscribe first, then replay: an event may appear in both; the seq filter drops it.
+        let live = log.subscribe();
+        let replay = if after > 0 {
+            log.after(after, usize::MAX)
+        } else {
+            Vec::new()
+        };
+        let mut last = replay.last().map(|e| e.seq).unwrap_or(after);
+        let live = tokio_stream::wrappers::BroadcastStream::new(live).filter_map(move |r| {
+            let out = match r {
+                Ok(ev) if ev.seq > last => {
+                    last = ev.seq;
+                    Some(Ok(ev))
+                }
+                Ok(_) => None,
+                Err(e) => Some(Err(Status::data_loss(format!(
+                    "watcher fell behind: {e}; reconnect with after_seq"
+                )))),
+            };
+            async move { out }
+        });
+        let s = futures::stream::iter(replay.into_iter().map(Ok)).chain(live);
+        Ok(Response::new(Box::pin(s)))
     }
 }

@@ -28,13 +28,13 @@ impl StatusCollector {
         }
     }
 
-    pub async fn collect(&mut self, cfg: &ClusterConfig) -> Snapshot {
+    pub async fn collect(&mut self, cfg: &ClusterConfig, allocated: &SlotAmounts) -> Snapshot {
         let host = self.host.sample();
         let gpus = self
             .gpus
             .inventory(cfg.nvml_library.as_deref(), &cfg.fake_gpus)
             .await;
-        let slots = slots(&host, &gpus, cfg, &SlotAmounts::default());
+        let slots = slots(&host, &gpus, cfg, allocated);
         Snapshot { host, gpus, slots }
     }
 }

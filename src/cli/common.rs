@@ -103,14 +103,24 @@ impl ManagerArgs {
     }
 
     /// Calls `f` on each candidate manager until one answers.
-    pub async fn call<T, F, Fut>(&self, mut f: F) -> anyhow::Result<T>
+    pub async fn call<T, F, Fut>(&self, f: F) -> anyhow::Result<T>
+    where
+        F: FnMut(ClusterServiceClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        self.call_with(Duration::from_secs(10), f).await
+    }
+
+    /// [`call`](Self::call) with a longer limit, for kernel operations that wait (create,
+    /// stop) or stream (logs, exec).
+    pub async fn call_with<T, F, Fut>(&self, timeout: Duration, mut f: F) -> anyhow::Result<T>
     where
         F: FnMut(ClusterServiceClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         let mut last = None;
         for addr in self.addresses().await? {
-            let ch = channel(&addr, Duration::from_secs(10))?;
+            let ch = channel(&addr, timeout)?;
             match f(ClusterServiceClient::new(ch)).await {
                 Ok(v) => return Ok(v),
                 Err(status) if status.code() == tonic::Code::Unavailable => {

@@ -7,6 +7,7 @@ pub mod agent;
 pub mod common;
 pub mod config;
 pub mod host;
+pub mod kernels;
 pub mod layered;
 pub mod manager;
 pub mod nodes;
@@ -16,6 +17,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::rpc::pb::KernelAction;
 
 /// deckhand: a small, fast cluster worker agent (etcd-configured, gRPC-driven).
 #[derive(Debug, Parser)]
@@ -62,6 +65,30 @@ pub enum Command {
     Nodes(nodes::NodesArgs),
     /// Show this host's status and GPU inventory (no etcd or manager needed).
     Host(host::HostArgs),
+    /// Run a kernel (or a job array); attached, follow its output and exit with its code.
+    Run(Box<kernels::RunArgs>),
+    /// List the namespace's kernels.
+    Ps(kernels::PsArgs),
+    /// Show a kernel (or an array's tasks) as JSON.
+    Inspect(kernels::IdArgs),
+    /// Print a kernel's output.
+    Logs(kernels::LogsArgs),
+    /// Run a command inside a running kernel.
+    Exec(kernels::ExecArgs),
+    /// Stop kernels: SIGTERM, then SIGKILL after the grace period.
+    Stop(kernels::ControlArgs),
+    /// Remove kernels (container and scratch dir); running ones only with --force.
+    Rm(kernels::ControlArgs),
+    /// Suspend kernels (docker pause).
+    Suspend(kernels::ControlArgs),
+    /// Resume suspended kernels.
+    Resume(kernels::ControlArgs),
+    /// Start kernels created with --hold.
+    Release(kernels::ControlArgs),
+    /// Send a signal (-s N) to kernels.
+    Kill(kernels::ControlArgs),
+    /// List, upload and download files in a kernel's /home/work.
+    Files(kernels::FilesArgs),
 }
 
 /// Parses the command line (with its file layer), sets up logging and runs the command.
@@ -101,6 +128,18 @@ pub fn main() -> ExitCode {
             Command::Config(c) => config::run(c).await,
             Command::Nodes(n) => nodes::run(n).await,
             Command::Host(h) => host::run(h).await,
+            Command::Run(r) => kernels::run(*r).await,
+            Command::Ps(a) => kernels::ps(a).await,
+            Command::Inspect(a) => kernels::inspect(a).await,
+            Command::Logs(a) => kernels::logs(a).await,
+            Command::Exec(a) => kernels::exec(a).await,
+            Command::Stop(a) => kernels::control(KernelAction::Stop, a).await,
+            Command::Rm(a) => kernels::control(KernelAction::Remove, a).await,
+            Command::Suspend(a) => kernels::control(KernelAction::Suspend, a).await,
+            Command::Resume(a) => kernels::control(KernelAction::Resume, a).await,
+            Command::Release(a) => kernels::control(KernelAction::Release, a).await,
+            Command::Kill(a) => kernels::control(KernelAction::Signal, a).await,
+            Command::Files(a) => kernels::files(a).await,
         }
     });
     match result {

@@ -24,6 +24,36 @@ pub struct Reserved {
     pub disk: u64,
 }
 
+/// How kernels are created: `agent/kernel_creation_concurrency`, `container/*`, `security/*`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelSettings {
+    pub creation_concurrency: usize,
+    pub uid: u32,
+    pub gid: u32,
+    pub port_range: (u16, u16),
+    pub stop_grace_period: Duration,
+    pub keep_scratch: bool,
+    pub stage_in_dirs: Vec<PathBuf>,
+    pub allow_privileged: bool,
+    pub allow_host_namespaces: bool,
+}
+
+impl Default for KernelSettings {
+    fn default() -> Self {
+        Self {
+            creation_concurrency: 4,
+            uid: 1000,
+            gid: 1000,
+            port_range: (30000, 31000),
+            stop_grace_period: Duration::from_secs(10),
+            keep_scratch: false,
+            stage_in_dirs: Vec::new(),
+            allow_privileged: false,
+            allow_host_namespaces: false,
+        }
+    }
+}
+
 /// Everything the agent reads from the cluster config.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterConfig {
@@ -34,6 +64,7 @@ pub struct ClusterConfig {
     pub reserved: Reserved,
     pub nvml_library: Option<PathBuf>,
     pub fake_gpus: Vec<FakeGpu>,
+    pub kernel: KernelSettings,
 }
 
 impl Default for ClusterConfig {
@@ -46,6 +77,7 @@ impl Default for ClusterConfig {
             reserved: Reserved::default(),
             nvml_library: None,
             fake_gpus: Vec::new(),
+            kernel: KernelSettings::default(),
         }
     }
 }
@@ -83,6 +115,34 @@ impl ClusterConfig {
         }
         cfg.nvml_library = get("gpu/nvml_library").map(PathBuf::from);
         cfg.fake_gpus = fake_gpus(tree, &mut problems);
+        let k = &mut cfg.kernel;
+        let int = |key: &str| get(key).and_then(|v| v.trim().parse::<i64>().ok());
+        let flag = |key: &str| get(key).and_then(|v| schema::parse_bool(v).ok());
+        if let Some(v) = int("agent/kernel_creation_concurrency") {
+            k.creation_concurrency = v as usize;
+        }
+        if let Some(v) = int("container/kernel_uid") {
+            k.uid = v as u32;
+        }
+        if let Some(v) = int("container/kernel_gid") {
+            k.gid = v as u32;
+        }
+        if let Some(v) = get("container/port_range").and_then(|v| schema::parse_port_range(v).ok())
+        {
+            k.port_range = v;
+        }
+        if let Some(v) =
+            get("container/stop_grace_period").and_then(|v| schema::parse_duration(v).ok())
+        {
+            k.stop_grace_period = v;
+        }
+        if let Some(v) = get("container/stage_in_dirs").and_then(|v| schema::parse_path_list(v).ok())
+        {
+            k.stage_in_dirs = v;
+        }
+        k.keep_scratch = flag("container/keep_scratch").unwrap_or(false);
+        k.allow_privileged = flag("security/allow_privileged").unwrap_or(false);
+        k.allow_host_namespaces = flag("security/allow_host_namespaces").unwrap_or(false);
         (cfg, problems)
     }
 }

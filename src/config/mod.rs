@@ -13,7 +13,7 @@ pub mod live;
 pub mod schema;
 pub mod tree;
 
-pub use cluster::{ClusterConfig, FakeGpu};
+pub use cluster::{ClusterConfig, FakeGpu, KernelSettings};
 pub use live::LiveConfig;
 pub use schema::ConfigError;
 pub use tree::FlatTree;

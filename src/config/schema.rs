@@ -61,6 +61,10 @@ pub enum Kind {
     AbsPath,
     /// A GPU UUID: `GPU-<uuid>` or `<uuid>`.
     GpuId,
+    /// An inclusive port range `low-high`.
+    PortRange,
+    /// Comma-separated absolute paths.
+    PathList,
 }
 
 /// One known setting.
@@ -140,6 +144,60 @@ pub static KEYS: &[KeySpec] = &[
         pattern: "docker/fake_gpus/*/ram_total",
         kind: Kind::Bytes,
         help: "memory of a fake GPU, e.g. `16GiB`",
+    },
+    KeySpec {
+        pattern: "agent/kernel_creation_concurrency",
+        kind: Kind::Int { min: 1, max: 256 },
+        help: "kernels created at once (default 4); more requests queue (read at agent start)",
+    },
+    KeySpec {
+        pattern: "container/kernel_uid",
+        kind: Kind::Int {
+            min: 0,
+            max: 2_147_483_647,
+        },
+        help: "uid kernels run as and own their scratch home with (default 1000)",
+    },
+    KeySpec {
+        pattern: "container/kernel_gid",
+        kind: Kind::Int {
+            min: 0,
+            max: 2_147_483_647,
+        },
+        help: "gid kernels run as and own their scratch home with (default 1000)",
+    },
+    KeySpec {
+        pattern: "container/port_range",
+        kind: Kind::PortRange,
+        help: "host ports given to kernels' exposed ports, `low-high` (default 30000-31000)",
+    },
+    KeySpec {
+        pattern: "container/stop_grace_period",
+        kind: Kind::Duration {
+            min: Duration::ZERO,
+            max: secs(3600),
+        },
+        help: "SIGTERM → SIGKILL delay of `stop` when the kernel sets none (default 10s)",
+    },
+    KeySpec {
+        pattern: "container/keep_scratch",
+        kind: Kind::Bool,
+        help: "keep a kernel's scratch dir when it is removed (default false)",
+    },
+    KeySpec {
+        pattern: "container/stage_in_dirs",
+        kind: Kind::PathList,
+        help: "host directories stage-in files and bind mounts may come from (default none)",
+    },
+    KeySpec {
+        pattern: "security/allow_privileged",
+        kind: Kind::Bool,
+        help: "allow kernels with `privileged` (default false)",
+    },
+    KeySpec {
+        pattern: "security/allow_host_namespaces",
+        kind: Kind::Bool,
+        help: "allow kernels with host network, ipc, pid or uts namespaces (default false)",
     },
 ];
 
@@ -250,6 +308,12 @@ fn check_kind(kind: Kind, value: &str) -> Result<(), String> {
         Kind::GpuId => {
             normalize_gpu_id(value)?;
         }
+        Kind::PortRange => {
+            parse_port_range(value)?;
+        }
+        Kind::PathList => {
+            parse_path_list(value)?;
+        }
     }
     Ok(())
 }
@@ -276,6 +340,35 @@ pub fn parse_bool(value: &str) -> Result<bool, String> {
         "false" => Ok(false),
         _ => Err(format!("`{value}` is not `true` or `false`")),
     }
+}
+
+/// `30000-31000` → (30000, 31000); low ≥ 1, low ≤ high.
+pub fn parse_port_range(value: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("`{value}` is not a port range; write it like `30000-31000`");
+    let (lo, hi) = value.trim().split_once('-').ok_or_else(bad)?;
+    let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+    if lo == 0 || lo > hi {
+        return Err(format!("`{value}`: the range must satisfy 1 ≤ low ≤ high"));
+    }
+    Ok((lo, hi))
+}
+
+/// `/data,/srv/share` → absolute, `..`-free paths.
+pub fn parse_path_list(value: &str) -> Result<Vec<std::path::PathBuf>, String> {
+    let mut out = Vec::new();
+    for p in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let path = std::path::Path::new(p);
+        if !path.is_absolute()
+            || path
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(format!("`{p}` is not an absolute path without `..`"));
+        }
+        out.push(path.to_path_buf());
+    }
+    Ok(out)
 }
 
 /// `GPU-<uuid>` or `<uuid>` → `GPU-<uuid>` (lower-case hex).

@@ -10,7 +10,7 @@
 use std::fmt;
 
 /// Where a kernel is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum KernelState {
     Preparing,
     Pulling,
@@ -122,6 +122,20 @@ impl KernelState {
             Self::Suspended => Drmaa2State::Suspended,
             Self::Done => Drmaa2State::Done,
             Self::Failed | Self::Cancelled => Drmaa2State::Failed,
+        }
+    }
+}
+
+impl Drmaa2State {
+    /// The DRMAA2 spelling: `QUEUED_HELD`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "QUEUED",
+            Self::QueuedHeld => "QUEUED_HELD",
+            Self::Running => "RUNNING",
+            Self::Suspended => "SUSPENDED",
+            Self::Done => "DONE",
+            Self::Failed => "FAILED",
         }
     }
 }

@@ -3,6 +3,7 @@
 //! answers the CLI. Deliberately small: no users, quotas or database.
 
 pub mod service;
+pub mod kernels;
 pub mod table;
 
 use std::sync::{Arc, Mutex};
@@ -126,6 +127,7 @@ pub async fn run(opts: ManagerOptions) -> Result<(), ManagerError> {
             manager_id: opts.manager_id.clone(),
             namespace: opts.namespace.clone(),
             table,
+            kernels: Arc::new(Mutex::new(kernels::KernelDirectory::default())),
         };
         let routes = tonic::service::Routes::new(ManagerServiceServer::new(svc.clone()))
             .add_service(ClusterServiceServer::new(svc));

@@ -1,22 +1,42 @@
 //! The manager's gRPC services: `ManagerService` (heartbeats from agents) and
 //! `ClusterService` (queries from the CLI).
 
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use futures::{Stream, StreamExt};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use super::kernels::{self, KernelDirectory};
 use super::table::AgentTable;
 use crate::cluster::keys::validate_name;
+use crate::rpc::channel;
+use crate::rpc::pb::agent_service_client::AgentServiceClient;
 use crate::rpc::pb::cluster_service_server::ClusterService;
 use crate::rpc::pb::manager_service_server::ManagerService;
-use crate::rpc::pb::{HeartbeatRequest, HeartbeatResponse, ListAgentsRequest, ListAgentsResponse};
+use crate::rpc::pb::{
+    AgentState, AgentSummary, ControlKernelRequest, ControlKernelResponse, CreateKernelResponse,
+    DownloadFileResponse, ExecRequest, FileRequest, HeartbeatRequest, HeartbeatResponse,
+    KernelAction, KernelInfo, KernelLogsRequest, KernelRef, ListAgentsRequest,
+    ListAgentsResponse, ListFilesResponse, ListKernelsRequest, ListKernelsResponse, OutputChunk,
+    ReportEventsRequest, ReportEventsResponse, RunKernelRequest, UploadFileRequest,
+    UploadFileResponse,
+};
+
+type OutputStream = Pin<Box<dyn Stream<Item = Result<OutputChunk, Status>> + Send>>;
+
+/// How long a forwarded unary call may take (a create waits for the container to start; a
+/// stop waits out the grace period).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(3600);
 
 #[derive(Clone)]
 pub struct ManagerRpc {
     pub manager_id: String,
     pub namespace: String,
     pub table: Arc<Mutex<AgentTable>>,
+    pub kernels: Arc<Mutex<KernelDirectory>>,
 }
 
 impl ManagerRpc {
@@ -24,6 +44,75 @@ impl ManagerRpc {
         self.table
             .lock()
             .map_err(|_| Status::internal("agent table poisoned by an earlier panic"))
+    }
+
+    fn directory(&self) -> std::sync::MutexGuard<'_, KernelDirectory> {
+        self.kernels.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Agents that may hold kernels (everything not GONE).
+    fn agents(&self) -> Result<Vec<AgentSummary>, Status> {
+        Ok(self
+            .table()?
+            .list(Instant::now())
+            .into_iter()
+            .filter(|a| a.state != AgentState::Gone as i32)
+            .collect())
+    }
+
+    fn client(agent: &AgentSummary) -> Result<AgentServiceClient<Channel>, Status> {
+        let addr = agent
+            .identity
+            .as_ref()
+            .map(|i| i.address.clone())
+            .unwrap_or_default();
+        let ch = channel(&addr, FORWARD_TIMEOUT).map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(AgentServiceClient::new(ch)
+            .max_decoding_message_size(16 << 20)
+            .max_encoding_message_size(16 << 20))
+    }
+
+    fn agent_named(&self, agent_id: &str) -> Result<AgentSummary, Status> {
+        self.agents()?
+            .into_iter()
+            .find(|a| a.identity.as_ref().is_some_and(|i| i.agent_id == agent_id))
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "agent_id: no agent `{agent_id}` in namespace `{}`",
+                    self.namespace
+                ))
+            })
+    }
+
+    /// The agent holding `kernel_id`: from the directory, else by asking every agent.
+    async fn holder(&self, kernel_id: &str) -> Result<AgentSummary, Status> {
+        let known = self.directory().locate(kernel_id).map(str::to_string);
+        if let Some(agent_id) = known {
+            if let Ok(a) = self.agent_named(&agent_id) {
+                return Ok(a);
+            }
+        }
+        for a in self.agents()? {
+            let Ok(mut c) = Self::client(&a) else { continue };
+            let found = c
+                .list_kernels(ListKernelsRequest {})
+                .await
+                .map(|r| {
+                    r.into_inner().kernels.iter().any(|k| {
+                        k.kernel_id == kernel_id || k.array_id == kernel_id
+                    })
+                })
+                .unwrap_or(false);
+            if found {
+                let agent_id = a.identity.as_ref().map(|i| i.agent_id.clone()).unwrap_or_default();
+                self.directory().place(kernel_id, &agent_id);
+                return Ok(a);
+            }
+        }
+        Err(Status::not_found(format!(
+            "kernel `{kernel_id}` is on no agent of namespace `{}`",
+            self.namespace
+        )))
     }
 }
 
@@ -57,7 +146,20 @@ impl ManagerService for ManagerRpc {
             manager_id: self.manager_id.clone(),
         }))
     }
+
+    async fn report_events(
+        &self,
+        req: Request<ReportEventsRequest>,
+    ) -> Result<Response<ReportEventsResponse>, Status> {
+        let req = req.into_inner();
+        validate_name("agent_id", &req.agent_id).map_err(Status::invalid_argument)?;
+        let last_seq = self
+            .directory()
+            .take(&req.agent_id, &req.instance_id, &req.events);
+        Ok(Response::new(ReportEventsResponse { last_seq }))
+    }
 }
+
 
 #[tonic::async_trait]
 impl ClusterService for ManagerRpc {
@@ -70,5 +172,151 @@ impl ClusterService for ManagerRpc {
             agents,
             manager_id: self.manager_id.clone(),
         }))
+    }
+
+    async fn run_kernel(
+        &self,
+        req: Request<RunKernelRequest>,
+    ) -> Result<Response<CreateKernelResponse>, Status> {
+        let req = req.into_inner();
+        let Some(create) = req.request else {
+            return Err(Status::invalid_argument("request: missing"));
+        };
+        let Some(spec) = create.spec.as_ref() else {
+            return Err(Status::invalid_argument("request.spec: missing"));
+        };
+        let kernel_id = spec.kernel_id.clone();
+        let candidates = if req.agent_id.is_empty() {
+            let need = kernels::demand(spec);
+            let fit = kernels::candidates(&self.agents()?, &need);
+            if fit.is_empty() {
+                return Err(Status::resource_exhausted(format!(
+                    "no alive agent in namespace `{}` has room for cpu {}, memory {}, gpus {}",
+                    self.namespace,
+                    need.cpu,
+                    bytesize::ByteSize(need.memory_bytes),
+                    need.gpus
+                )));
+            }
+            fit
+        } else {
+            vec![self.agent_named(&req.agent_id)?]
+        };
+        let mut last_err = None;
+        for agent in candidates {
+            let mut client = Self::client(&agent)?;
+            match client.create_kernel(create.clone()).await {
+                Ok(resp) => {
+                    let resp = resp.into_inner();
+                    self.directory().place(&kernel_id, &resp.agent_id);
+                    return Ok(Response::new(resp));
+                }
+                // Its last heartbeat was too optimistic: try the next agent.
+                Err(s) if s.code() == tonic::Code::ResourceExhausted && req.agent_id.is_empty() => {
+                    last_err = Some(s);
+                }
+                Err(s) => return Err(s),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| Status::resource_exhausted("no agent has room")))
+    }
+
+    async fn list_kernels(
+        &self,
+        _req: Request<ListKernelsRequest>,
+    ) -> Result<Response<ListKernelsResponse>, Status> {
+        let agents = self.agents()?;
+        let calls = agents.iter().map(|a| async move {
+            let mut c = Self::client(a).ok()?;
+            let r = tokio::time::timeout(Duration::from_secs(5), c.list_kernels(ListKernelsRequest {}))
+                .await
+                .ok()?
+                .ok()?;
+            Some(r.into_inner().kernels)
+        });
+        let mut kernels: Vec<KernelInfo> = futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect();
+        kernels.sort_by(|a, b| {
+            (a.created_at_ms, &a.array_id, a.task_index, &a.kernel_id).cmp(&(
+                b.created_at_ms,
+                &b.array_id,
+                b.task_index,
+                &b.kernel_id,
+            ))
+        });
+        Ok(Response::new(ListKernelsResponse { kernels }))
+    }
+
+    async fn get_kernel(&self, req: Request<KernelRef>) -> Result<Response<KernelInfo>, Status> {
+        let req = req.into_inner();
+        let agent = self.holder(&req.kernel_id).await?;
+        Self::client(&agent)?.get_kernel(req).await
+    }
+
+    async fn control_kernel(
+        &self,
+        req: Request<ControlKernelRequest>,
+    ) -> Result<Response<ControlKernelResponse>, Status> {
+        let req = req.into_inner();
+        let agent = self.holder(&req.kernel_id).await?;
+        let id = req.kernel_id.clone();
+        let remove = req.action == KernelAction::Remove as i32;
+        let resp = Self::client(&agent)?.control_kernel(req).await?;
+        if remove {
+            self.directory().forget(&id);
+        }
+        Ok(resp)
+    }
+
+    type KernelLogsStream = OutputStream;
+
+    async fn kernel_logs(
+        &self,
+        req: Request<KernelLogsRequest>,
+    ) -> Result<Response<OutputStream>, Status> {
+        let req = req.into_inner();
+        let agent = self.holder(&req.kernel_id).await?;
+        let s = Self::client(&agent)?.kernel_logs(req).await?.into_inner();
+        Ok(Response::new(Box::pin(s.map(|r| r))))
+    }
+
+    type ExecKernelStream = OutputStream;
+
+    async fn exec_kernel(&self, req: Request<ExecRequest>) -> Result<Response<OutputStream>, Status> {
+        let req = req.into_inner();
+        let agent = self.holder(&req.kernel_id).await?;
+        let s = Self::client(&agent)?.exec_kernel(req).await?.into_inner();
+        Ok(Response::new(Box::pin(s.map(|r| r))))
+    }
+
+    async fn upload_file(
+        &self,
+        req: Request<UploadFileRequest>,
+    ) -> Result<Response<UploadFileResponse>, Status> {
+        let req = req.into_inner();
+        let agent = self.holder(&req.kernel_id).await?;
+        Self::client(&agent)?.upload_file(req).await
+    }
+
+    async fn download_file(
+        &self,
+        req: Request<FileRequest>,
+    ) -> Result<Response<DownloadFileResponse>, Status> {
+        let req = req.into_inner();
+        let agent = self.holder(&req.kernel_id).await?;
+        Self::client(&agent)?.download_file(req).await
+    }
+
+    async fn list_files(
+        &self,
+        req: Request<FileRequest>,
+    ) -> Result<Response<ListFilesResponse>, Status> {
+        let req = req.into_inner();
+        let agent = self.holder(&req.kernel_id).await?;
+        Self::client(&agent)?.list_files(req).await
     }
 }

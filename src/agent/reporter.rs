@@ -1,0 +1,80 @@
+//! Delivers kernel events to the manager the agent currently reports to, in order and in
+//! batches. The manager answers with the last sequence number it holds, so after a manager
+//! restart or failover only what it lacks is sent again; events wait in the bounded
+//! [`EventLog`](crate::kernel::events::EventLog) while no manager answers.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::kernel::Kernels;
+use crate::rpc::channel;
+use crate::rpc::pb::manager_service_client::ManagerServiceClient;
+use crate::rpc::pb::ReportEventsRequest;
+
+const BATCH: usize = 500;
+
+pub async fn run(
+    kernels: Kernels,
+    mut manager: watch::Receiver<String>,
+    agent_id: String,
+    instance_id: String,
+    stop: CancellationToken,
+) {
+    let log = kernels.events();
+    let mut latest = log.latest();
+    let mut acked = 0u64;
+    let mut backoff = Duration::from_millis(200);
+    let mut failing = false;
+    loop {
+        let addr = manager.borrow_and_update().clone();
+        let batch = log.after(acked, BATCH);
+        if batch.is_empty() || addr.is_empty() {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                r = latest.changed() => if r.is_err() { return },
+                r = manager.changed() => if r.is_err() { return },
+            }
+            continue;
+        }
+        let last = batch.last().map(|e| e.seq).unwrap_or(acked);
+        let req = ReportEventsRequest {
+            agent_id: agent_id.clone(),
+            instance_id: instance_id.clone(),
+            events: batch,
+        };
+        let sent = async {
+            let ch = channel(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+            ManagerServiceClient::new(ch)
+                .report_events(req)
+                .await
+                .map(|r| r.into_inner().last_seq)
+                .map_err(|s| s.message().to_string())
+        };
+        match sent.await {
+            Ok(taken) => {
+                // The manager holds everything up to `taken` (≤ last); the rest is resent.
+                acked = taken.min(last).max(acked);
+                log.acknowledge(acked);
+                if failing {
+                    tracing::info!(manager = %addr, "kernel events delivered again");
+                    failing = false;
+                }
+                backoff = Duration::from_millis(200);
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(manager = %addr, error = %e, "cannot deliver kernel events; keeping them");
+                    failing = true;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                    r = manager.changed() => if r.is_err() { return },
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

@@ -1,0 +1,618 @@
+//! Kernel commands: `run`, `ps`, `inspect`, `logs`, `exec`, `stop`, `rm`, `suspend`,
+//! `resume`, `release`, `kill`, `files`. All go through the manager, which forwards to the
+//! agent holding the kernel.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use comfy_table::{presets::NOTHING, Table};
+use futures::StreamExt;
+
+use super::common::ManagerArgs;
+use super::output::{ago, print_json};
+use crate::rpc::pb::{
+    ArraySpec, ControlKernelRequest, CreateKernelRequest, ExecRequest, FileRequest, KernelAction,
+    KernelInfo, KernelLogsRequest, KernelRef, KernelSpec, KernelState, ListKernelsRequest,
+    PortSpec, RunKernelRequest, StageIn, UploadFileRequest,
+};
+
+/// Kernel operations may wait for a container to start or a grace period to pass.
+const LONG: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub target: ManagerArgs,
+    /// Kernel id (a UUID); generated when absent. Running the same id and spec again
+    /// returns the existing kernel.
+    #[arg(long)]
+    pub id: Option<String>,
+    #[arg(long, default_value = "")]
+    pub name: String,
+    /// Task slug (selects volumes).
+    #[arg(long, default_value = "")]
+    pub slug: String,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Secret environment variable KEY=VALUE: delivered to the kernel, shown as `***`.
+    #[arg(long = "secret-env", value_name = "KEY=VALUE")]
+    pub secret_env: Vec<String>,
+    /// Label KEY=VALUE (repeatable).
+    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    #[arg(short = 'w', long = "workdir", default_value = "")]
+    pub working_dir: String,
+    #[arg(long, default_value = "")]
+    pub hostname: String,
+    /// `uid[:gid]`; default: the cluster's kernel uid:gid.
+    #[arg(short = 'u', long, default_value = "")]
+    pub user: String,
+    /// Stage-in bind mount HOST:CONTAINER[:ro] (host path from config/container/stage_in_dirs).
+    #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:ro]")]
+    pub volumes: Vec<String>,
+    /// Also write stdout here (relative: inside the kernel's /home/work).
+    #[arg(long, default_value = "")]
+    pub output: String,
+    /// Also write stderr here (relative: inside the kernel's /home/work).
+    #[arg(long, default_value = "")]
+    pub error: String,
+    /// Expose a container port on a host port from config/container/port_range: PORT[/udp].
+    #[arg(short = 'p', long = "port")]
+    pub ports: Vec<String>,
+    #[arg(long, default_value = "")]
+    pub network: String,
+    #[arg(long)]
+    pub privileged: bool,
+    /// no, on-failure[:N], always, unless-stopped.
+    #[arg(long, default_value = "")]
+    pub restart: String,
+    #[arg(long, default_value = "")]
+    pub ipc: String,
+    #[arg(long, default_value = "")]
+    pub uts: String,
+    #[arg(long, default_value = "")]
+    pub pid: String,
+    /// Remove the container when it exits (the kernel record stays).
+    #[arg(long = "rm")]
+    pub auto_remove: bool,
+    /// GPUs: `all`, a count, or comma-separated UUIDs.
+    #[arg(long, default_value = "")]
+    pub gpus: String,
+    #[arg(long = "shm-size", default_value = "")]
+    pub shm_size: String,
+    /// NAME=SOFT[:HARD] (repeatable), e.g. memlock=-1.
+    #[arg(long = "ulimit")]
+    pub ulimits: Vec<String>,
+    #[arg(long, default_value_t = 0.0)]
+    pub cpus: f64,
+    #[arg(short = 'm', long, default_value = "")]
+    pub memory: String,
+    #[arg(long = "pids-limit", default_value_t = 0)]
+    pub pids_limit: i64,
+    /// Create but do not start until `deckhand release`.
+    #[arg(long)]
+    pub hold: bool,
+    /// Grace period between SIGTERM and SIGKILL on stop, e.g. `30s`.
+    #[arg(long = "stop-timeout", default_value = "")]
+    pub stop_timeout: String,
+    /// Job array BEGIN-END[:STEP][%MAX_PARALLEL], e.g. `1-100:1%4`.
+    #[arg(long)]
+    pub array: Option<String>,
+    /// Run on this agent instead of letting the manager choose.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Print the kernel id and return instead of following its output.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Print the created kernel(s) as JSON (implies --detach).
+    #[arg(long)]
+    pub json: bool,
+    pub image: String,
+    /// Command and arguments (default: the image's CMD).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+fn pairs(flag: &str, items: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    items
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("{flag} `{kv}`: expected KEY=VALUE"))
+        })
+        .collect()
+}
+
+/// `1-100:2%4` → begin 1, end 100, step 2, max_parallel 4.
+pub fn parse_array(s: &str) -> anyhow::Result<ArraySpec> {
+    let bad = || anyhow::anyhow!("--array `{s}`: expected BEGIN-END[:STEP][%MAX_PARALLEL]");
+    let (range, max) = match s.split_once('%') {
+        Some((r, m)) => (r, m.parse().map_err(|_| bad())?),
+        None => (s, 0),
+    };
+    let (range, step) = match range.split_once(':') {
+        Some((r, st)) => (r, st.parse().map_err(|_| bad())?),
+        None => (range, 1),
+    };
+    let (b, e) = range.split_once('-').ok_or_else(bad)?;
+    Ok(ArraySpec {
+        begin: b.parse().map_err(|_| bad())?,
+        end: e.parse().map_err(|_| bad())?,
+        step,
+        max_parallel: max,
+    })
+}
+
+impl RunArgs {
+    pub fn spec(&self) -> anyhow::Result<KernelSpec> {
+        let stage_in = self
+            .volumes
+            .iter()
+            .map(|v| {
+                let parts: Vec<&str> = v.split(':').collect();
+                match parts.as_slice() {
+                    [h, c] => Ok(StageIn {
+                        host_path: h.to_string(),
+                        container_path: c.to_string(),
+                        read_only: false,
+                    }),
+                    [h, c, m @ ("ro" | "rw")] => Ok(StageIn {
+                        host_path: h.to_string(),
+                        container_path: c.to_string(),
+                        read_only: *m == "ro",
+                    }),
+                    _ => bail!("--volume `{v}`: expected HOST:CONTAINER[:ro]"),
+                }
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let ports = self
+            .ports
+            .iter()
+            .map(|p| {
+                let (port, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+                Ok(PortSpec {
+                    container_port: port
+                        .parse()
+                        .with_context(|| format!("--port `{p}`: expected PORT[/udp]"))?,
+                    protocol: proto.to_string(),
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(KernelSpec {
+            kernel_id: self
+                .id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            name: self.name.clone(),
+            slug: self.slug.clone(),
+            labels: pairs("--label", &self.labels)?,
+            image: self.image.clone(),
+            command: self.command.clone(),
+            env: pairs("--env", &self.env)?,
+            secret_env: pairs("--secret-env", &self.secret_env)?,
+            working_dir: self.working_dir.clone(),
+            hostname: self.hostname.clone(),
+            user: self.user.clone(),
+            stage_in,
+            output_path: self.output.clone(),
+            error_path: self.error.clone(),
+            ports,
+            network_mode: self.network.clone(),
+            privileged: self.privileged,
+            restart_policy: self.restart.clone(),
+            ipc_mode: self.ipc.clone(),
+            uts_mode: self.uts.clone(),
+            pid_mode: self.pid.clone(),
+            auto_remove: self.auto_remove,
+            gpus: self.gpus.clone(),
+            shm_size: self.shm_size.clone(),
+            ulimits: self.ulimits.join(","),
+            cpus: self.cpus,
+            memory: self.memory.clone(),
+            pids_limit: self.pids_limit,
+            submit_as_hold: self.hold,
+            stop_grace_period: self.stop_timeout.clone(),
+        })
+    }
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let spec = args.spec()?;
+    let array = args.array.as_deref().map(parse_array).transpose()?;
+    let req = RunKernelRequest {
+        request: Some(CreateKernelRequest {
+            spec: Some(spec),
+            array,
+        }),
+        agent_id: args.agent.clone().unwrap_or_default(),
+    };
+    let resp = args
+        .target
+        .call_with(LONG, |mut c| {
+            let req = req.clone();
+            async move { c.run_kernel(req).await.map(|r| r.into_inner()) }
+        })
+        .await?;
+    if args.json {
+        print_json(&resp.kernels)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(first) = resp.kernels.first().cloned() else {
+        bail!("the agent returned no kernel");
+    };
+    if first.state() == KernelState::Failed {
+        eprintln!("kernel {} FAILED: {}", first.kernel_id, first.reason);
+        return Ok(ExitCode::from(125));
+    }
+    if args.detach || args.hold || args.array.is_some() {
+        if args.array.is_some() {
+            println!("{}", first.array_id);
+        } else {
+            println!("{}", first.kernel_id);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    follow_to_exit(&args.target, &first.kernel_id).await
+}
+
+/// Streams the kernel's output until it ends, then exits with its exit code.
+async fn follow_to_exit(target: &ManagerArgs, id: &str) -> anyhow::Result<ExitCode> {
+    stream_logs(target, id, true, 0).await?;
+    // The log stream ends when the container stops; the DONE/FAILED record follows at once.
+    for _ in 0..100 {
+        let k = get(target, id).await?;
+        let s = k.state();
+        if matches!(s, KernelState::Done | KernelState::Failed | KernelState::Cancelled) {
+            if s != KernelState::Done {
+                eprintln!("kernel {id} {}: {}", state_name(s), k.reason);
+            }
+            let code = k.exit_code.unwrap_or(1);
+            return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("kernel {id} is still running after its output ended")
+}
+
+async fn get(target: &ManagerArgs, id: &str) -> anyhow::Result<KernelInfo> {
+    let id = id.to_string();
+    target
+        .call(|mut c| {
+            let id = id.clone();
+            async move {
+                c.get_kernel(KernelRef { kernel_id: id })
+                    .await
+                    .map(|r| r.into_inner())
+            }
+        })
+        .await
+}
+
+async fn stream_logs(target: &ManagerArgs, id: &str, follow: bool, tail: u32) -> anyhow::Result<()> {
+    let req = KernelLogsRequest {
+        kernel_id: id.to_string(),
+        follow,
+        tail,
+    };
+    let mut s = target
+        .call_with(LONG, |mut c| {
+            let req = req.clone();
+            async move { c.kernel_logs(req).await.map(|r| r.into_inner()) }
+        })
+        .await?;
+    while let Some(chunk) = s.next().await {
+        let chunk = chunk.map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+        write_chunk(&chunk.data, chunk.stderr);
+    }
+    Ok(())
+}
+
+fn write_chunk(data: &[u8], stderr: bool) {
+    if stderr {
+        let mut e = std::io::stderr().lock();
+        let _ = e.write_all(data);
+        let _ = e.flush();
+    } else {
+        let mut o = std::io::stdout().lock();
+        let _ = o.write_all(data);
+        let _ = o.flush();
+    }
+}
+
+pub fn state_name(s: KernelState) -> &'static str {
+    s.as_str_name().trim_start_matches("KERNEL_STATE_")
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PsArgs {
+    #[command(flatten)]
+    pub target: ManagerArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn ps(args: PsArgs) -> anyhow::Result<ExitCode> {
+    let list = args
+        .target
+        .call(|mut c| async move {
+            c.list_kernels(ListKernelsRequest {})
+                .await
+                .map(|r| r.into_inner().kernels)
+        })
+        .await?;
+    if args.json {
+        print_json(&list)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = Table::new();
+    t.load_preset(NOTHING);
+    t.set_header([
+        "KERNEL", "NAME", "AGENT", "STATE", "IMAGE", "CREATED", "EXIT", "GPUS", "PORTS",
+    ]);
+    for k in list {
+        let ports: Vec<String> = k
+            .ports
+            .iter()
+            .map(|p| format!("{}->{}/{}", p.host_port, p.container_port, p.protocol))
+            .collect();
+        t.add_row([
+            k.kernel_id.clone(),
+            k.name.clone(),
+            k.agent_id.clone(),
+            state_name(k.state()).to_string(),
+            k.image.clone(),
+            ago(k.created_at_ms),
+            k.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+            k.gpus.len().to_string(),
+            ports.join(","),
+        ]);
+    }
+    println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct IdArgs {
+    #[command(flatten)]
+    pub target: ManagerArgs,
+    /// Kernel id, task id `<array>.<index>`, or array id.
+    pub id: String,
+}
+
+pub async fn inspect(args: IdArgs) -> anyhow::Result<ExitCode> {
+    let k = get(&args.target, &args.id).await;
+    match k {
+        Ok(k) => print_json(&k)?,
+        Err(_) => {
+            // An array id: show all its tasks.
+            let id = args.id.clone();
+            let list = args
+                .target
+                .call(|mut c| async move {
+                    c.list_kernels(ListKernelsRequest {})
+                        .await
+                        .map(|r| r.into_inner().kernels)
+                })
+                .await?;
+            let tasks: Vec<KernelInfo> = list.into_iter().filter(|k| k.array_id == id).collect();
+            if tasks.is_empty() {
+                get(&args.target, &args.id).await?;
+            }
+            print_json(&tasks)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub target: ManagerArgs,
+    /// Keep following new output.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Only the last N lines (0 = all).
+    #[arg(long, default_value_t = 0)]
+    pub tail: u32,
+    pub id: String,
+}
+
+pub async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
+    stream_logs(&args.target, &args.id, args.follow, args.tail).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub target: ManagerArgs,
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    #[arg(short = 'w', long = "workdir", default_value = "")]
+    pub working_dir: String,
+    pub id: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub command: Vec<String>,
+}
+
+pub async fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
+    let req = ExecRequest {
+        kernel_id: args.id.clone(),
+        command: args.command.clone(),
+        env: pairs("--env", &args.env)?,
+        working_dir: args.working_dir.clone(),
+    };
+    let mut s = args
+        .target
+        .call_with(LONG, |mut c| {
+            let req = req.clone();
+            async move { c.exec_kernel(req).await.map(|r| r.into_inner()) }
+        })
+        .await?;
+    let mut code = 0;
+    while let Some(chunk) = s.next().await {
+        let chunk = chunk.map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+        write_chunk(&chunk.data, chunk.stderr);
+        if let Some(c) = chunk.exit_code {
+            code = c;
+        }
+    }
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ControlArgs {
+    #[command(flatten)]
+    pub target: ManagerArgs,
+    /// stop: seconds between SIGTERM and SIGKILL (default: the kernel's grace period).
+    #[arg(short = 't', long = "time")]
+    pub time: Option<u64>,
+    /// rm: also a kernel that still runs.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// kill: the signal number.
+    #[arg(short = 's', long, default_value_t = 15)]
+    pub signal: i32,
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+}
+
+pub async fn control(action: KernelAction, args: ControlArgs) -> anyhow::Result<ExitCode> {
+    let mut failed = false;
+    for id in &args.ids {
+        let req = ControlKernelRequest {
+            kernel_id: id.clone(),
+            action: action as i32,
+            signal: args.signal,
+            grace_ms: args.time.map(|t| t * 1000).unwrap_or(0),
+            force: args.force,
+        };
+        let r = args
+            .target
+            .call_with(LONG, |mut c| {
+                let req = req.clone();
+                async move { c.control_kernel(req).await.map(|r| r.into_inner()) }
+            })
+            .await;
+        match r {
+            Ok(resp) => {
+                if resp.kernels.is_empty() {
+                    println!("{id}");
+                }
+                for k in resp.kernels {
+                    println!("{} {}", k.kernel_id, state_name(k.state()));
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {id}: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FilesArgs {
+    #[command(subcommand)]
+    pub op: FilesOp,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum FilesOp {
+    /// List a directory of the kernel's /home/work.
+    Ls {
+        #[command(flatten)]
+        target: ManagerArgs,
+        id: String,
+        #[arg(default_value = "")]
+        path: String,
+    },
+    /// Copy a local file into the kernel's /home/work.
+    Put {
+        #[command(flatten)]
+        target: ManagerArgs,
+        id: String,
+        local: std::path::PathBuf,
+        remote: String,
+    },
+    /// Copy a file out of the kernel's /home/work (to stdout without LOCAL).
+    Get {
+        #[command(flatten)]
+        target: ManagerArgs,
+        id: String,
+        remote: String,
+        local: Option<std::path::PathBuf>,
+    },
+}
+
+pub async fn files(args: FilesArgs) -> anyhow::Result<ExitCode> {
+    match args.op {
+        FilesOp::Ls { target, id, path } => {
+            let req = FileRequest { kernel_id: id, path };
+            let list = target
+                .call(|mut c| {
+                    let req = req.clone();
+                    async move { c.list_files(req).await.map(|r| r.into_inner().entries) }
+                })
+                .await?;
+            for e in list {
+                let kind = if e.dir { "d" } else { "-" };
+                println!("{kind} {:>12} {}", e.size, e.path);
+            }
+        }
+        FilesOp::Put {
+            target,
+            id,
+            local,
+            remote,
+        } => {
+            let content = std::fs::read(&local)
+                .with_context(|| format!("cannot read {}", local.display()))?;
+            let req = UploadFileRequest {
+                kernel_id: id,
+                path: remote,
+                content,
+            };
+            let size = target
+                .call_with(LONG, |mut c| {
+                    let req = req.clone();
+                    async move { c.upload_file(req).await.map(|r| r.into_inner().size) }
+                })
+                .await?;
+            println!("{size} bytes");
+        }
+        FilesOp::Get {
+            target,
+            id,
+            remote,
+            local,
+        } => {
+            let req = FileRequest {
+                kernel_id: id,
+                path: remote,
+            };
+            let content = target
+                .call_with(LONG, |mut c| {
+                    let req = req.clone();
+                    async move { c.download_file(req).await.map(|r| r.into_inner().content) }
+                })
+                .await?;
+            match local {
+                Some(p) => std::fs::write(&p, content)
+                    .with_context(|| format!("cannot write {}", p.display()))?,
+                None => std::io::stdout().write_all(&content)?,
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

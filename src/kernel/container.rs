@@ -1,0 +1,127 @@
+//! The Docker container for a kernel: a [`Record`] (validated spec plus the slots, GPUs and
+//! ports it was given) turned into a create body.
+
+use std::collections::HashMap;
+
+use bollard::models::{
+    ContainerCreateBody, DeviceRequest, HostConfig, PortBinding, ResourcesUlimits,
+    RestartPolicy, RestartPolicyNameEnum,
+};
+
+use super::record::Record;
+use super::spec::{CONFIG_DIR, WORK_DIR};
+use crate::runtime::docker::{LABEL_AGENT, LABEL_KERNEL, LABEL_NAMESPACE};
+
+pub const LABEL_ARRAY: &str = "io.deckhand.array-id";
+pub const LABEL_SCRATCH: &str = "io.deckhand.scratch-dir";
+
+/// The engine-wide container name: unique per namespace and kernel id.
+pub fn container_name(namespace: &str, kernel_id: &str) -> String {
+    format!("deckhand-{namespace}-{kernel_id}")
+}
+
+pub fn body(rec: &Record, namespace: &str, agent_id: &str) -> ContainerCreateBody {
+    let spec = &rec.spec;
+    let slots = rec.slots.clone().unwrap_or_default();
+    let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    env.push(format!("DECKHAND_KERNEL_ID={}", rec.id));
+    if !slots.gpus.is_empty() {
+        env.push(format!("NVIDIA_VISIBLE_DEVICES={}", slots.gpus.join(",")));
+    }
+    let mut labels: HashMap<String, String> = rec
+        .shown_spec
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    labels.insert(LABEL_NAMESPACE.into(), namespace.into());
+    labels.insert(LABEL_AGENT.into(), agent_id.into());
+    labels.insert(LABEL_KERNEL.into(), rec.id.clone());
+    labels.insert(LABEL_SCRATCH.into(), rec.scratch_dir.clone());
+    if let Some(a) = &rec.array_id {
+        labels.insert(LABEL_ARRAY.into(), a.clone());
+    }
+    let mut binds = vec![
+        format!("{}/work:{WORK_DIR}:rw", rec.scratch_dir),
+        format!("{}/config:{CONFIG_DIR}:ro", rec.scratch_dir),
+    ];
+    for m in &spec.stage_in {
+        let mode = if m.read_only { "ro" } else { "rw" };
+        binds.push(format!("{}:{}:{mode}", m.host.display(), m.container));
+    }
+    let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    let mut exposed = Vec::new();
+    for p in &rec.ports {
+        let key = format!("{}/{}", p.container, p.protocol);
+        exposed.push(key.clone());
+        port_bindings.insert(
+            key,
+            Some(vec![PortBinding {
+                host_ip: None,
+                host_port: Some(p.host.to_string()),
+            }]),
+        );
+    }
+    let device_requests = (rec.real_gpus && !slots.gpus.is_empty()).then(|| {
+        vec![DeviceRequest {
+            driver: Some("nvidia".into()),
+            device_ids: Some(slots.gpus.clone()),
+            capabilities: Some(vec![vec!["gpu".into()]]),
+            ..Default::default()
+        }]
+    });
+    let restart_policy = RestartPolicy {
+        name: Some(match spec.restart_policy.as_str() {
+            "always" => RestartPolicyNameEnum::ALWAYS,
+            "unless-stopped" => RestartPolicyNameEnum::UNLESS_STOPPED,
+            "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
+            _ => RestartPolicyNameEnum::NO,
+        }),
+        maximum_retry_count: (spec.restart_policy == "on-failure" && spec.restart_retries > 0)
+            .then_some(spec.restart_retries),
+    };
+    let host_config = HostConfig {
+        binds: Some(binds),
+        port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+        network_mode: Some(spec.network_mode.clone()),
+        privileged: Some(spec.privileged),
+        restart_policy: Some(restart_policy),
+        ipc_mode: Some(spec.ipc_mode.clone()),
+        uts_mode: (!spec.uts_mode.is_empty()).then(|| spec.uts_mode.clone()),
+        pid_mode: (!spec.pid_mode.is_empty()).then(|| spec.pid_mode.clone()),
+        auto_remove: Some(spec.auto_remove),
+        device_requests,
+        shm_size: spec.shm_size.map(|s| s as i64),
+        ulimits: (!spec.ulimits.is_empty()).then(|| {
+            spec.ulimits
+                .iter()
+                .map(|u| ResourcesUlimits {
+                    name: Some(u.name.clone()),
+                    soft: Some(u.soft),
+                    hard: Some(u.hard),
+                })
+                .collect()
+        }),
+        nano_cpus: (spec.cpus > 0.0).then(|| (spec.cpus * 1e9) as i64),
+        memory: spec.memory.map(|m| m as i64),
+        pids_limit: spec.pids_limit,
+        ..Default::default()
+    };
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+        env: Some(env),
+        working_dir: Some(if spec.working_dir.is_empty() {
+            WORK_DIR.to_string()
+        } else {
+            spec.working_dir.clone()
+        }),
+        hostname: (!spec.hostname.is_empty()).then(|| spec.hostname.clone()),
+        user: Some(spec.user.clone()),
+        labels: Some(labels),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        stop_timeout: Some(spec.stop_grace_period.as_secs() as i64),
+        host_config: Some(host_config),
+        ..Default::default()
+    }
+}

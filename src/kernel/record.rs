@@ -1,0 +1,123 @@
+//! What the agent knows about one kernel: the [`Record`] kept in memory and persisted under
+//! the scratch root on every lifecycle change, and its wire form ([`pb::KernelInfo`]).
+
+use serde::{Deserialize, Serialize};
+
+use super::spec::Spec;
+use super::state::KernelState;
+use crate::rpc::pb;
+
+/// Slots a live kernel holds; given back exactly once, when it ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Slots {
+    pub cpu: f64,
+    pub memory: u64,
+    /// GPU UUIDs.
+    pub gpus: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostPort {
+    pub container: u16,
+    pub host: u16,
+    pub protocol: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub id: String,
+    pub name: String,
+    pub slug: String,
+    pub array_id: Option<String>,
+    pub task_index: u32,
+    /// The spec as given, secret values replaced by `***` (what inspect shows).
+    pub shown_spec: pb::KernelSpec,
+    /// Tells an identical repeated create from a conflicting one.
+    pub fingerprint: u64,
+    pub spec: Spec,
+    /// Whether the GPUs are NVML devices (device request) or fake ones (env only).
+    pub real_gpus: bool,
+    pub state: KernelState,
+    pub container_id: String,
+    pub exit_code: Option<i32>,
+    pub signal: String,
+    pub oom_killed: bool,
+    pub reason: String,
+    pub created_at_ms: i64,
+    pub started_at_ms: i64,
+    pub finished_at_ms: i64,
+    /// Held while the kernel is live; `None` once it ended (or before it was placed).
+    pub slots: Option<Slots>,
+    /// Held until the kernel is removed.
+    pub ports: Vec<HostPort>,
+    pub scratch_dir: String,
+}
+
+pub const MASK: &str = "***";
+
+/// The spec with every secret value replaced by `***`.
+pub fn masked(spec: &pb::KernelSpec) -> pb::KernelSpec {
+    let mut s = spec.clone();
+    for v in s.secret_env.values_mut() {
+        *v = MASK.into();
+    }
+    s
+}
+
+pub fn state_pb(s: KernelState) -> pb::KernelState {
+    use pb::KernelState as P;
+    match s {
+        KernelState::Preparing => P::Preparing,
+        KernelState::Pulling => P::Pulling,
+        KernelState::Creating => P::Creating,
+        KernelState::Held => P::Held,
+        KernelState::Running => P::Running,
+        KernelState::Suspended => P::Suspended,
+        KernelState::Terminating => P::Terminating,
+        KernelState::Done => P::Done,
+        KernelState::Failed => P::Failed,
+        KernelState::Cancelled => P::Cancelled,
+    }
+}
+
+impl Record {
+    pub fn info(&self, agent_id: &str, usage: Option<pb::KernelUsage>) -> pb::KernelInfo {
+        let slots = self.slots.clone().unwrap_or_default();
+        pb::KernelInfo {
+            kernel_id: self.id.clone(),
+            name: self.name.clone(),
+            agent_id: agent_id.to_string(),
+            state: state_pb(self.state) as i32,
+            drmaa2_state: self.state.drmaa2().as_str().into(),
+            image: self.spec.image.clone(),
+            container_id: self.container_id.clone(),
+            exit_code: self.exit_code,
+            signal: self.signal.clone(),
+            oom_killed: self.oom_killed,
+            reason: self.reason.clone(),
+            created_at_ms: self.created_at_ms,
+            started_at_ms: self.started_at_ms,
+            finished_at_ms: self.finished_at_ms,
+            slots: Some(pb::SlotAmounts {
+                cpu: slots.cpu,
+                memory_bytes: slots.memory,
+                gpus: slots.gpus.len() as u32,
+            }),
+            gpus: slots.gpus,
+            ports: self
+                .ports
+                .iter()
+                .map(|p| pb::PortBinding {
+                    container_port: p.container.into(),
+                    host_port: p.host.into(),
+                    protocol: p.protocol.clone(),
+                })
+                .collect(),
+            array_id: self.array_id.clone().unwrap_or_default(),
+            task_index: self.task_index,
+            usage,
+            spec: Some(self.shown_spec.clone()),
+            scratch_dir: self.scratch_dir.clone(),
+        }
+    }
+}

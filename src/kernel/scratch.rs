@@ -1,0 +1,244 @@
+//! Scratch homes and the persisted kernel registry, both under the scratch root:
+//!
+//! ```text
+//! <root>/<kernel-id>/            0700, kernel uid:gid
+//! <root>/<kernel-id>/work/       → /home/work (rw)
+//! <root>/<kernel-id>/config/     → /home/config (ro): environ.txt resource.txt kernel.json
+//! <root>/.deckhand/kernels/<kernel-id>.json   the registry record (0600, root)
+//! ```
+//! Every path that comes from a request is resolved here and refused when it would leave
+//! its directory (`..`, absolute paths, symlinks leading out).
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use super::record::Record;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PathError {
+    #[error("path `{0}`: {1}")]
+    Refused(String, &'static str),
+    #[error("path `{0}`: {1}")]
+    Io(String, std::io::Error),
+}
+
+#[derive(Debug, Clone)]
+pub struct Scratch {
+    root: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(root: &Path) -> std::io::Result<Self> {
+        fs::create_dir_all(root)?;
+        let root = fs::canonicalize(root)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root.join(".deckhand/kernels"))?;
+        Ok(Self { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `<root>/<id>`; ids are validated UUIDs (or `<uuid>.<n>`), but check anyway.
+    pub fn kernel_dir(&self, id: &str) -> Result<PathBuf, PathError> {
+        let p = Path::new(id);
+        let single = p.components().count() == 1
+            && matches!(p.components().next(), Some(Component::Normal(_)))
+            && !id.starts_with('.');
+        if !single {
+            return Err(PathError::Refused(id.into(), "would leave the scratch root"));
+        }
+        Ok(self.root.join(id))
+    }
+
+    pub fn work_dir(&self, id: &str) -> Result<PathBuf, PathError> {
+        Ok(self.kernel_dir(id)?.join("work"))
+    }
+
+    /// Creates the kernel's dirs and config files, owned by `uid:gid`.
+    pub fn prepare(
+        &self,
+        id: &str,
+        uid: u32,
+        gid: u32,
+        files: &[(&str, String)],
+    ) -> Result<PathBuf, PathError> {
+        let dir = self.kernel_dir(id)?;
+        let io = |e| PathError::Io(dir.display().to_string(), e);
+        fs::DirBuilder::new().mode(0o700).create(&dir).or_else(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Ok(())
+            } else {
+                Err(io(e))
+            }
+        })?;
+        let work = dir.join("work");
+        let config = dir.join("config");
+        for d in [&work, &config] {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(d)
+                .map_err(io)?;
+        }
+        for (name, content) in files {
+            let path = config.join(name);
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o644)
+                .open(&path)
+                .map_err(io)?;
+            f.write_all(content.as_bytes()).map_err(io)?;
+            chown(&path, uid, gid).map_err(io)?;
+        }
+        for d in [&dir, &work, &config] {
+            chown(d, uid, gid).map_err(io)?;
+        }
+        Ok(dir)
+    }
+
+    pub fn remove(&self, id: &str) -> std::io::Result<()> {
+        let Ok(dir) = self.kernel_dir(id) else {
+            return Ok(());
+        };
+        match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    fn record_path(&self, id: &str) -> PathBuf {
+        self.root.join(".deckhand/kernels").join(format!("{id}.json"))
+    }
+
+    /// Writes the record atomically (temp file + rename), readable by root only.
+    pub fn save(&self, rec: &Record) -> std::io::Result<()> {
+        let path = self.record_path(&rec.id);
+        let tmp = path.with_extension("json.tmp");
+        let data = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
+        {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&data)?;
+        }
+        fs::rename(&tmp, &path)
+    }
+
+    pub fn forget(&self, id: &str) -> std::io::Result<()> {
+        match fs::remove_file(self.record_path(id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every persisted record; unreadable ones are returned as errors beside the rest.
+    pub fn load_all(&self) -> (Vec<Record>, Vec<String>) {
+        let mut out = Vec::new();
+        let mut bad = Vec::new();
+        let Ok(dir) = fs::read_dir(self.root.join(".deckhand/kernels")) else {
+            return (out, bad);
+        };
+        for entry in dir.flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            match fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|d| serde_json::from_slice::<Record>(&d).map_err(|e| e.to_string()))
+            {
+                Ok(r) => out.push(r),
+                Err(e) => bad.push(format!("{}: {e}", path.display())),
+            }
+        }
+        (out, bad)
+    }
+}
+
+fn chown(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+}
+
+/// Resolves a request path inside `base` (a kernel's work dir): relative, no `..`, and after
+/// following symlinks still inside `base`. The final component need not exist when
+/// `must_exist` is false (uploads).
+pub fn resolve_inside(base: &Path, rel: &str, must_exist: bool) -> Result<PathBuf, PathError> {
+    let refuse = |why| Err(PathError::Refused(rel.into(), why));
+    let p = Path::new(rel);
+    if rel.contains('\0') {
+        return refuse("contains a NUL byte");
+    }
+    if p.is_absolute() {
+        return refuse("must be relative to /home/work");
+    }
+    if p.components().any(|c| matches!(c, Component::ParentDir)) {
+        return refuse("may not contain `..`");
+    }
+    let base = fs::canonicalize(base).map_err(|e| PathError::Io(rel.into(), e))?;
+    let joined = base.join(p);
+    let resolved = match fs::canonicalize(&joined) {
+        Ok(r) => r,
+        Err(e) if !must_exist && e.kind() == std::io::ErrorKind::NotFound => {
+            // The parent must exist and be inside; the new name must not be a dangling link.
+            let parent = joined.parent().unwrap_or(&base);
+            let parent = fs::canonicalize(parent).map_err(|e| PathError::Io(rel.into(), e))?;
+            if fs::symlink_metadata(&joined).is_ok() {
+                return refuse("is a symlink leading out of /home/work");
+            }
+            match joined.file_name() {
+                Some(name) => parent.join(name),
+                None => return refuse("names no file"),
+            }
+        }
+        Err(e) => return Err(PathError::Io(rel.into(), e)),
+    };
+    if !resolved.starts_with(&base) {
+        return refuse("leads out of /home/work");
+    }
+    Ok(resolved)
+}
+
+/// Sets the mode of a file written for a kernel and hands it to the kernel's uid.
+pub fn hand_over(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(0o644))?;
+    chown(path, uid, gid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_paths_cannot_leave_the_work_dir() {
+        let t = tempfile::tempdir().unwrap();
+        let work = t.path().join("work");
+        fs::create_dir_all(work.join("sub")).unwrap();
+        fs::write(t.path().join("secret"), "x").unwrap();
+        std::os::unix::fs::symlink(t.path().join("secret"), work.join("link")).unwrap();
+        assert!(resolve_inside(&work, "sub/new.txt", false).is_ok());
+        for bad in ["../secret", "/etc/passwd", "sub/../../secret", "link"] {
+            assert!(resolve_inside(&work, bad, false).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_kernel_id_cannot_name_a_dir_outside_the_root() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Scratch::new(t.path()).unwrap();
+        assert!(s.kernel_dir("../x").is_err());
+        assert!(s.kernel_dir(".deckhand").is_err());
+        assert!(s.kernel_dir("a/b").is_err());
+        assert!(s.kernel_dir("3f2b7c1e-0c4d-4e8a-9b1a-2d5e6f7a8b9c.1").is_ok());
+    }
+}

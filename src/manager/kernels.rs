@@ -1,0 +1,131 @@
+//! The manager's view of kernels: which agent holds which kernel (from placements and from
+//! agents' events), the last event sequence taken per agent process, and placement of new
+//! kernels onto agents with room.
+
+use std::collections::HashMap;
+
+use crate::config::schema;
+use crate::rpc::pb::{self, AgentState, AgentSummary, KernelEvent};
+
+#[derive(Default)]
+pub struct KernelDirectory {
+    /// Kernel id (or array id) → agent id.
+    location: HashMap<String, String>,
+    /// Agent id → (instance id, last sequence number taken).
+    taken: HashMap<String, (String, u64)>,
+}
+
+impl KernelDirectory {
+    pub fn place(&mut self, kernel_id: &str, agent_id: &str) {
+        self.location
+            .insert(kernel_id.to_string(), agent_id.to_string());
+    }
+
+    /// The agent holding `kernel_id` (a task id falls back to its array's placement).
+    pub fn locate(&self, kernel_id: &str) -> Option<&str> {
+        self.location
+            .get(kernel_id)
+            .or_else(|| {
+                kernel_id
+                    .rsplit_once('.')
+                    .and_then(|(array, _)| self.location.get(array))
+            })
+            .map(String::as_str)
+    }
+
+    pub fn forget(&mut self, kernel_id: &str) {
+        self.location.remove(kernel_id);
+    }
+
+    /// Takes the events not seen before from one agent process; returns the last sequence
+    /// number now held. Events with a number already taken are duplicates and skipped.
+    pub fn take(&mut self, agent_id: &str, instance_id: &str, events: &[KernelEvent]) -> u64 {
+        let entry = self
+            .taken
+            .entry(agent_id.to_string())
+            .or_insert_with(|| (instance_id.to_string(), 0));
+        if entry.0 != instance_id {
+            *entry = (instance_id.to_string(), 0);
+        }
+        let mut last = entry.1;
+        for ev in events {
+            if ev.seq <= last {
+                continue;
+            }
+            if ev.seq != last + 1 && last != 0 {
+                tracing::warn!(agent_id, from = last + 1, to = ev.seq - 1, "kernel events missing (dropped by the agent while no manager answered)");
+            }
+            last = ev.seq;
+            if ev.reason == "removed" {
+                self.location.remove(&ev.kernel_id);
+            } else {
+                self.location
+                    .insert(ev.kernel_id.clone(), agent_id.to_string());
+            }
+        }
+        entry.1 = last;
+        last
+    }
+}
+
+/// What one kernel (or one array task) needs, read from the spec the way the agent will.
+pub fn demand(spec: &pb::KernelSpec) -> pb::SlotAmounts {
+    let gpus = match spec.gpus.trim() {
+        "" => 0,
+        "all" => 1,
+        g => g
+            .parse::<u32>()
+            .unwrap_or_else(|_| g.split(',').count() as u32),
+    };
+    pb::SlotAmounts {
+        cpu: spec.cpus.max(0.0),
+        memory_bytes: schema::parse_bytes(&spec.memory).unwrap_or(0),
+        gpus,
+    }
+}
+
+/// Alive agents with room for `need`, most free CPU first.
+pub fn candidates(agents: &[AgentSummary], need: &pb::SlotAmounts) -> Vec<AgentSummary> {
+    let mut fit: Vec<AgentSummary> = agents
+        .iter()
+        .filter(|a| a.state == AgentState::Alive as i32)
+        .filter(|a| {
+            let free = a.slots.and_then(|s| s.free).unwrap_or_default();
+            free.cpu + 1e-9 >= need.cpu
+                && free.memory_bytes >= need.memory_bytes
+                && free.gpus >= need.gpus
+        })
+        .cloned()
+        .collect();
+    fit.sort_by(|a, b| {
+        let fa = a.slots.and_then(|s| s.free).unwrap_or_default().cpu;
+        let fb = b.slots.and_then(|s| s.free).unwrap_or_default().cpu;
+        fb.total_cmp(&fa)
+    });
+    fit
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(seq: u64, id: &str) -> KernelEvent {
+        KernelEvent {
+            seq,
+            kernel_id: id.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn duplicates_are_skipped_and_a_new_agent_process_starts_over() {
+        let mut d = KernelDirectory::default();
+        assert_eq!(d.take("a", "i1", &[ev(1, "k1"), ev(2, "k2")]), 2);
+        assert_eq!(d.take("a", "i1", &[ev(2, "k2"), ev(3, "k3")]), 3);
+        assert_eq!(d.locate("k3"), Some("a"));
+        assert_eq!(d.take("a", "i2", &[ev(1, "k4")]), 1);
+        assert_eq!(d.locate("k4.7"), None);
+        d.place("arr", "b");
+        assert_eq!(d.locate("arr.7"), Some("b"));
+    }
+}

@@ -1,0 +1,388 @@
+//! The Docker engine, through bollard: the few calls the kernel engine needs, with errors
+//! turned into messages that name the container and the engine's own words.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum};
+use bollard::query_parameters::{
+    CreateContainerOptions, EventsOptions, KillContainerOptions, ListContainersOptions,
+    LogsOptions, RemoveContainerOptions, StopContainerOptions,
+};
+use futures::{Stream, StreamExt};
+
+/// Labels every kernel container carries.
+pub const LABEL_NAMESPACE: &str = "io.deckhand.namespace";
+pub const LABEL_AGENT: &str = "io.deckhand.agent-id";
+pub const LABEL_KERNEL: &str = "io.deckhand.kernel-id";
+
+/// A failed engine call.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("no such container or image: {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("Docker engine: {0}")]
+    Engine(String),
+    #[error("Docker engine unreachable: {0}")]
+    Unavailable(String),
+}
+
+impl From<bollard::errors::Error> for EngineError {
+    fn from(e: bollard::errors::Error) -> Self {
+        use bollard::errors::Error as E;
+        match e {
+            E::DockerResponseServerError {
+                status_code: 404,
+                message,
+            } => Self::NotFound(message),
+            E::DockerResponseServerError {
+                status_code: 409,
+                message,
+            } => Self::Conflict(message),
+            E::DockerResponseServerError { message, .. } => Self::Engine(message),
+            E::HyperResponseError { .. } | E::IOError { .. } | E::RequestTimeoutError => {
+                Self::Unavailable(e.to_string())
+            }
+            other => Self::Engine(other.to_string()),
+        }
+    }
+}
+
+/// What inspect says about a container's process.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerStatus {
+    pub running: bool,
+    pub paused: bool,
+    pub restarting: bool,
+    pub exit_code: i64,
+    pub oom_killed: bool,
+    pub pid: u32,
+    pub error: String,
+    pub started_at_ms: i64,
+    pub finished_at_ms: i64,
+    pub exists: bool,
+}
+
+/// A container event of interest: `die`, `oom`, `pause`, `unpause`, `start`, `destroy`.
+#[derive(Debug, Clone)]
+pub struct ContainerEvent {
+    pub container_id: String,
+    pub kernel_id: String,
+    pub action: String,
+    pub exit_code: Option<i64>,
+}
+
+/// One output chunk of logs or exec.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    pub data: bytes::Bytes,
+    pub stderr: bool,
+}
+
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, EngineError>> + Send>>;
+
+#[derive(Clone)]
+pub struct Docker {
+    api: bollard::Docker,
+}
+
+impl Docker {
+    /// Connects to the local engine (`DOCKER_HOST` or `/var/run/docker.sock`) and agrees on
+    /// an API version both sides speak.
+    pub async fn connect() -> Result<Self, EngineError> {
+        let api = bollard::Docker::connect_with_local_defaults()
+            .map_err(|e| EngineError::Unavailable(e.to_string()))?
+            .with_timeout(Duration::from_secs(120));
+        match api.clone().negotiate_version().await {
+            Ok(api) => Ok(Self { api }),
+            Err(e) => {
+                // The engine is not answering yet: speak API 1.41 (Docker 20.10), which has
+                // everything deckhand uses, and let calls fail UNAVAILABLE until it answers.
+                tracing::warn!(error = %e, "Docker engine not answering; assuming API 1.41");
+                let v = bollard::ClientVersion {
+                    major_version: 1,
+                    minor_version: 41,
+                };
+                let host = std::env::var("DOCKER_HOST")
+                    .unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+                let api = bollard::Docker::connect_with_local(&host, 120, &v)
+                    .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+                Ok(Self { api })
+            }
+        }
+    }
+
+    pub fn api(&self) -> &bollard::Docker {
+        &self.api
+    }
+
+    pub async fn image_present(&self, image: &str) -> Result<bool, EngineError> {
+        match self.api.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(e) => match EngineError::from(e) {
+                EngineError::NotFound(_) => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Pulls `image` (anonymous; registry credentials arrive with the Docker-mode settings).
+    pub async fn pull(&self, image: &str) -> Result<(), EngineError> {
+        let opts = bollard::query_parameters::CreateImageOptions {
+            from_image: Some(image.to_string()),
+            ..Default::default()
+        };
+        let mut s = self.api.create_image(Some(opts), None, None);
+        while let Some(item) = s.next().await {
+            let info = item?;
+            if let Some(e) = info.error_detail.and_then(|d| d.message) {
+                return Err(EngineError::Engine(e));
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn create(&self, name: &str, body: ContainerCreateBody) -> Result<String, EngineError> {
+        let opts = CreateContainerOptions {
+            name: Some(name.to_string()),
+            ..Default::default()
+        };
+        Ok(self.api.create_container(Some(opts), body).await?.id)
+    }
+
+    pub async fn start(&self, id: &str) -> Result<(), EngineError> {
+        Ok(self.api.start_container(id, None).await?)
+    }
+
+    pub async fn pause(&self, id: &str) -> Result<(), EngineError> {
+        Ok(self.api.pause_container(id).await?)
+    }
+
+    pub async fn unpause(&self, id: &str) -> Result<(), EngineError> {
+        Ok(self.api.unpause_container(id).await?)
+    }
+
+    pub async fn kill(&self, id: &str, signal: &str) -> Result<(), EngineError> {
+        let opts = KillContainerOptions {
+            signal: signal.to_string(),
+        };
+        Ok(self.api.kill_container(id, Some(opts)).await?)
+    }
+
+    /// SIGTERM, then SIGKILL after `grace` (the engine does the waiting).
+    pub async fn stop(&self, id: &str, grace: Duration) -> Result<(), EngineError> {
+        let opts = StopContainerOptions {
+            signal: None,
+            t: Some(grace.as_secs().min(i32::MAX as u64) as i32),
+        };
+        match self.api.stop_container(id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            // 304: already stopped.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes a container; one that is already gone counts as removed.
+    pub async fn remove(&self, id: &str, force: bool) -> Result<(), EngineError> {
+        let opts = RemoveContainerOptions {
+            force,
+            v: true,
+            ..Default::default()
+        };
+        match self.api.remove_container(id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) => match EngineError::from(e) {
+                EngineError::NotFound(_) => Ok(()),
+                // "removal of container … is already in progress"
+                EngineError::Conflict(m) if m.contains("already in progress") => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    pub async fn inspect(&self, id: &str) -> Result<ContainerStatus, EngineError> {
+        let c = match self.api.inspect_container(id, None).await {
+            Ok(c) => c,
+            Err(e) => {
+                return match EngineError::from(e) {
+                    EngineError::NotFound(_) => Ok(ContainerStatus::default()),
+                    other => Err(other),
+                }
+            }
+        };
+        let s = c.state.unwrap_or_default();
+        Ok(ContainerStatus {
+            exists: true,
+            running: s.running.unwrap_or(false)
+                || matches!(s.status, Some(ContainerStateStatusEnum::RUNNING)),
+            paused: s.paused.unwrap_or(false),
+            restarting: s.restarting.unwrap_or(false),
+            exit_code: s.exit_code.unwrap_or(0),
+            oom_killed: s.oom_killed.unwrap_or(false),
+            pid: s.pid.unwrap_or(0).max(0) as u32,
+            error: s.error.unwrap_or_default(),
+            started_at_ms: parse_time(s.started_at.as_deref()),
+            finished_at_ms: parse_time(s.finished_at.as_deref()),
+        })
+    }
+
+    /// Ids and kernel ids of the containers carrying these labels, running or not.
+    pub async fn list_labelled(
+        &self,
+        namespace: &str,
+        agent_id: &str,
+    ) -> Result<Vec<(String, String)>, EngineError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{LABEL_NAMESPACE}={namespace}"),
+                format!("{LABEL_AGENT}={agent_id}"),
+            ],
+        )]);
+        let opts = ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let list = self.api.list_containers(Some(opts)).await?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                let kid = c.labels.as_ref()?.get(LABEL_KERNEL)?.clone();
+                Some((c.id?, kid))
+            })
+            .collect())
+    }
+
+    /// Lifecycle events of this agent's containers, as they happen.
+    pub fn events(
+        &self,
+        namespace: &str,
+        agent_id: &str,
+    ) -> impl Stream<Item = Result<ContainerEvent, EngineError>> + Send + 'static {
+        let filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            (
+                "label".to_string(),
+                vec![
+                    format!("{LABEL_NAMESPACE}={namespace}"),
+                    format!("{LABEL_AGENT}={agent_id}"),
+                ],
+            ),
+            (
+                "event".to_string(),
+                ["die", "oom", "pause", "unpause", "start", "destroy"]
+                    .map(String::from)
+                    .to_vec(),
+            ),
+        ]);
+        let opts = EventsOptions {
+            filters: Some(filters),
+            ..Default::default()
+        };
+        self.api.events(Some(opts)).map(|r| {
+            let m = r.map_err(EngineError::from)?;
+            let actor = m.actor.unwrap_or_default();
+            let attrs = actor.attributes.unwrap_or_default();
+            Ok(ContainerEvent {
+                container_id: actor.id.unwrap_or_default(),
+                kernel_id: attrs.get(LABEL_KERNEL).cloned().unwrap_or_default(),
+                action: m.action.unwrap_or_default(),
+                exit_code: attrs.get("exitCode").and_then(|c| c.parse().ok()),
+            })
+        })
+    }
+
+    /// stdout and stderr of a container; `tail` 0 means all.
+    pub fn logs(&self, id: &str, follow: bool, tail: u32) -> ChunkStream {
+        let opts = LogsOptions {
+            follow,
+            stdout: true,
+            stderr: true,
+            tail: if tail == 0 {
+                "all".into()
+            } else {
+                tail.to_string()
+            },
+            ..Default::default()
+        };
+        Box::pin(self.api.logs(id, Some(opts)).filter_map(|r| async move {
+            match r {
+                Ok(out) => chunk(out).map(Ok),
+                Err(e) => Some(Err(e.into())),
+            }
+        }))
+    }
+
+    /// Starts `cmd` in a running container; returns its output and its exec id (for the
+    /// exit code once the output ends).
+    pub async fn exec(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        env: Vec<String>,
+        working_dir: Option<String>,
+        user: Option<String>,
+    ) -> Result<(String, ChunkStream), EngineError> {
+        let created = self
+            .api
+            .create_exec(
+                id,
+                CreateExecOptions {
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    cmd: Some(cmd),
+                    env: Some(env),
+                    working_dir,
+                    user,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        match self.api.start_exec(&created.id, None).await? {
+            StartExecResults::Attached { output, .. } => {
+                let s = output.filter_map(|r| async move {
+                    match r {
+                        Ok(out) => chunk(out).map(Ok),
+                        Err(e) => Some(Err(e.into())),
+                    }
+                });
+                Ok((created.id, Box::pin(s)))
+            }
+            StartExecResults::Detached => Ok((created.id, Box::pin(futures::stream::empty()))),
+        }
+    }
+
+    pub async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, EngineError> {
+        Ok(self.api.inspect_exec(exec_id).await?.exit_code)
+    }
+}
+
+fn chunk(out: LogOutput) -> Option<Chunk> {
+    match out {
+        LogOutput::StdOut { message } | LogOutput::Console { message } => Some(Chunk {
+            data: message,
+            stderr: false,
+        }),
+        LogOutput::StdErr { message } => Some(Chunk {
+            data: message,
+            stderr: true,
+        }),
+        LogOutput::StdIn { .. } => None,
+    }
+}
+
+/// Docker's RFC 3339 times → Unix ms; the zero time (`0001-01-01…`) → 0.
+fn parse_time(s: Option<&str>) -> i64 {
+    s.and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.timestamp_millis().max(0))
+        .unwrap_or(0)
+}

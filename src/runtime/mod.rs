@@ -1,0 +1,6 @@
+//! Where kernels run. Docker today ([`docker`]); the Vast.ai remote-instance runtime joins
+//! it later behind the same kernel engine.
+
+pub mod docker;
+
+pub use docker::{Docker, EngineError};
