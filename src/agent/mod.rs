@@ -25,10 +25,10 @@ use crate::config::ClusterConfig;
 use crate::host::HostSampler;
 use crate::kernel::scratch::Scratch;
 use crate::kernel::{EngineOptions, Kernels};
-use crate::runtime::Docker;
 use crate::rpc::pb::agent_service_server::AgentServiceServer;
 use crate::rpc::pb::AgentIdentity;
 use crate::rpc::{self, ServeError};
+use crate::runtime::Docker;
 use crate::shutdown::{self, Tasks};
 
 use heartbeat::Heartbeat;

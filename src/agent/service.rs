@@ -112,7 +112,10 @@ impl AgentService for AgentRpc {
 
     type ExecKernelStream = OutputStream;
 
-    async fn exec_kernel(&self, req: Request<ExecRequest>) -> Result<Response<OutputStream>, Status> {
+    async fn exec_kernel(
+        &self,
+        req: Request<ExecRequest>,
+    ) -> Result<Response<OutputStream>, Status> {
         let r = req.into_inner();
         let (exec_id, output) = self
             .kernels
@@ -143,7 +146,10 @@ impl AgentService for AgentRpc {
         req: Request<UploadFileRequest>,
     ) -> Result<Response<UploadFileResponse>, Status> {
         let r = req.into_inner();
-        let size = self.kernels.upload(&r.kernel_id, &r.path, &r.content).await?;
+        let size = self
+            .kernels
+            .upload(&r.kernel_id, &r.path, &r.content)
+            .await?;
         Ok(Response::new(UploadFileResponse { size }))
     }
 

@@ -117,7 +117,10 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
-fn pairs(flag: &str, items: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+fn pairs(
+    flag: &str,
+    items: &[String],
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
     items
         .iter()
         .map(|kv| {
@@ -239,7 +242,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         })
         .await?;
     if args.json {
-        print_json(&resp.kernels)?;
+        print_kernels(&resp.kernels)?;
         return Ok(ExitCode::SUCCESS);
     }
     let Some(first) = resp.kernels.first().cloned() else {
@@ -267,7 +270,10 @@ async fn follow_to_exit(target: &ManagerArgs, id: &str) -> anyhow::Result<ExitCo
     for _ in 0..100 {
         let k = get(target, id).await?;
         let s = k.state();
-        if matches!(s, KernelState::Done | KernelState::Failed | KernelState::Cancelled) {
+        if matches!(
+            s,
+            KernelState::Done | KernelState::Failed | KernelState::Cancelled
+        ) {
             if s != KernelState::Done {
                 eprintln!("kernel {id} {}: {}", state_name(s), k.reason);
             }
@@ -293,7 +299,12 @@ async fn get(target: &ManagerArgs, id: &str) -> anyhow::Result<KernelInfo> {
         .await
 }
 
-async fn stream_logs(target: &ManagerArgs, id: &str, follow: bool, tail: u32) -> anyhow::Result<()> {
+async fn stream_logs(
+    target: &ManagerArgs,
+    id: &str,
+    follow: bool,
+    tail: u32,
+) -> anyhow::Result<()> {
     let req = KernelLogsRequest {
         kernel_id: id.to_string(),
         follow,
@@ -328,6 +339,17 @@ pub fn state_name(s: KernelState) -> &'static str {
     s.as_str_name().trim_start_matches("KERNEL_STATE_")
 }
 
+/// A kernel as JSON for people and scripts: the state by name (`RUNNING`), not number.
+pub fn kernel_json(k: &KernelInfo) -> serde_json::Value {
+    let mut v = serde_json::to_value(k).unwrap_or_default();
+    v["state"] = state_name(k.state()).into();
+    v
+}
+
+fn print_kernels(list: &[KernelInfo]) -> anyhow::Result<()> {
+    print_json(&list.iter().map(kernel_json).collect::<Vec<_>>())
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct PsArgs {
     #[command(flatten)]
@@ -346,7 +368,7 @@ pub async fn ps(args: PsArgs) -> anyhow::Result<ExitCode> {
         })
         .await?;
     if args.json {
-        print_json(&list)?;
+        print_kernels(&list)?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut t = Table::new();
@@ -387,7 +409,7 @@ pub struct IdArgs {
 pub async fn inspect(args: IdArgs) -> anyhow::Result<ExitCode> {
     let k = get(&args.target, &args.id).await;
     match k {
-        Ok(k) => print_json(&k)?,
+        Ok(k) => print_json(&kernel_json(&k))?,
         Err(_) => {
             // An array id: show all its tasks.
             let id = args.id.clone();
@@ -403,7 +425,7 @@ pub async fn inspect(args: IdArgs) -> anyhow::Result<ExitCode> {
             if tasks.is_empty() {
                 get(&args.target, &args.id).await?;
             }
-            print_json(&tasks)?;
+            print_kernels(&tasks)?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -558,7 +580,10 @@ pub enum FilesOp {
 pub async fn files(args: FilesArgs) -> anyhow::Result<ExitCode> {
     match args.op {
         FilesOp::Ls { target, id, path } => {
-            let req = FileRequest { kernel_id: id, path };
+            let req = FileRequest {
+                kernel_id: id,
+                path,
+            };
             let list = target
                 .call(|mut c| {
                     let req = req.clone();

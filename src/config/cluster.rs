@@ -136,7 +136,8 @@ impl ClusterConfig {
         {
             k.stop_grace_period = v;
         }
-        if let Some(v) = get("container/stage_in_dirs").and_then(|v| schema::parse_path_list(v).ok())
+        if let Some(v) =
+            get("container/stage_in_dirs").and_then(|v| schema::parse_path_list(v).ok())
         {
             k.stage_in_dirs = v;
         }

@@ -27,7 +27,8 @@ impl CgroupPaths {
         let mut unified = None;
         for line in text.lines() {
             let mut parts = line.splitn(3, ':');
-            let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+            let (Some(_), Some(controllers), Some(path)) =
+                (parts.next(), parts.next(), parts.next())
             else {
                 continue;
             };
@@ -52,9 +53,8 @@ impl CgroupPaths {
 
     /// (cumulative CPU ns, memory bytes in use), or `None` once the cgroup is gone.
     pub fn read(&self) -> Option<(u64, u64)> {
-        let num = |p: PathBuf| -> Option<u64> {
-            std::fs::read_to_string(p).ok()?.trim().parse().ok()
-        };
+        let num =
+            |p: PathBuf| -> Option<u64> { std::fs::read_to_string(p).ok()?.trim().parse().ok() };
         match self {
             Self::V1 { cpuacct, memory } => Some((
                 num(cpuacct.join("cpuacct.usage"))?,
@@ -100,7 +100,11 @@ mod tests {
     #[test]
     fn counters_are_read_from_the_files() {
         let t = tempfile::tempdir().unwrap();
-        std::fs::write(t.path().join("cpu.stat"), "usage_usec 1500\nuser_usec 1000\n").unwrap();
+        std::fs::write(
+            t.path().join("cpu.stat"),
+            "usage_usec 1500\nuser_usec 1000\n",
+        )
+        .unwrap();
         std::fs::write(t.path().join("memory.current"), "4096\n").unwrap();
         assert_eq!(
             CgroupPaths::V2(t.path().into()).read(),

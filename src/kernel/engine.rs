@@ -408,7 +408,10 @@ impl Kernels {
                 if cap > 0 && running >= cap {
                     break;
                 }
-                let Some(task_id) = t.arrays.get_mut(array_id).and_then(|r| r.pending.pop_front())
+                let Some(task_id) = t
+                    .arrays
+                    .get_mut(array_id)
+                    .and_then(|r| r.pending.pop_front())
                 else {
                     break;
                 };
@@ -757,7 +760,11 @@ impl Kernels {
         let held = rec.spec.hold;
         let cancelled = {
             let mut t = self.lock();
-            let cancelled = t.kernels.get(id).map(|e| e.rec.state.is_final()).unwrap_or(true);
+            let cancelled = t
+                .kernels
+                .get(id)
+                .map(|e| e.rec.state.is_final())
+                .unwrap_or(true);
             if !cancelled {
                 let cid2 = cid.clone();
                 self.transition(&mut t, id, Transition::Created { held }, |r| {
@@ -838,7 +845,11 @@ impl Kernels {
         let same = rec.spec.error_path == rec.spec.output_path;
         let mut logs = self.0.docker.logs(&rec.container_id, true, 0);
         while let Some(Ok(Chunk { data, stderr })) = logs.next().await {
-            let f = if stderr && !same { err.as_mut() } else { out.as_mut() };
+            let f = if stderr && !same {
+                err.as_mut()
+            } else {
+                out.as_mut()
+            };
             if stderr && rec.spec.error_path.is_empty() {
                 continue;
             }
@@ -875,7 +886,9 @@ impl Kernels {
             match synced {
                 Ok(()) => {
                     if down_logged {
-                        tracing::info!("Docker engine reachable again; kernel states resynchronised");
+                        tracing::info!(
+                            "Docker engine reachable again; kernel states resynchronised"
+                        );
                         down_logged = false;
                     }
                     backoff = Duration::from_millis(250);
@@ -958,9 +971,9 @@ impl Kernels {
     async fn on_event(&self, ev: ContainerEvent) {
         let belongs = {
             let t = self.lock();
-            t.kernels
-                .get(&ev.kernel_id)
-                .is_some_and(|e| e.rec.container_id == ev.container_id || e.rec.container_id.is_empty())
+            t.kernels.get(&ev.kernel_id).is_some_and(|e| {
+                e.rec.container_id == ev.container_id || e.rec.container_id.is_empty()
+            })
         };
         if !belongs {
             return;
@@ -968,7 +981,12 @@ impl Kernels {
         let id = ev.kernel_id.as_str();
         match ev.action.as_str() {
             "die" => {
-                let st = self.0.docker.inspect(&ev.container_id).await.unwrap_or_default();
+                let st = self
+                    .0
+                    .docker
+                    .inspect(&ev.container_id)
+                    .await
+                    .unwrap_or_default();
                 if st.exists && (st.running || st.restarting) {
                     return; // restarted by its restart policy
                 }
@@ -1212,8 +1230,11 @@ impl Kernels {
             }
         }
         let mut rx = rx;
-        let _ = tokio::time::timeout(grace + Duration::from_secs(30), rx.wait_for(|s| s.is_final()))
-            .await;
+        let _ = tokio::time::timeout(
+            grace + Duration::from_secs(30),
+            rx.wait_for(|s| s.is_final()),
+        )
+        .await;
         Ok(())
     }
 

@@ -51,7 +51,10 @@ impl Scratch {
             && matches!(p.components().next(), Some(Component::Normal(_)))
             && !id.starts_with('.');
         if !single {
-            return Err(PathError::Refused(id.into(), "would leave the scratch root"));
+            return Err(PathError::Refused(
+                id.into(),
+                "would leave the scratch root",
+            ));
         }
         Ok(self.root.join(id))
     }
@@ -70,13 +73,16 @@ impl Scratch {
     ) -> Result<PathBuf, PathError> {
         let dir = self.kernel_dir(id)?;
         let io = |e| PathError::Io(dir.display().to_string(), e);
-        fs::DirBuilder::new().mode(0o700).create(&dir).or_else(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                Ok(())
-            } else {
-                Err(io(e))
-            }
-        })?;
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .or_else(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    Ok(())
+                } else {
+                    Err(io(e))
+                }
+            })?;
         let work = dir.join("work");
         let config = dir.join("config");
         for d in [&work, &config] {
@@ -115,7 +121,9 @@ impl Scratch {
     }
 
     fn record_path(&self, id: &str) -> PathBuf {
-        self.root.join(".deckhand/kernels").join(format!("{id}.json"))
+        self.root
+            .join(".deckhand/kernels")
+            .join(format!("{id}.json"))
     }
 
     /// Writes the record atomically (temp file + rename), readable by root only.
@@ -239,6 +247,8 @@ mod tests {
         assert!(s.kernel_dir("../x").is_err());
         assert!(s.kernel_dir(".deckhand").is_err());
         assert!(s.kernel_dir("a/b").is_err());
-        assert!(s.kernel_dir("3f2b7c1e-0c4d-4e8a-9b1a-2d5e6f7a8b9c.1").is_ok());
+        assert!(s
+            .kernel_dir("3f2b7c1e-0c4d-4e8a-9b1a-2d5e6f7a8b9c.1")
+            .is_ok());
     }
 }

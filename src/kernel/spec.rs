@@ -197,10 +197,7 @@ pub fn validate(spec: &pb::KernelSpec, cfg: &KernelSettings) -> Result<Spec, Spe
     {
         return Err(SpecError::invalid(
             "slug",
-            format!(
-                "`{}`: at most 64 letters, digits, `_`, `-`, `.`",
-                spec.slug
-            ),
+            format!("`{}`: at most 64 letters, digits, `_`, `-`, `.`", spec.slug),
         ));
     }
     if spec.labels.len() > 64 {
@@ -293,7 +290,10 @@ pub fn validate(spec: &pb::KernelSpec, cfg: &KernelSettings) -> Result<Spec, Spe
         if [WORK_DIR, CONFIG_DIR, "/"].contains(&c) || c.is_empty() {
             return Err(SpecError::invalid(
                 format!("{field}.container_path"),
-                format!("`{}` would cover {WORK_DIR} or {CONFIG_DIR}", s.container_path),
+                format!(
+                    "`{}` would cover {WORK_DIR} or {CONFIG_DIR}",
+                    s.container_path
+                ),
             ));
         }
         stage_in.push(BindMount {
@@ -526,8 +526,11 @@ pub fn image_reference(r: &str) -> Result<(), SpecError> {
     if let Some(t) = tag {
         let ok = !t.is_empty()
             && t.len() <= 128
-            && t.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-            && t.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+            && t.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
         if !ok {
             return Err(bad("bad tag"));
         }
@@ -549,13 +552,18 @@ pub fn image_reference(r: &str) -> Result<(), SpecError> {
     }
     for p in parts {
         let ok = !p.is_empty()
-            && p.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && p.chars().last().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && p
-                .chars()
+            && p.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && p.chars()
+                .last()
+                .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && p.chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
         if !ok {
-            return Err(bad("path components are lower-case letters, digits and . _ -"));
+            return Err(bad(
+                "path components are lower-case letters, digits and . _ -",
+            ));
         }
     }
     Ok(())
@@ -580,8 +588,8 @@ fn container_path(field: &str, p: &str) -> Result<(), SpecError> {
 /// A host path that must lie inside one of `container/stage_in_dirs`, symlinks resolved.
 fn allowed_host_path(field: &str, p: &str, cfg: &KernelSettings) -> Result<PathBuf, SpecError> {
     container_path(field, p)?;
-    let real = std::fs::canonicalize(p)
-        .map_err(|e| SpecError::invalid(field, format!("`{p}`: {e}")))?;
+    let real =
+        std::fs::canonicalize(p).map_err(|e| SpecError::invalid(field, format!("`{p}`: {e}")))?;
     let allowed = cfg.stage_in_dirs.iter().any(|d| {
         std::fs::canonicalize(d)
             .map(|d| real.starts_with(d))
@@ -622,7 +630,8 @@ fn docker_name(field: &str, v: &str) -> Result<(), SpecError> {
     let ok = !v.is_empty()
         && v.len() <= 128
         && v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && v.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
     if !ok {
         return Err(SpecError::invalid(
             field,
@@ -695,14 +704,30 @@ fn bytes_field(field: &str, v: &str) -> Result<Option<u64>, SpecError> {
     }
     let b = schema::parse_bytes(v).map_err(|r| SpecError::invalid(field, r))?;
     if b > 1 << 50 {
-        return Err(SpecError::invalid(field, format!("`{v}` is absurdly large")));
+        return Err(SpecError::invalid(
+            field,
+            format!("`{v}` is absurdly large"),
+        ));
     }
     Ok(Some(b))
 }
 
 const ULIMITS: &[&str] = &[
-    "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc",
-    "rss", "rtprio", "rttime", "sigpending", "stack",
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
 ];
 
 /// `memlock=-1,stack=67108864`, each `name=soft[:hard]`.
@@ -771,7 +796,15 @@ mod tests {
         ] {
             assert!(image_reference(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "Busybox", "a//b", "name:", "name:-tag", "x@sha256:12", "a/b:c:d/e"] {
+        for bad in [
+            "",
+            "Busybox",
+            "a//b",
+            "name:",
+            "name:-tag",
+            "x@sha256:12",
+            "a/b:c:d/e",
+        ] {
             assert!(image_reference(bad).is_err(), "{bad}");
         }
     }
@@ -804,7 +837,10 @@ mod tests {
         s.privileged = true;
         let err = validate(&s, &KernelSettings::default()).unwrap_err();
         assert!(err.forbidden);
-        assert!(err.reason.contains("config/security/allow_privileged"), "{err}");
+        assert!(
+            err.reason.contains("config/security/allow_privileged"),
+            "{err}"
+        );
         let cfg = KernelSettings {
             allow_privileged: true,
             ..Default::default()
@@ -812,7 +848,11 @@ mod tests {
         assert!(validate(&s, &cfg).is_ok());
         let mut s = spec();
         s.pid_mode = "host".into();
-        assert!(validate(&s, &KernelSettings::default()).unwrap_err().forbidden);
+        assert!(
+            validate(&s, &KernelSettings::default())
+                .unwrap_err()
+                .forbidden
+        );
     }
 
     #[test]

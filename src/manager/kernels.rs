@@ -53,7 +53,12 @@ impl KernelDirectory {
                 continue;
             }
             if ev.seq != last + 1 && last != 0 {
-                tracing::warn!(agent_id, from = last + 1, to = ev.seq - 1, "kernel events missing (dropped by the agent while no manager answered)");
+                tracing::warn!(
+                    agent_id,
+                    from = last + 1,
+                    to = ev.seq - 1,
+                    "kernel events missing (dropped by the agent while no manager answered)"
+                );
             }
             last = ev.seq;
             if ev.reason == "removed" {

@@ -2,8 +2,8 @@
 //! `nodes/managers/<id>`, keeps an agent table from etcd registrations and heartbeats, and
 //! answers the CLI. Deliberately small: no users, quotas or database.
 
-pub mod service;
 pub mod kernels;
+pub mod service;
 pub mod table;
 
 use std::sync::{Arc, Mutex};

@@ -19,10 +19,9 @@ use crate::rpc::pb::manager_service_server::ManagerService;
 use crate::rpc::pb::{
     AgentState, AgentSummary, ControlKernelRequest, ControlKernelResponse, CreateKernelResponse,
     DownloadFileResponse, ExecRequest, FileRequest, HeartbeatRequest, HeartbeatResponse,
-    KernelAction, KernelInfo, KernelLogsRequest, KernelRef, ListAgentsRequest,
-    ListAgentsResponse, ListFilesResponse, ListKernelsRequest, ListKernelsResponse, OutputChunk,
-    ReportEventsRequest, ReportEventsResponse, RunKernelRequest, UploadFileRequest,
-    UploadFileResponse,
+    KernelAction, KernelInfo, KernelLogsRequest, KernelRef, ListAgentsRequest, ListAgentsResponse,
+    ListFilesResponse, ListKernelsRequest, ListKernelsResponse, OutputChunk, ReportEventsRequest,
+    ReportEventsResponse, RunKernelRequest, UploadFileRequest, UploadFileResponse,
 };
 
 type OutputStream = Pin<Box<dyn Stream<Item = Result<OutputChunk, Status>> + Send>>;
@@ -93,18 +92,25 @@ impl ManagerRpc {
             }
         }
         for a in self.agents()? {
-            let Ok(mut c) = Self::client(&a) else { continue };
+            let Ok(mut c) = Self::client(&a) else {
+                continue;
+            };
             let found = c
                 .list_kernels(ListKernelsRequest {})
                 .await
                 .map(|r| {
-                    r.into_inner().kernels.iter().any(|k| {
-                        k.kernel_id == kernel_id || k.array_id == kernel_id
-                    })
+                    r.into_inner()
+                        .kernels
+                        .iter()
+                        .any(|k| k.kernel_id == kernel_id || k.array_id == kernel_id)
                 })
                 .unwrap_or(false);
             if found {
-                let agent_id = a.identity.as_ref().map(|i| i.agent_id.clone()).unwrap_or_default();
+                let agent_id = a
+                    .identity
+                    .as_ref()
+                    .map(|i| i.agent_id.clone())
+                    .unwrap_or_default();
                 self.directory().place(kernel_id, &agent_id);
                 return Ok(a);
             }
@@ -159,7 +165,6 @@ impl ManagerService for ManagerRpc {
         Ok(Response::new(ReportEventsResponse { last_seq }))
     }
 }
-
 
 #[tonic::async_trait]
 impl ClusterService for ManagerRpc {
@@ -228,10 +233,13 @@ impl ClusterService for ManagerRpc {
         let agents = self.agents()?;
         let calls = agents.iter().map(|a| async move {
             let mut c = Self::client(a).ok()?;
-            let r = tokio::time::timeout(Duration::from_secs(5), c.list_kernels(ListKernelsRequest {}))
-                .await
-                .ok()?
-                .ok()?;
+            let r = tokio::time::timeout(
+                Duration::from_secs(5),
+                c.list_kernels(ListKernelsRequest {}),
+            )
+            .await
+            .ok()?
+            .ok()?;
             Some(r.into_inner().kernels)
         });
         let mut kernels: Vec<KernelInfo> = futures::future::join_all(calls)
@@ -286,7 +294,10 @@ impl ClusterService for ManagerRpc {
 
     type ExecKernelStream = OutputStream;
 
-    async fn exec_kernel(&self, req: Request<ExecRequest>) -> Result<Response<OutputStream>, Status> {
+    async fn exec_kernel(
+        &self,
+        req: Request<ExecRequest>,
+    ) -> Result<Response<OutputStream>, Status> {
         let req = req.into_inner();
         let agent = self.holder(&req.kernel_id).await?;
         let s = Self::client(&agent)?.exec_kernel(req).await?.into_inner();

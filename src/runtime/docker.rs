@@ -147,7 +147,11 @@ impl Docker {
         Ok(())
     }
 
-    pub async fn create(&self, name: &str, body: ContainerCreateBody) -> Result<String, EngineError> {
+    pub async fn create(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+    ) -> Result<String, EngineError> {
         let opts = CreateContainerOptions {
             name: Some(name.to_string()),
             ..Default::default()

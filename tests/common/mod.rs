@@ -342,6 +342,103 @@ impl Cluster {
     }
 }
 
+impl Drop for Cluster {
+    /// Removes every container of this test's namespace, also when the test failed.
+    fn drop(&mut self) {
+        remove_containers(&self.ns);
+    }
+}
+
+/// The local test image built by `scripts/deps.sh` (no image can be pulled here).
+pub const TEST_IMAGE: &str = "deckhand-test/busybox:latest";
+
+/// `docker rm -f` of every container labelled with namespace `ns`.
+pub fn remove_containers(ns: &str) {
+    for id in containers(ns) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", "-v", &id])
+            .output();
+    }
+}
+
+/// Ids of the containers (running or not) labelled with namespace `ns`.
+pub fn containers(ns: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "--filter",
+            &format!("label=io.deckhand.namespace={ns}"),
+        ])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// `docker inspect -f FORMAT` of one container.
+pub fn docker_inspect(name: &str, format: &str) -> String {
+    let out = Command::new("docker")
+        .args(["inspect", "-f", format, name])
+        .output()
+        .expect("docker inspect");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A cluster with a manager and one agent `a1` that the manager sees ALIVE.
+pub struct KernelCluster {
+    pub agent: Proc,
+    pub manager: Proc,
+    pub c: Cluster,
+}
+
+impl KernelCluster {
+    pub async fn start(test: &str) -> Self {
+        let c = Cluster::start(test).await;
+        let manager = c.manager("m1", &[]);
+        let agent = c.agent("a1");
+        wait_for(Duration::from_secs(20), "agent a1 ALIVE", || async {
+            c.node("a1").filter(|n| n["state"] == "ALIVE").map(|_| ())
+        })
+        .await;
+        Self { agent, manager, c }
+    }
+
+    pub fn scratch(&self) -> PathBuf {
+        self.c.dir.path().join("scratch-a1")
+    }
+
+    /// `deckhand run -d …`: the new kernel's id.
+    pub fn run_detached(&self, args: &[&str]) -> String {
+        let mut full = vec!["run", "-d"];
+        full.extend_from_slice(args);
+        self.c.cli_ok(&full).trim().to_string()
+    }
+
+    /// `deckhand inspect ID` as JSON.
+    pub fn inspect(&self, id: &str) -> serde_json::Value {
+        serde_json::from_str(&self.c.cli_ok(&["inspect", id])).expect("inspect JSON")
+    }
+
+    /// Waits until kernel `id` is in `state` (by name), returning its JSON.
+    pub async fn wait_state(&self, id: &str, state: &str, timeout: Duration) -> serde_json::Value {
+        wait_for(timeout, &format!("kernel {id} {state}"), || async {
+            let out = self.c.cli(&["inspect", id]);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            (v["state"] == state).then_some(v)
+        })
+        .await
+    }
+
+    /// `deckhand ps --json`.
+    pub fn ps(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.c.cli_ok(&["ps", "--json"])).expect("ps JSON")
+    }
+}
+
 /// Compiles `tests/fixtures/fake_nvml.c` into `dir/libfake_nvml.so`.
 pub fn build_fake_nvml(dir: &Path) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake_nvml.c");
