@@ -29,7 +29,7 @@ pub async fn run(
     let mut failing = false;
     loop {
         let addr = manager.borrow_and_update().clone();
-        let batch = log.after(acked, BATCH);
+        let batch = log.unacknowledged(BATCH);
         if batch.is_empty() || addr.is_empty() {
             tokio::select! {
                 _ = stop.cancelled() => return,

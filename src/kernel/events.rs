@@ -21,7 +21,11 @@ pub struct EventLog {
 
 struct Inner {
     next_seq: u64,
+    /// The last `capacity` events, delivered or not (watchers replay from here).
     kept: VecDeque<KernelEvent>,
+    /// Highest sequence number a manager confirmed.
+    acked: u64,
+    /// Events pushed out before any manager took them.
     dropped: u64,
 }
 
@@ -31,6 +35,7 @@ impl EventLog {
             inner: Mutex::new(Inner {
                 next_seq: 1,
                 kept: VecDeque::new(),
+                acked: 0,
                 dropped: 0,
             }),
             live: broadcast::channel(1024).0,
@@ -45,8 +50,11 @@ impl EventLog {
         ev.seq = g.next_seq;
         g.next_seq += 1;
         if g.kept.len() == self.capacity {
-            g.kept.pop_front();
-            g.dropped += 1;
+            if let Some(old) = g.kept.pop_front() {
+                if old.seq > g.acked {
+                    g.dropped += 1;
+                }
+            }
         }
         g.kept.push_back(ev.clone());
         let seq = ev.seq;
@@ -67,12 +75,16 @@ impl EventLog {
             .collect()
     }
 
-    /// Forgets events a manager has confirmed.
+    /// Records that a manager holds every event up to `upto`.
     pub fn acknowledge(&self, upto: u64) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        while g.kept.front().is_some_and(|e| e.seq <= upto) {
-            g.kept.pop_front();
-        }
+        g.acked = g.acked.max(upto);
+    }
+
+    /// Kept events a manager has not confirmed yet, at most `max`.
+    pub fn unacknowledged(&self, max: usize) -> Vec<KernelEvent> {
+        let acked = self.inner.lock().map(|g| g.acked).unwrap_or(0);
+        self.after(acked, max)
     }
 
     pub fn dropped(&self) -> u64 {
@@ -105,6 +117,11 @@ mod tests {
         assert_eq!(kept.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4, 5]);
         assert_eq!(log.dropped(), 2);
         log.acknowledge(4);
-        assert_eq!(log.after(0, 10).len(), 1);
+        assert_eq!(log.unacknowledged(10).len(), 1);
+        assert_eq!(log.after(0, 10).len(), 3, "watchers still replay delivered events");
+        for _ in 0..2 {
+            log.push(KernelEvent::default());
+        }
+        assert_eq!(log.dropped(), 2, "delivered events leave without counting as lost");
     }
 }

@@ -267,8 +267,12 @@ impl Cluster {
 
     /// An agent with id `id` on a free port, its scratch root in the test dir.
     pub fn agent(&self, id: &str) -> Proc {
+        self.agent_on(id, self.dir.path().join(format!("scratch-{id}")))
+    }
+
+    /// An agent with id `id` and the given scratch root (a restart reuses its root).
+    pub fn agent_on(&self, id: &str, scratch: PathBuf) -> Proc {
         let port = free_port();
-        let scratch = self.dir.path().join(format!("scratch-{id}"));
         let listen = format!("127.0.0.1:{port}");
         self.spawn(
             &format!("agent-{id}"),
