@@ -4,6 +4,7 @@
 //! flag > environment > file > default ([`layered`]).
 
 pub mod agent;
+pub mod bench;
 pub mod common;
 pub mod config;
 pub mod host;
@@ -89,6 +90,8 @@ pub enum Command {
     Kill(kernels::ControlArgs),
     /// List, upload and download files in a kernel's /home/work.
     Files(kernels::FilesArgs),
+    /// Benchmarks against the Docker CLI: `bench start`, `bench array`.
+    Bench(bench::BenchArgs),
 }
 
 /// Parses the command line (with its file layer), sets up logging and runs the command.
@@ -140,6 +143,7 @@ pub fn main() -> ExitCode {
             Command::Release(a) => kernels::control(KernelAction::Release, a).await,
             Command::Kill(a) => kernels::control(KernelAction::Signal, a).await,
             Command::Files(a) => kernels::files(a).await,
+            Command::Bench(a) => bench::run(a).await,
         }
     });
     match result {
