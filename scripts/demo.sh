@@ -36,6 +36,9 @@ cleanup() {
     kill "${PIDS[$i]}" 2>/dev/null || true
     wait "${PIDS[$i]}" 2>/dev/null || true
   done
+  # The demo's kernels (containers labelled with its namespace).
+  ids=$(docker ps -aq --filter "label=io.deckhand.namespace=$NS" 2>/dev/null || true)
+  [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1 || true
   # A shared etcd keeps running: remove this namespace's keys from it.
   if [ -z "${OWN_ETCD:-}" ]; then
     ETCDCTL_API=3 etcdctl --endpoints "$ETCD_ADDR" del --prefix "/deckhand/$NS/" >/dev/null 2>&1 || true
@@ -94,7 +97,18 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 "$BIN" nodes
-echo "demo: logs in $WORK; try: DECKHAND_ETCD_ADDR=$ETCD_ADDR DECKHAND_NAMESPACE=$NS $BIN nodes"
+echo "demo: a kernel on one fake GPU, placed by the manager, output followed:"
+"$BIN" run --name demo --gpus 1 --cpus 0.5 --memory 64MiB deckhand-test/busybox:latest \
+  sh -c 'echo "hello from kernel $DECKHAND_KERNEL_ID as $(id -un), GPU $NVIDIA_VISIBLE_DEVICES"; cat /home/config/resource.txt' \
+  || echo "demo: the kernel failed (exit $?)"
+echo "demo: a job array of 4 tasks, 2 at a time:"
+array=$("$BIN" run --array 1-4%2 deckhand-test/busybox:latest sh -c 'echo task $DECKHAND_TASK_INDEX; sleep 1')
+for _ in $(seq 100); do
+  [ "$("$BIN" ps --json | grep -c '"state": "DONE"')" -ge 4 ] && break
+  sleep 0.2
+done
+"$BIN" ps
+echo "demo: logs in $WORK; try: DECKHAND_ETCD_ADDR=$ETCD_ADDR DECKHAND_NAMESPACE=$NS $BIN ps"
 if [ "$ONCE" = 1 ]; then exit 0; fi
 echo "demo: running; Ctrl-C stops and cleans up"
 wait
