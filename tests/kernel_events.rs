@@ -43,9 +43,7 @@ async fn watch_events_sees_every_transition_in_order() {
 
     // A watcher that reconnects with after_seq gets only what came later.
     let mut replay = client
-        .watch_events(WatchEventsRequest {
-            after_seq: seqs[2],
-        })
+        .watch_events(WatchEventsRequest { after_seq: seqs[2] })
         .await
         .unwrap()
         .into_inner();

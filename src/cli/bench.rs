@@ -96,7 +96,10 @@ fn spec(image: &str, command: &[&str]) -> KernelSpec {
 }
 
 async fn agent_client(addr: &str) -> anyhow::Result<AgentServiceClient<Channel>> {
-    Ok(AgentServiceClient::new(channel(addr, Duration::from_secs(300))?))
+    Ok(AgentServiceClient::new(channel(
+        addr,
+        Duration::from_secs(300),
+    )?))
 }
 
 async fn docker_cli(tag: &str, image: &str, command: &[&str]) -> anyhow::Result<String> {
@@ -107,7 +110,10 @@ async fn docker_cli(tag: &str, image: &str, command: &[&str]) -> anyhow::Result<
         .await
         .context("cannot run the docker CLI")?;
     if !out.status.success() {
-        bail!("docker run: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "docker run: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
@@ -168,7 +174,10 @@ async fn start(c: Common) -> anyhow::Result<ExitCode> {
                 .into_inner();
             let took = t0.elapsed();
             if resp.kernels.first().map(|k| k.state()) != Some(KernelState::Running) {
-                bail!("agent: kernel did not reach RUNNING: {:?}", resp.kernels.first().map(|k| &k.reason));
+                bail!(
+                    "agent: kernel did not reach RUNNING: {:?}",
+                    resp.kernels.first().map(|k| &k.reason)
+                );
             }
             let t0 = Instant::now();
             docker_cli(&tag, &c.image, &cmd).await?;
@@ -200,7 +209,10 @@ async fn start(c: Common) -> anyhow::Result<ExitCode> {
         "deckhand bench start: {} sequential starts of {} per path (after one warm-up each)",
         c.n, c.image
     );
-    println!("{:<34} {:>9} {:>9} {:>9}", "path", "p50 ms", "p95 ms", "mean ms");
+    println!(
+        "{:<34} {:>9} {:>9} {:>9}",
+        "path", "p50 ms", "p95 ms", "mean ms"
+    );
     for (name, s) in [
         ("agent CreateKernel → RUNNING", &a),
         ("docker run -d (CLI)", &cli),
@@ -282,7 +294,10 @@ async fn array(c: Common, max_parallel: u32) -> anyhow::Result<ExitCode> {
             .output()
             .await?;
         if !out.status.success() {
-            bail!("docker wait: {}", String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "docker wait: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok((agent_wall, t0.elapsed(), failed))
     }
@@ -303,6 +318,9 @@ async fn array(c: Common, max_parallel: u32) -> anyhow::Result<ExitCode> {
         "docker run -d loop + docker wait:       {:>9.1} ms",
         ms(cli_wall)
     );
-    println!("ratio agent/docker-cli: {:.2}", ms(agent_wall) / ms(cli_wall));
+    println!(
+        "ratio agent/docker-cli: {:.2}",
+        ms(agent_wall) / ms(cli_wall)
+    );
     Ok(ExitCode::SUCCESS)
 }

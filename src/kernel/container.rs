@@ -102,7 +102,7 @@ pub fn body(rec: &Record, namespace: &str, agent_id: &str) -> ContainerCreateBod
                 })
                 .collect()
         }),
-        nano_cpus: (spec.cpus > 0.0).then(|| (spec.cpus * 1e9) as i64),
+        nano_cpus: (spec.cpus > 0.0).then_some((spec.cpus * 1e9) as i64),
         memory: spec.memory.map(|m| m as i64),
         pids_limit: spec.pids_limit,
         ..Default::default()

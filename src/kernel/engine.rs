@@ -830,33 +830,24 @@ impl Kernels {
                 tokio::fs::File::create(&path).await.ok()
             }
         };
+        let same = rec.spec.error_path == rec.spec.output_path;
         let mut out = if rec.spec.output_path.is_empty() {
             None
         } else {
             open(&rec.spec.output_path).await
         };
-        let mut err = if rec.spec.error_path.is_empty() {
-            None
-        } else if rec.spec.error_path == rec.spec.output_path {
+        let mut err = if rec.spec.error_path.is_empty() || same {
             None
         } else {
             open(&rec.spec.error_path).await
         };
-        let same = rec.spec.error_path == rec.spec.output_path;
         let mut logs = self.0.docker.logs(&rec.container_id, true, 0);
         while let Some(Ok(Chunk { data, stderr })) = logs.next().await {
-            let f = if stderr && !same {
-                err.as_mut()
-            } else {
-                out.as_mut()
+            let target = match (stderr, same) {
+                (false, _) | (true, true) => out.as_mut(),
+                (true, false) => err.as_mut(),
             };
-            if stderr && rec.spec.error_path.is_empty() {
-                continue;
-            }
-            if !stderr && rec.spec.output_path.is_empty() {
-                continue;
-            }
-            if let Some(f) = f {
+            if let Some(f) = target {
                 let _ = f.write_all(&data).await;
             }
         }

@@ -118,10 +118,18 @@ mod tests {
         assert_eq!(log.dropped(), 2);
         log.acknowledge(4);
         assert_eq!(log.unacknowledged(10).len(), 1);
-        assert_eq!(log.after(0, 10).len(), 3, "watchers still replay delivered events");
+        assert_eq!(
+            log.after(0, 10).len(),
+            3,
+            "watchers still replay delivered events"
+        );
         for _ in 0..2 {
             log.push(KernelEvent::default());
         }
-        assert_eq!(log.dropped(), 2, "delivered events leave without counting as lost");
+        assert_eq!(
+            log.dropped(),
+            2,
+            "delivered events leave without counting as lost"
+        );
     }
 }
