@@ -129,7 +129,8 @@ mod tests {
         assert_eq!(d.take("a", "i1", &[ev(2, "k2"), ev(3, "k3")]), 3);
         assert_eq!(d.locate("k3"), Some("a"));
         assert_eq!(d.take("a", "i2", &[ev(1, "k4")]), 1);
-        assert_eq!(d.locate("k4.7"), None);
+        assert_eq!(d.locate("k4"), Some("a"));
+        assert_eq!(d.locate("unknown.7"), None);
         d.place("arr", "b");
         assert_eq!(d.locate("arr.7"), Some("b"));
     }
