@@ -473,3 +473,92 @@ async fn secrets_reach_the_kernel_but_never_inspect_or_kernel_json() {
     assert!(!k.agent.log().contains("s3cr3t-value"));
     assert!(!k.manager.log().contains("s3cr3t-value"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stage_in_limits_and_cgroup_usage_reach_the_container() {
+    let k = KernelCluster::start("stagein").await;
+    let allowed = k.c.dir.path().join("shared");
+    std::fs::create_dir_all(&allowed).unwrap();
+    std::fs::write(allowed.join("input.txt"), "staged\n").unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let mount = format!("{}:/data:ro", allowed.display());
+    // Not allowed until the cluster config lists the directory.
+    let out = k.c.cli(&["run", "-d", "-v", &mount, TEST_IMAGE, "true"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("config/container/stage_in_dirs"),
+        "{out:?}"
+    );
+    k.c.cli_ok(&[
+        "config",
+        "set",
+        "container/stage_in_dirs",
+        allowed.to_str().unwrap(),
+    ]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id = k.run_detached(&[
+        "-v",
+        &mount,
+        "--shm-size",
+        "32MiB",
+        "--ulimit",
+        "nofile=1024:2048",
+        "--pids-limit",
+        "64",
+        "--memory",
+        "128MiB",
+        TEST_IMAGE,
+        "sh",
+        "-c",
+        "cat /data/input.txt; (echo x > /data/new) 2>/dev/null || echo read-only; sleep 60",
+    ]);
+    wait_for(T, "staged file read", || async {
+        let logs = k.c.cli_ok(&["logs", &id]);
+        (logs == "staged\nread-only\n").then_some(())
+    })
+    .await;
+    let name = format!("deckhand-{}-{id}", k.c.ns);
+    assert_eq!(
+        docker_inspect(&name, "{{.HostConfig.ShmSize}}"),
+        (32u64 << 20).to_string()
+    );
+    assert_eq!(docker_inspect(&name, "{{.HostConfig.PidsLimit}}"), "64");
+    assert_eq!(
+        docker_inspect(
+            &name,
+            "{{range .HostConfig.Ulimits}}{{.Name}}={{.Soft}}:{{.Hard}}{{end}}"
+        ),
+        "nofile=1024:2048"
+    );
+    let bad = format!("{}:/data", outside.path().display());
+    let out = k.c.cli(&["run", "-d", "-v", &bad, TEST_IMAGE, "true"]);
+    assert!(!out.status.success());
+    // Usage comes from the kernel's cgroup.
+    let usage = wait_for(T, "cgroup usage in inspect", || async {
+        let info = k.inspect(&id);
+        let mem = info["usage"]["memory_bytes"].as_u64()?;
+        (mem > 0).then_some(info["usage"].clone())
+    })
+    .await;
+    assert!(
+        usage["memory_bytes"].as_u64().unwrap() < 128 << 20,
+        "{usage}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_start_benchmark_runs_all_three_paths_and_cleans_up() {
+    let k = KernelCluster::start("bench").await;
+    let addr = format!("127.0.0.1:{}", k.agent.port);
+    let out =
+        k.c.cli_ok(&["bench", "start", "--agent-addr", &addr, "--n", "2"]);
+    let last = out.lines().last().unwrap_or_default();
+    assert!(last.starts_with("ratio agent/docker-cli: "), "{out}");
+    assert!(out.contains("bollard create+start"), "{out}");
+    assert!(containers(&k.c.ns).is_empty(), "the benchmark left kernels");
+    let left = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", "label=io.deckhand.bench"])
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty(), "the benchmark left containers");
+    assert!(k.ps().is_empty());
+}
