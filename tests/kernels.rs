@@ -562,3 +562,19 @@ async fn the_start_benchmark_runs_all_three_paths_and_cleans_up() {
     assert!(left.stdout.is_empty(), "the benchmark left containers");
     assert!(k.ps().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kernel_over_its_memory_limit_is_reported_oom_killed() {
+    let k = KernelCluster::start("oom").await;
+    let id = k.run_detached(&[
+        "--memory",
+        "16MiB",
+        TEST_IMAGE,
+        "sh",
+        "-c",
+        "a=$(head -c 200000000 /dev/zero | tr '\\000' a); echo survived",
+    ]);
+    let info = k.wait_state(&id, "FAILED", Duration::from_secs(30)).await;
+    assert_eq!(info["oom_killed"], true, "{info}");
+    assert!(info["reason"].as_str().unwrap().contains("OOM"), "{info}");
+}

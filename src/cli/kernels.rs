@@ -285,6 +285,16 @@ async fn follow_to_exit(target: &ManagerArgs, id: &str) -> anyhow::Result<ExitCo
     bail!("kernel {id} is still running after its output ended")
 }
 
+async fn list_kernels(target: &ManagerArgs) -> anyhow::Result<Vec<KernelInfo>> {
+    target
+        .call(|mut c| async move {
+            c.list_kernels(ListKernelsRequest {})
+                .await
+                .map(|r| r.into_inner().kernels)
+        })
+        .await
+}
+
 async fn get(target: &ManagerArgs, id: &str) -> anyhow::Result<KernelInfo> {
     let id = id.to_string();
     target
@@ -359,14 +369,7 @@ pub struct PsArgs {
 }
 
 pub async fn ps(args: PsArgs) -> anyhow::Result<ExitCode> {
-    let list = args
-        .target
-        .call(|mut c| async move {
-            c.list_kernels(ListKernelsRequest {})
-                .await
-                .map(|r| r.into_inner().kernels)
-        })
-        .await?;
+    let list = list_kernels(&args.target).await?;
     if args.json {
         print_kernels(&list)?;
         return Ok(ExitCode::SUCCESS);
@@ -413,14 +416,7 @@ pub async fn inspect(args: IdArgs) -> anyhow::Result<ExitCode> {
         Err(_) => {
             // An array id: show all its tasks.
             let id = args.id.clone();
-            let list = args
-                .target
-                .call(|mut c| async move {
-                    c.list_kernels(ListKernelsRequest {})
-                        .await
-                        .map(|r| r.into_inner().kernels)
-                })
-                .await?;
+            let list = list_kernels(&args.target).await?;
             let tasks: Vec<KernelInfo> = list.into_iter().filter(|k| k.array_id == id).collect();
             if tasks.is_empty() {
                 get(&args.target, &args.id).await?;

@@ -104,6 +104,8 @@ pub fn body(rec: &Record, namespace: &str, agent_id: &str) -> ContainerCreateBod
         }),
         nano_cpus: (spec.cpus > 0.0).then_some((spec.cpus * 1e9) as i64),
         memory: spec.memory.map(|m| m as i64),
+        // No swap beyond the limit: a kernel over its memory is OOM-killed, not slowed.
+        memory_swap: spec.memory.map(|m| m as i64),
         pids_limit: spec.pids_limit,
         ..Default::default()
     };

@@ -1075,14 +1075,7 @@ impl Kernels {
             .values()
             .map(|e| e.rec.info(&self.0.agent_id, usage_of(e)))
             .collect();
-        out.sort_by(|a, b| {
-            (a.created_at_ms, &a.array_id, a.task_index, &a.kernel_id).cmp(&(
-                b.created_at_ms,
-                &b.array_id,
-                b.task_index,
-                &b.kernel_id,
-            ))
-        });
+        super::record::sort_kernels(&mut out);
         out
     }
 

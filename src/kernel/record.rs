@@ -121,3 +121,15 @@ impl Record {
         }
     }
 }
+
+/// Listing order: oldest first, array tasks by index.
+pub fn sort_kernels(list: &mut [pb::KernelInfo]) {
+    list.sort_by(|a, b| {
+        (a.created_at_ms, &a.array_id, a.task_index, &a.kernel_id).cmp(&(
+            b.created_at_ms,
+            &b.array_id,
+            b.task_index,
+            &b.kernel_id,
+        ))
+    });
+}

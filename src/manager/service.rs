@@ -248,14 +248,7 @@ impl ClusterService for ManagerRpc {
             .flatten()
             .flatten()
             .collect();
-        kernels.sort_by(|a, b| {
-            (a.created_at_ms, &a.array_id, a.task_index, &a.kernel_id).cmp(&(
-                b.created_at_ms,
-                &b.array_id,
-                b.task_index,
-                &b.kernel_id,
-            ))
-        });
+        crate::kernel::record::sort_kernels(&mut kernels);
         Ok(Response::new(ListKernelsResponse { kernels }))
     }
 
