@@ -578,3 +578,48 @@ async fn a_kernel_over_its_memory_limit_is_reported_oom_killed() {
     assert_eq!(info["oom_killed"], true, "{info}");
     assert!(info["reason"].as_str().unwrap().contains("OOM"), "{info}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creations_beyond_the_concurrency_limit_wait_their_turn() {
+    let k = KernelCluster::start("concur").await;
+    k.c.cli_ok(&["config", "set", "agent/kernel_creation_concurrency", "1"]);
+    wait_for(T, "concurrency 1 applied", || async {
+        k.agent
+            .log()
+            .contains("kernel creation concurrency changed")
+            .then_some(())
+    })
+    .await;
+    // A registry that accepts connections and never answers: the pull holds the only
+    // creation slot.
+    let stall = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let image = format!(
+        "127.0.0.1:{}/stalls/forever:latest",
+        stall.local_addr().unwrap().port()
+    );
+    let stuck = uuid::Uuid::new_v4().to_string();
+    let waiting = uuid::Uuid::new_v4().to_string();
+    let mut first =
+        k.c.command_for(&["run", "-d", "--id", &stuck, &image, "true"])
+            .spawn()
+            .unwrap();
+    k.wait_state(&stuck, "PULLING", T).await;
+    let mut second =
+        k.c.command_for(&["run", "-d", "--id", &waiting, TEST_IMAGE, "sleep", "60"])
+            .spawn()
+            .unwrap();
+    k.wait_state(&waiting, "PREPARING", T).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        k.inspect(&waiting)["state"],
+        "PREPARING",
+        "started past the limit"
+    );
+    // Raising the limit lets it through without a restart.
+    k.c.cli_ok(&["config", "set", "agent/kernel_creation_concurrency", "2"]);
+    k.wait_state(&waiting, "RUNNING", T).await;
+    assert!(second.wait().unwrap().success());
+    k.c.cli_ok(&["rm", "-f", &stuck, &waiting]);
+    let _ = first.kill();
+    drop(stall);
+}

@@ -148,7 +148,7 @@ pub static KEYS: &[KeySpec] = &[
     KeySpec {
         pattern: "agent/kernel_creation_concurrency",
         kind: Kind::Int { min: 1, max: 256 },
-        help: "kernels created at once (default 4); more requests queue (read at agent start)",
+        help: "kernels created at once (default 4); more requests queue",
     },
     KeySpec {
         pattern: "container/kernel_uid",

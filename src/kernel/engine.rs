@@ -120,6 +120,7 @@ struct Inner {
     table: Mutex<Table>,
     events: EventLog,
     permits: Semaphore,
+    initial_permits: usize,
     tasks: TaskTracker,
     stop: CancellationToken,
 }
@@ -159,6 +160,7 @@ impl Kernels {
             table: Mutex::new(table),
             events: EventLog::new(o.event_capacity),
             permits: Semaphore::new(o.creation_concurrency.max(1)),
+            initial_permits: o.creation_concurrency.max(1),
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
         }));
@@ -196,11 +198,42 @@ impl Kernels {
 
     /// Runs the Docker event loop until `stop`; kernels' background work is awaited too.
     pub async fn run(self, stop: CancellationToken) {
+        let me = self.clone();
+        self.spawn(async move { me.follow_concurrency().await });
         let events = self.clone().event_loop(stop.clone());
         events.await;
         self.0.stop.cancel();
         self.0.tasks.close();
         self.0.tasks.wait().await;
+    }
+
+    /// Resizes the creation semaphore when `agent/kernel_creation_concurrency` changes:
+    /// more permits at once; fewer by taking permits out as running creations finish.
+    async fn follow_concurrency(self) {
+        let mut cfg = self.0.config.clone();
+        let mut current = self.0.initial_permits;
+        loop {
+            let want = cfg.borrow_and_update().kernel.creation_concurrency.max(1);
+            if want > current {
+                self.0.permits.add_permits(want - current);
+            } else if want < current {
+                match self.0.permits.acquire_many((current - want) as u32).await {
+                    Ok(p) => p.forget(),
+                    Err(_) => return,
+                }
+            }
+            if want != current {
+                tracing::info!(
+                    from = current,
+                    to = want,
+                    "kernel creation concurrency changed"
+                );
+                current = want;
+            }
+            if cfg.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     fn spawn<F>(&self, f: F)

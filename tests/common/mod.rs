@@ -298,6 +298,13 @@ impl Cluster {
         self.spawn(&format!("manager-{id}"), &args, port)
     }
 
+    /// A CLI command, not started yet (for commands that run in the background).
+    pub fn command_for(&self, args: &[&str]) -> Command {
+        let mut c = self.command();
+        c.args(args).stdout(Stdio::null()).stderr(Stdio::null());
+        c
+    }
+
     /// Runs a CLI command to completion.
     pub fn cli(&self, args: &[&str]) -> Output {
         self.command().args(args).output().expect("run deckhand")
