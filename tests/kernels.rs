@@ -621,5 +621,6 @@ async fn creations_beyond_the_concurrency_limit_wait_their_turn() {
     assert!(second.wait().unwrap().success());
     k.c.cli_ok(&["rm", "-f", &stuck, &waiting]);
     let _ = first.kill();
+    let _ = first.wait();
     drop(stall);
 }
