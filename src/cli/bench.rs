@@ -56,6 +56,10 @@ pub enum Scenario {
 const LABEL: &str = "io.deckhand.bench";
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let (Scenario::Start(c) | Scenario::Array { common: c, .. }) = &args.scenario;
+    if c.n == 0 {
+        bail!("--n: give at least 1");
+    }
     match args.scenario {
         Scenario::Start(c) => start(c).await,
         Scenario::Array {
