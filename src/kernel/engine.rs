@@ -1309,27 +1309,33 @@ impl Kernels {
     }
 
     async fn suspend(&self, id: &str) -> Result<(), KernelError> {
-        let (state, cid) = self.state_of(id)?;
-        state
-            .apply(Transition::Suspend)
-            .map_err(|e| KernelError::WrongState(e.to_string()))?;
-        self.0.docker.pause(&cid).await?;
-        let mut t = self.lock();
-        if t.kernels.get(id).map(|e| e.rec.state) == Some(KernelState::Running) {
-            self.transition(&mut t, id, Transition::Suspend, |_| {})?;
-        }
-        Ok(())
+        self.freeze(id, true).await
     }
 
     async fn resume(&self, id: &str) -> Result<(), KernelError> {
+        self.freeze(id, false).await
+    }
+
+    /// Pauses (suspend) or unpauses (resume) the container, then records the transition
+    /// unless the Docker event for it got there first.
+    async fn freeze(&self, id: &str, suspend: bool) -> Result<(), KernelError> {
+        let (tr, from) = if suspend {
+            (Transition::Suspend, KernelState::Running)
+        } else {
+            (Transition::Resume, KernelState::Suspended)
+        };
         let (state, cid) = self.state_of(id)?;
         state
-            .apply(Transition::Resume)
+            .apply(tr)
             .map_err(|e| KernelError::WrongState(e.to_string()))?;
-        self.0.docker.unpause(&cid).await?;
+        if suspend {
+            self.0.docker.pause(&cid).await?;
+        } else {
+            self.0.docker.unpause(&cid).await?;
+        }
         let mut t = self.lock();
-        if t.kernels.get(id).map(|e| e.rec.state) == Some(KernelState::Suspended) {
-            self.transition(&mut t, id, Transition::Resume, |_| {})?;
+        if t.kernels.get(id).map(|e| e.rec.state) == Some(from) {
+            self.transition(&mut t, id, tr, |_| {})?;
         }
         Ok(())
     }
