@@ -69,6 +69,10 @@ cat >"$WORK/cluster.toml" <<'TOML'
 heartbeat_interval = "2s"
 region = "local"
 
+[docker]
+# The demo image is built locally and no registry has it: use it as it is.
+cache_usage = "cache_first"
+
 [[docker.fake_gpus]]
 id = "GPU-0d6d1a2a-0000-4000-8000-000000000001"
 name = "Fake A100 (demo)"

@@ -95,6 +95,8 @@ fn spec(image: &str, command: &[&str]) -> KernelSpec {
         kernel_id: uuid::Uuid::new_v4().to_string(),
         image: image.into(),
         command: command.iter().map(|s| s.to_string()).collect(),
+        // Like `docker run`: use the local image, do not ask a registry first.
+        cache_usage: "cache_first".into(),
         ..Default::default()
     }
 }

@@ -79,6 +79,7 @@ pub async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("{} is not valid TOML", file.display()))?;
             let flat = tree::flatten(&table)?;
             refuse_invalid(&flat)?;
+            refuse_incomplete(&flat, "")?;
             let mut client = args.etcd.connect().await?;
             let mut ops = Vec::new();
             if !merge {
@@ -116,10 +117,60 @@ pub async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
         }
         ConfigAction::Set { key, value } => {
             let key = key.trim_matches('/').to_string();
-            schema::validate(&key, &value)?;
             let mut client = args.etcd.connect().await?;
+            let mut current = read_layer(&mut client, &prefix).await?;
+            // A whole collection entry at once: `docker/volumes/data '{src="/srv", dest="/data"}'`.
+            let entry = schema::collection_prefixes()
+                .find(|p| key.starts_with(p.as_str()) && !key[p.len()..].contains('/'));
+            let mut stale: Vec<String> = Vec::new();
+            let writes: FlatTree = match entry {
+                Some(_) => {
+                    let table: toml::Table = toml::from_str(&format!("v = {value}"))
+                        .ok()
+                        .and_then(|mut t: toml::Table| match t.remove("v") {
+                            Some(toml::Value::Table(t)) => Some(t),
+                            _ => None,
+                        })
+                        .with_context(|| {
+                            format!("`{key}` is an entry; give its fields as a TOML inline table, like '{{src = \"/srv\", dest = \"/data\"}}'")
+                        })?;
+                    let entry_prefix = format!("{key}/");
+                    stale = current
+                        .keys()
+                        .filter(|k| k.starts_with(&entry_prefix))
+                        .cloned()
+                        .collect();
+                    current.retain(|k, _| !k.starts_with(&entry_prefix));
+                    tree::flatten(&table)?
+                        .into_iter()
+                        .map(|(k, v)| (format!("{entry_prefix}{k}"), v))
+                        .collect()
+                }
+                None => [(key.clone(), value)].into_iter().collect(),
+            };
+            refuse_invalid(&writes)?;
+            current.extend(writes.clone());
+            let entry_of = |k: &str| {
+                schema::collection_prefixes()
+                    .find(|p| k.starts_with(p.as_str()))
+                    .and_then(|p| k[p.len()..].split('/').next().map(|e| format!("{p}{e}")))
+                    .unwrap_or_else(|| k.to_string())
+            };
+            refuse_incomplete(&current, &entry_of(&key))?;
+            // Fields of a replaced entry that the new value does not have are deleted one by
+            // one (etcd refuses a delete-range overlapping a put in one transaction).
+            let mut ops: Vec<TxnOp> = stale
+                .iter()
+                .filter(|k| !writes.contains_key(*k))
+                .map(|k| TxnOp::delete(format!("{prefix}{k}"), None))
+                .collect();
+            ops.extend(
+                writes
+                    .iter()
+                    .map(|(k, v)| TxnOp::put(format!("{prefix}{k}"), v.clone(), None)),
+            );
             client
-                .put(format!("{prefix}{key}"), value, None)
+                .txn(Txn::new().and_then(ops))
                 .await
                 .context("writing the setting to etcd")?;
         }
@@ -143,14 +194,10 @@ pub async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
         }
         ConfigAction::Get { key, json } => {
             let mut client = args.etcd.connect().await?;
-            let resp = client
-                .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
-                .await
-                .context("reading settings from etcd")?;
-            let mut flat = FlatTree::new();
-            for kv in resp.kvs() {
-                if let (Ok(k), Ok(v)) = (kv.key_str(), kv.value_str()) {
-                    flat.insert(k[prefix.len()..].to_string(), v.to_string());
+            let mut flat = read_layer(&mut client, &prefix).await?;
+            for (k, v) in flat.iter_mut() {
+                if schema::is_secret(k) {
+                    *v = "***".into();
                 }
             }
             print_tree(&flat, key.as_deref(), json)?;
@@ -165,6 +212,42 @@ fn refuse_invalid(flat: &FlatTree) -> anyhow::Result<()> {
     let problems: Vec<String> = flat
         .iter()
         .filter_map(|(k, v)| schema::validate(k, v).err().map(|e| e.to_string()))
+        .collect();
+    if !problems.is_empty() {
+        bail!(
+            "nothing written; {} problem(s):\n  {}",
+            problems.len(),
+            problems.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+/// The settings under `prefix`, keys relative to it.
+async fn read_layer(client: &mut etcd_client::Client, prefix: &str) -> anyhow::Result<FlatTree> {
+    let resp = client
+        .get(prefix, Some(GetOptions::new().with_prefix()))
+        .await
+        .context("reading settings from etcd")?;
+    let mut flat = FlatTree::new();
+    for kv in resp.kvs() {
+        if let (Ok(k), Ok(v)) = (kv.key_str(), kv.value_str()) {
+            flat.insert(k[prefix.len()..].to_string(), v.to_string());
+        }
+    }
+    Ok(flat)
+}
+
+/// Refuses entries that are incomplete or clash with each other (a volume without `dest`,
+/// two registries for one host), as the agent would ignore them. Only problems with keys
+/// under `only` (everything when empty) count, so a `set` is not blocked by an unrelated
+/// entry that was already broken.
+fn refuse_incomplete(flat: &FlatTree, only: &str) -> anyhow::Result<()> {
+    let (_, problems) = crate::config::cluster::ClusterConfig::from_tree(flat);
+    let problems: Vec<String> = problems
+        .iter()
+        .filter(|p| p.key().starts_with(only))
+        .map(ToString::to_string)
         .collect();
     if !problems.is_empty() {
         bail!(

@@ -16,7 +16,7 @@ use super::output::{ago, print_json};
 use crate::rpc::pb::{
     ArraySpec, ControlKernelRequest, CreateKernelRequest, ExecRequest, FileRequest, KernelAction,
     KernelInfo, KernelLogsRequest, KernelRef, KernelSpec, KernelState, ListKernelsRequest,
-    PortSpec, RunKernelRequest, StageIn, UploadFileRequest,
+    PortSpec, PullProgress, RunKernelRequest, StageIn, UploadFileRequest, WatchKernelEventsRequest,
 };
 
 /// Kernel operations may wait for a container to start or a grace period to pass.
@@ -96,6 +96,12 @@ pub struct RunArgs {
     /// Create but do not start until `deckhand release`.
     #[arg(long)]
     pub hold: bool,
+    /// Image policy for this kernel, overriding config/docker/cache_usage.
+    #[arg(long, value_parser = ["cache_first", "remote_first", "require_pull"])]
+    pub cache_usage: Option<String>,
+    /// Process id: kernels with the same one share process data (config/docker/process_data_dest).
+    #[arg(long, default_value = "")]
+    pub process_id: String,
     /// Grace period between SIGTERM and SIGKILL on stop, e.g. `30s`.
     #[arg(long = "stop-timeout", default_value = "")]
     pub stop_timeout: String,
@@ -220,6 +226,8 @@ impl RunArgs {
             pids_limit: self.pids_limit,
             submit_as_hold: self.hold,
             stop_grace_period: self.stop_timeout.clone(),
+            cache_usage: self.cache_usage.clone().unwrap_or_default(),
+            process_id: self.process_id.clone(),
         })
     }
 }
@@ -234,13 +242,25 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }),
         agent_id: args.agent.clone().unwrap_or_default(),
     };
+    // Pull progress and notes while the kernel is being made (best effort: an older manager
+    // without the watch just shows nothing).
+    let watcher = if args.json || args.array.is_some() {
+        None
+    } else {
+        watch_progress(&args.target, &spec_id(&req)).await
+    };
     let resp = args
         .target
         .call_with(LONG, |mut c| {
             let req = req.clone();
             async move { c.run_kernel(req).await.map(|r| r.into_inner()) }
         })
-        .await?;
+        .await;
+    if let Some(w) = watcher {
+        w.abort();
+        let _ = w.await;
+    }
+    let resp = resp?;
     if args.json {
         print_kernels(&resp.kernels)?;
         return Ok(ExitCode::SUCCESS);
@@ -261,6 +281,90 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     follow_to_exit(&args.target, &first.kernel_id).await
+}
+
+fn spec_id(req: &RunKernelRequest) -> String {
+    req.request
+        .as_ref()
+        .and_then(|r| r.spec.as_ref())
+        .map(|s| s.kernel_id.clone())
+        .unwrap_or_default()
+}
+
+/// Shows the kernel's pull progress (a bar on a terminal, a line per update otherwise) and
+/// any notes (like a fallback to a local image) on stderr until aborted.
+async fn watch_progress(target: &ManagerArgs, id: &str) -> Option<tokio::task::JoinHandle<()>> {
+    use std::io::IsTerminal;
+    let req = WatchKernelEventsRequest {
+        kernel_id: id.to_string(),
+    };
+    let mut s = target
+        .call_with(LONG, |mut c| {
+            let req = req.clone();
+            async move { c.watch_kernel_events(req).await.map(|r| r.into_inner()) }
+        })
+        .await
+        .ok()?;
+    let tty = std::io::stderr().is_terminal();
+    Some(tokio::spawn(async move {
+        let mut bar_open = false;
+        while let Some(Ok(ev)) = s.next().await {
+            let mut err = std::io::stderr().lock();
+            if let Some(p) = &ev.pull {
+                let line = progress_line(p);
+                if tty {
+                    let _ = write!(err, "\r\x1b[2K{line}");
+                    bar_open = true;
+                } else {
+                    let _ = writeln!(err, "{line}");
+                }
+            } else if !ev.reason.is_empty() && ev.state() == KernelState::Pulling {
+                if bar_open {
+                    let _ = writeln!(err);
+                    bar_open = false;
+                }
+                let _ = writeln!(err, "{}", ev.reason);
+            } else if bar_open && ev.state() != KernelState::Pulling {
+                let _ = writeln!(err);
+                bar_open = false;
+            }
+            let _ = err.flush();
+        }
+    }))
+}
+
+/// `pulling IMAGE [#########-----------]  45%  12.3 MiB / 27.0 MiB  2/3 layers  ETA 3s`
+pub fn progress_line(p: &PullProgress) -> String {
+    let fraction = if p.layers_total > 0 && p.layers_done == p.layers_total {
+        1.0
+    } else if p.bytes_total > 0 {
+        p.bytes_done as f64 / p.bytes_total as f64
+    } else if p.layers_total > 0 {
+        f64::from(p.layers_done) / f64::from(p.layers_total)
+    } else {
+        0.0
+    };
+    let width = 20;
+    let filled = ((fraction * width as f64).round() as usize).min(width);
+    let eta = if p.eta_ms > 0 {
+        format!(
+            "  ETA {}",
+            humantime::format_duration(Duration::from_secs(p.eta_ms.div_ceil(1000)))
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "pulling {} [{}{}] {:>3.0}%  {} / {}  {}/{} layers{eta}",
+        p.image,
+        "#".repeat(filled),
+        "-".repeat(width - filled),
+        fraction * 100.0,
+        bytesize::ByteSize::b(p.bytes_done).display().iec(),
+        bytesize::ByteSize::b(p.bytes_total).display().iec(),
+        p.layers_done,
+        p.layers_total,
+    )
 }
 
 /// Streams the kernel's output until it ends, then exits with its exit code.

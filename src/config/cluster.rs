@@ -54,6 +54,132 @@ impl Default for KernelSettings {
     }
 }
 
+/// Where a kernel's image comes from (`docker/cache_usage`, or the kernel's own choice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheUsage {
+    /// The local image if present, else pull.
+    CacheFirst,
+    /// Pull; if the pull fails and a local image exists, use it (and say so).
+    #[default]
+    RemoteFirst,
+    /// Always pull; a failed pull fails the kernel even if a local image exists.
+    RequirePull,
+}
+
+impl CacheUsage {
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.trim() {
+            "cache_first" => Some(Self::CacheFirst),
+            "remote_first" => Some(Self::RemoteFirst),
+            "require_pull" => Some(Self::RequirePull),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CacheFirst => "cache_first",
+            Self::RemoteFirst => "remote_first",
+            Self::RequirePull => "require_pull",
+        }
+    }
+}
+
+/// A private registry from `docker/registries/<name>`. The password never leaves through
+/// `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Registry {
+    /// The entry's name (the `<name>` segment), used in messages.
+    pub name: String,
+    /// `host[:port]`, lower-case: what image references name the registry by.
+    pub host: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("username", &self.username)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+/// A host directory bind-mounted into kernels whose slug matches `on`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    pub name: String,
+    pub src: PathBuf,
+    pub dest: String,
+    pub read_only: bool,
+    /// Shell wildcard on the slug; `None` = every kernel.
+    pub on: Option<String>,
+}
+
+impl Volume {
+    pub fn applies_to(&self, slug: &str) -> bool {
+        match &self.on {
+            None => true,
+            Some(p) => glob::Pattern::new(p).is_ok_and(|p| p.matches(slug)),
+        }
+    }
+}
+
+/// `docker/*`: how images are fetched and what kernels are attached to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DockerSettings {
+    pub registries: Vec<Registry>,
+    pub cache_usage: CacheUsage,
+    pub pull_timeout: Duration,
+    pub pull_inactivity_timeout: Duration,
+    pub image_gc_after: Option<Duration>,
+    pub volumes: Vec<Volume>,
+    pub network: Option<String>,
+    pub dns: Vec<String>,
+    pub shared_process_volume: bool,
+    pub process_data_dest: String,
+}
+
+impl Default for DockerSettings {
+    fn default() -> Self {
+        Self {
+            registries: Vec::new(),
+            cache_usage: CacheUsage::RemoteFirst,
+            pull_timeout: Duration::from_secs(30 * 60),
+            pull_inactivity_timeout: Duration::from_secs(120),
+            image_gc_after: None,
+            volumes: Vec::new(),
+            network: None,
+            dns: Vec::new(),
+            shared_process_volume: false,
+            process_data_dest: "/data".into(),
+        }
+    }
+}
+
+impl DockerSettings {
+    /// The registry entry whose host an image reference names, if any.
+    pub fn registry_for(&self, image: &str) -> Option<&Registry> {
+        let host = image_registry_host(image);
+        self.registries.iter().find(|r| r.host == host)
+    }
+}
+
+/// The registry host of an image reference, as Docker reads it: the first path component
+/// when it has a `.` or `:` or is `localhost`, else Docker Hub (`docker.io`).
+pub fn image_registry_host(image: &str) -> String {
+    match image.split_once('/') {
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => {
+            first.to_ascii_lowercase()
+        }
+        _ => "docker.io".into(),
+    }
+}
+
 /// Everything the agent reads from the cluster config.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterConfig {
@@ -65,6 +191,7 @@ pub struct ClusterConfig {
     pub nvml_library: Option<PathBuf>,
     pub fake_gpus: Vec<FakeGpu>,
     pub kernel: KernelSettings,
+    pub docker: DockerSettings,
 }
 
 impl Default for ClusterConfig {
@@ -78,6 +205,7 @@ impl Default for ClusterConfig {
             nvml_library: None,
             fake_gpus: Vec::new(),
             kernel: KernelSettings::default(),
+            docker: DockerSettings::default(),
         }
     }
 }
@@ -144,14 +272,38 @@ impl ClusterConfig {
         k.keep_scratch = flag("container/keep_scratch").unwrap_or(false);
         k.allow_privileged = flag("security/allow_privileged").unwrap_or(false);
         k.allow_host_namespaces = flag("security/allow_host_namespaces").unwrap_or(false);
+        let d = &mut cfg.docker;
+        let duration = |key: &str| get(key).and_then(|v| schema::parse_duration(v).ok());
+        if let Some(v) = get("docker/cache_usage").and_then(CacheUsage::parse) {
+            d.cache_usage = v;
+        }
+        if let Some(v) = duration("docker/pull_timeout") {
+            d.pull_timeout = v;
+        }
+        if let Some(v) = duration("docker/pull_inactivity_timeout") {
+            d.pull_inactivity_timeout = v;
+        }
+        d.image_gc_after = duration("docker/image_gc_after");
+        d.network = get("docker/network").map(|v| v.trim().to_string());
+        if let Some(v) = get("docker/dns").and_then(|v| schema::parse_ip_list(v).ok()) {
+            d.dns = v.iter().map(ToString::to_string).collect();
+        }
+        d.shared_process_volume = flag("docker/shared_process_volume").unwrap_or(false);
+        if let Some(v) = get("docker/process_data_dest") {
+            d.process_data_dest = v.trim_end_matches('/').to_string();
+        }
+        d.registries = registries(tree, &mut problems);
+        d.volumes = volumes(tree, &mut problems);
         (cfg, problems)
     }
 }
 
-fn fake_gpus(tree: &FlatTree, problems: &mut Vec<ConfigError>) -> Vec<FakeGpu> {
+/// The entries of a collection (`docker/volumes/`): entry name → field → value, numbered
+/// entries in numeric order, named ones after them.
+fn entries<'a>(tree: &'a FlatTree, prefix: &str) -> Vec<(String, BTreeMap<&'a str, &'a str>)> {
     let mut entries: BTreeMap<String, BTreeMap<&str, &str>> = BTreeMap::new();
-    for (key, value) in tree.range("docker/fake_gpus/".to_string()..) {
-        let Some(rest) = key.strip_prefix("docker/fake_gpus/") else {
+    for (key, value) in tree.range(prefix.to_string()..) {
+        let Some(rest) = key.strip_prefix(prefix) else {
             break;
         };
         if let Some((entry, field)) = rest.split_once('/') {
@@ -161,12 +313,88 @@ fn fake_gpus(tree: &FlatTree, problems: &mut Vec<ConfigError>) -> Vec<FakeGpu> {
                 .insert(field, value);
         }
     }
+    let mut out: Vec<_> = entries.into_iter().collect();
+    out.sort_by_key(|(n, _)| (n.parse::<u64>().unwrap_or(u64::MAX), n.clone()));
+    out
+}
+
+fn registries(tree: &FlatTree, problems: &mut Vec<ConfigError>) -> Vec<Registry> {
+    let mut out: Vec<Registry> = Vec::new();
+    for (name, fields) in entries(tree, "docker/registries/") {
+        let key = format!("docker/registries/{name}");
+        let Some(host) = fields
+            .get("url")
+            .and_then(|v| schema::registry_host(v).ok())
+        else {
+            problems.push(ConfigError::invalid(
+                format!("{key}/url"),
+                "a registry needs a `url`",
+            ));
+            continue;
+        };
+        if out.iter().any(|r| r.host == host) {
+            problems.push(ConfigError::invalid(
+                format!("{key}/url"),
+                format!("`{host}` is given by another registry entry"),
+            ));
+            continue;
+        }
+        let username = fields.get("username").copied().unwrap_or_default();
+        let password = fields.get("password").copied().unwrap_or_default();
+        if username.is_empty() != password.is_empty() {
+            let missing = if username.is_empty() {
+                "username"
+            } else {
+                "password"
+            };
+            problems.push(ConfigError::invalid(
+                format!("{key}/{missing}"),
+                "a registry with credentials needs both `username` and `password`",
+            ));
+            continue;
+        }
+        out.push(Registry {
+            name,
+            host,
+            username: username.to_string(),
+            password: password.to_string(),
+        });
+    }
+    out
+}
+
+fn volumes(tree: &FlatTree, problems: &mut Vec<ConfigError>) -> Vec<Volume> {
+    let mut out = Vec::new();
+    for (name, fields) in entries(tree, "docker/volumes/") {
+        let key = format!("docker/volumes/{name}");
+        let missing: Vec<&str> = ["src", "dest"]
+            .into_iter()
+            .filter(|f| !fields.contains_key(f))
+            .collect();
+        if !missing.is_empty() {
+            problems.push(ConfigError::invalid(
+                key,
+                format!(
+                    "a volume needs `src` and `dest` (missing `{}`)",
+                    missing.join("`, `")
+                ),
+            ));
+            continue;
+        }
+        out.push(Volume {
+            name,
+            src: PathBuf::from(fields["src"]),
+            dest: fields["dest"].trim_end_matches('/').to_string(),
+            read_only: fields.get("mode").is_some_and(|m| m.trim() == "ro"),
+            on: fields.get("on").map(|s| s.to_string()),
+        });
+    }
+    out
+}
+
+fn fake_gpus(tree: &FlatTree, problems: &mut Vec<ConfigError>) -> Vec<FakeGpu> {
     let mut gpus: Vec<FakeGpu> = Vec::new();
-    // Numbered entries in numeric order, named ones after them.
-    let mut names: Vec<String> = entries.keys().cloned().collect();
-    names.sort_by_key(|n| (n.parse::<u64>().unwrap_or(u64::MAX), n.clone()));
-    for name in names {
-        let fields = &entries[&name];
+    for (name, fields) in entries(tree, "docker/fake_gpus/") {
         let key = format!("docker/fake_gpus/{name}");
         let Some(id) = fields
             .get("id")

@@ -59,7 +59,10 @@ impl LiveConfig {
                     if !self.reported.contains(&pair) {
                         let kept_note = match (&err, &kept) {
                             (ConfigError::Unknown { .. }, _) => "ignored".to_string(),
-                            (_, Some(old)) => format!("keeping the last good value `{old}`"),
+                            (_, Some(old)) => format!(
+                                "keeping the last good value `{}`",
+                                schema::shown(&key, old)
+                            ),
                             (_, None) => "using the default".to_string(),
                         };
                         messages.push(format!("{full_key}: {err}; {kept_note}"));

@@ -65,6 +65,20 @@ pub enum Kind {
     PortRange,
     /// Comma-separated absolute paths.
     PathList,
+    /// Free text that is never shown: `config get`, logs and errors read `***`.
+    Secret,
+    /// One of a fixed set of words.
+    Choice(&'static [&'static str]),
+    /// Comma-separated IP addresses.
+    IpList,
+    /// A shell-style wildcard (fnmatch): `*`, `?`, `[abc]`.
+    Glob,
+    /// A Docker object name: letters, digits, `_`, `.`, `-`.
+    DockerName,
+    /// A registry address: `host[:port]`, optionally with `https://` or `http://`.
+    RegistryUrl,
+    /// An absolute path inside the container that does not cover the kernel's home.
+    ContainerPath,
 }
 
 /// One known setting.
@@ -146,6 +160,90 @@ pub static KEYS: &[KeySpec] = &[
         help: "memory of a fake GPU, e.g. `16GiB`",
     },
     KeySpec {
+        pattern: "docker/registries/*/url",
+        kind: Kind::RegistryUrl,
+        help: "registry address, `host[:port]`; images on it are pulled with these credentials",
+    },
+    KeySpec {
+        pattern: "docker/registries/*/username",
+        kind: Kind::Text,
+        help: "registry user name",
+    },
+    KeySpec {
+        pattern: "docker/registries/*/password",
+        kind: Kind::Secret,
+        help: "registry password (never shown: `config get` prints `***`)",
+    },
+    KeySpec {
+        pattern: "docker/cache_usage",
+        kind: Kind::Choice(&CACHE_USAGES),
+        help: "cache_first | remote_first (default) | require_pull; a kernel spec may override it",
+    },
+    KeySpec {
+        pattern: "docker/pull_timeout",
+        kind: Kind::Duration {
+            min: secs(1),
+            max: secs(24 * 3600),
+        },
+        help: "longest an image pull may take (default 30m)",
+    },
+    KeySpec {
+        pattern: "docker/pull_inactivity_timeout",
+        kind: Kind::Duration {
+            min: secs(1),
+            max: secs(3600),
+        },
+        help: "a pull with no progress for this long fails (default 2m)",
+    },
+    KeySpec {
+        pattern: "docker/image_gc_after",
+        kind: Kind::Duration {
+            min: secs(1),
+            max: secs(365 * 24 * 3600),
+        },
+        help: "remove images no kernel used for this long, oldest first (default off)",
+    },
+    KeySpec {
+        pattern: "docker/volumes/*/src",
+        kind: Kind::AbsPath,
+        help: "host directory of a volume bind-mounted into matching kernels",
+    },
+    KeySpec {
+        pattern: "docker/volumes/*/dest",
+        kind: Kind::ContainerPath,
+        help: "where the volume appears in the container (not over /home/work or /home/config)",
+    },
+    KeySpec {
+        pattern: "docker/volumes/*/mode",
+        kind: Kind::Choice(&["ro", "rw"]),
+        help: "ro | rw (default rw)",
+    },
+    KeySpec {
+        pattern: "docker/volumes/*/on",
+        kind: Kind::Glob,
+        help: "shell wildcard on the kernel's slug (`ml_*`); absent = every kernel",
+    },
+    KeySpec {
+        pattern: "docker/network",
+        kind: Kind::DockerName,
+        help: "Docker network kernels join (default: the engine's bridge)",
+    },
+    KeySpec {
+        pattern: "docker/dns",
+        kind: Kind::IpList,
+        help: "DNS servers set on every kernel, comma-separated",
+    },
+    KeySpec {
+        pattern: "docker/shared_process_volume",
+        kind: Kind::Bool,
+        help: "kernels of one process_id share a Docker volume for process data (default false: a host dir under the scratch root)",
+    },
+    KeySpec {
+        pattern: "docker/process_data_dest",
+        kind: Kind::ContainerPath,
+        help: "where process data appears in kernels (default /data)",
+    },
+    KeySpec {
         pattern: "agent/kernel_creation_concurrency",
         kind: Kind::Int { min: 1, max: 256 },
         help: "kernels created at once (default 4); more requests queue",
@@ -200,6 +298,23 @@ pub static KEYS: &[KeySpec] = &[
         help: "allow kernels with host network, ipc, pid or uts namespaces (default false)",
     },
 ];
+
+/// The values of `docker/cache_usage` (and a kernel spec's `cache_usage`).
+pub const CACHE_USAGES: [&str; 3] = ["cache_first", "remote_first", "require_pull"];
+
+/// Whether `key` holds a secret.
+pub fn is_secret(key: &str) -> bool {
+    matches!(lookup(key).map(|s| s.kind), Ok(Kind::Secret))
+}
+
+/// `value` as it may be shown: `***` for secrets.
+pub fn shown<'a>(key: &str, value: &'a str) -> &'a str {
+    if is_secret(key) {
+        "***"
+    } else {
+        value
+    }
+}
 
 /// Collections (`docker/fake_gpus/`): a per-agent layer that sets any key under one of these
 /// prefixes replaces the whole global collection instead of merging entry by entry.
@@ -314,8 +429,108 @@ fn check_kind(kind: Kind, value: &str) -> Result<(), String> {
         Kind::PathList => {
             parse_path_list(value)?;
         }
+        Kind::Secret => {
+            if value.is_empty()
+                || value.chars().count() > 256
+                || value.chars().any(char::is_control)
+            {
+                return Err("expected 1 to 256 printable characters (value not shown)".into());
+            }
+        }
+        Kind::Choice(words) => {
+            if !words.contains(&value.trim()) {
+                return Err(format!("`{value}`: expected one of {}", words.join(", ")));
+            }
+        }
+        Kind::IpList => {
+            parse_ip_list(value)?;
+        }
+        Kind::Glob => {
+            glob::Pattern::new(value)
+                .map_err(|e| format!("`{value}` is not a shell wildcard: {}", e.msg))?;
+        }
+        Kind::DockerName => {
+            let ok = !value.is_empty()
+                && value.len() <= 128
+                && value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+                && value
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphanumeric());
+            if !ok {
+                return Err(format!(
+                    "`{value}` is not a Docker name (letters, digits, `_`, `.`, `-`)"
+                ));
+            }
+        }
+        Kind::RegistryUrl => {
+            registry_host(value)?;
+        }
+        Kind::ContainerPath => {
+            check_container_dest(value)?;
+        }
     }
     Ok(())
+}
+
+/// `https://reg.example.com:5000/` → `reg.example.com:5000`: the host part an image
+/// reference names its registry by.
+pub fn registry_host(value: &str) -> Result<String, String> {
+    let v = value.trim();
+    let bare = v
+        .strip_prefix("https://")
+        .or_else(|| v.strip_prefix("http://"))
+        .unwrap_or(v)
+        .trim_end_matches('/');
+    let ok = !bare.is_empty()
+        && bare.len() <= 253
+        && bare
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
+    if !ok {
+        return Err(format!(
+            "`{value}` is not a registry address; write it like `registry.example.com:5000`"
+        ));
+    }
+    Ok(bare.to_ascii_lowercase())
+}
+
+/// A mount destination: absolute, no `..`, and not `/`, `/home`, or anything at or under
+/// `/home/work` or `/home/config` (the kernel's home and config).
+pub fn check_container_dest(value: &str) -> Result<(), String> {
+    let path = std::path::Path::new(value);
+    if !path.is_absolute()
+        || value.contains('\0')
+        || path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(format!("`{value}` is not an absolute path without `..`"));
+    }
+    for home in ["/home/work", "/home/config"] {
+        let home = std::path::Path::new(home);
+        if path.starts_with(home) || home.starts_with(path) {
+            return Err(format!(
+                "`{value}` would cover {} (the kernel's own directory)",
+                home.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `1.1.1.1, 9.9.9.9` → the addresses.
+pub fn parse_ip_list(value: &str) -> Result<Vec<std::net::IpAddr>, String> {
+    let mut out = Vec::new();
+    for p in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        out.push(
+            p.parse()
+                .map_err(|_| format!("`{p}` is not an IP address"))?,
+        );
+    }
+    Ok(out)
 }
 
 /// Parses `5s`, `500ms`, `1m 30s`.

@@ -8,8 +8,9 @@ use bollard::models::{
     RestartPolicyNameEnum,
 };
 
-use super::record::Record;
+use super::record::{ProcessData, Record};
 use super::spec::{CONFIG_DIR, WORK_DIR};
+use crate::config::cluster::DockerSettings;
 use crate::runtime::docker::{LABEL_AGENT, LABEL_KERNEL, LABEL_NAMESPACE};
 
 pub const LABEL_ARRAY: &str = "io.deckhand.array-id";
@@ -20,7 +21,14 @@ pub fn container_name(namespace: &str, kernel_id: &str) -> String {
     format!("deckhand-{namespace}-{kernel_id}")
 }
 
-pub fn body(rec: &Record, namespace: &str, agent_id: &str) -> ContainerCreateBody {
+/// The create body; `docker` is the cluster's Docker settings at creation time (volumes,
+/// network, DNS, process data mount point).
+pub fn body(
+    rec: &Record,
+    namespace: &str,
+    agent_id: &str,
+    docker: &DockerSettings,
+) -> ContainerCreateBody {
     let spec = &rec.spec;
     let slots = rec.slots.clone().unwrap_or_default();
     let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -48,6 +56,13 @@ pub fn body(rec: &Record, namespace: &str, agent_id: &str) -> ContainerCreateBod
     for m in &spec.stage_in {
         let mode = if m.read_only { "ro" } else { "rw" };
         binds.push(format!("{}:{}:{mode}", m.host.display(), m.container));
+    }
+    for v in docker.volumes.iter().filter(|v| v.applies_to(&rec.slug)) {
+        let mode = if v.read_only { "ro" } else { "rw" };
+        binds.push(format!("{}:{}:{mode}", v.src.display(), v.dest));
+    }
+    if let Some(ProcessData::Volume(source) | ProcessData::Dir(source)) = &rec.process_data {
+        binds.push(format!("{source}:{}:rw", docker.process_data_dest));
     }
     let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
     let mut exposed = Vec::new();
@@ -83,7 +98,12 @@ pub fn body(rec: &Record, namespace: &str, agent_id: &str) -> ContainerCreateBod
     let host_config = HostConfig {
         binds: Some(binds),
         port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
-        network_mode: Some(spec.network_mode.clone()),
+        network_mode: Some(if spec.network_mode.is_empty() {
+            docker.network.clone().unwrap_or_else(|| "bridge".into())
+        } else {
+            spec.network_mode.clone()
+        }),
+        dns: (!docker.dns.is_empty()).then(|| docker.dns.clone()),
         privileged: Some(spec.privileged),
         restart_policy: Some(restart_policy),
         ipc_mode: Some(spec.ipc_mode.clone()),

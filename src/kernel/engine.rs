@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use prost::Message;
@@ -23,14 +23,16 @@ use tokio_util::task::TaskTracker;
 use super::cgroup::CgroupPaths;
 use super::container;
 use super::events::EventLog;
-use super::record::{masked, state_pb, HostPort, Record, Slots};
+use super::record::{masked, state_pb, HostPort, ProcessData, Record, Slots};
 use super::scratch::{self, PathError, Scratch};
 use super::spec::{self, ArrayRange, GpuRequest, Spec, SpecError};
 use super::state::{KernelState, Transition};
 use crate::agent::status::Snapshot;
+use crate::config::cluster::CacheUsage;
 use crate::config::ClusterConfig;
 use crate::rpc::pb;
 use crate::runtime::docker::{Chunk, ChunkStream, ContainerEvent, Docker, EngineError};
+use crate::runtime::images::{Images, Progress, PullOptions, PullState};
 
 /// What a kernel operation can fail with; each maps to one gRPC status.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +114,7 @@ pub struct Kernels(Arc<Inner>);
 
 struct Inner {
     docker: Docker,
+    images: Arc<Images>,
     namespace: String,
     agent_id: String,
     scratch: Scratch,
@@ -150,7 +153,12 @@ impl Kernels {
         for b in bad {
             tracing::warn!("kernel registry: unreadable record {b}");
         }
+        let images = Images::new(
+            o.docker.clone(),
+            o.scratch.root().join(".deckhand/images.json"),
+        );
         let k = Self(Arc::new(Inner {
+            images,
             docker: o.docker,
             namespace: o.namespace,
             agent_id: o.agent_id,
@@ -200,6 +208,8 @@ impl Kernels {
     pub async fn run(self, stop: CancellationToken) {
         let me = self.clone();
         self.spawn(async move { me.follow_concurrency().await });
+        let me = self.clone();
+        self.spawn(async move { me.collect_images().await });
         let events = self.clone().event_loop(stop.clone());
         events.await;
         self.0.stop.cancel();
@@ -232,6 +242,31 @@ impl Kernels {
             }
             if cfg.changed().await.is_err() {
                 return;
+            }
+        }
+    }
+
+    /// Removes images no kernel used for `docker/image_gc_after` (when set), checking every
+    /// tenth of that period (at most a minute apart) and when the setting changes.
+    async fn collect_images(self) {
+        let mut cfg = self.0.config.clone();
+        loop {
+            let after = cfg.borrow_and_update().docker.image_gc_after;
+            if let Some(after) = after {
+                let in_use: BTreeSet<String> = self
+                    .lock()
+                    .kernels
+                    .values()
+                    .map(|e| e.rec.spec.image.clone())
+                    .collect();
+                self.0.images.collect(after, &in_use).await;
+            }
+            let wait = after.map_or(Duration::from_secs(3600), |a| {
+                (a / 10).clamp(Duration::from_millis(500), Duration::from_secs(60))
+            });
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                r = cfg.changed() => if r.is_err() { return },
             }
         }
     }
@@ -349,6 +384,7 @@ impl Kernels {
             slots,
             ports,
             scratch_dir: self.0.scratch.kernel_dir(id)?.display().to_string(),
+            process_data: None,
         })
     }
 
@@ -723,6 +759,26 @@ impl Kernels {
             at_ms: now_ms(),
             exit_code: rec.exit_code,
             agent_id: self.0.agent_id.clone(),
+            pull: None,
+        });
+    }
+
+    /// Reports something about a kernel that is not a state change (a pull's progress, a
+    /// fallback taken), with its current state.
+    fn note(&self, id: &str, reason: String, pull: Option<pb::PullProgress>) {
+        let Ok(rec) = self.record(id) else { return };
+        if pull.is_none() {
+            tracing::info!(kernel_id = %id, state = %rec.state, "{reason}");
+        }
+        self.0.events.push(pb::KernelEvent {
+            seq: 0,
+            kernel_id: rec.id,
+            state: state_pb(rec.state) as i32,
+            reason,
+            at_ms: now_ms(),
+            exit_code: rec.exit_code,
+            agent_id: self.0.agent_id.clone(),
+            pull,
         });
     }
 
@@ -764,23 +820,14 @@ impl Kernels {
         }
         let cfg = self.config();
         let docker = &self.0.docker;
-        if !docker.image_present(&rec.spec.image).await? {
-            {
-                let mut t = self.lock();
-                self.transition(&mut t, id, Transition::PullStarted, |_| {})?;
-            }
-            docker.pull(&rec.spec.image).await.map_err(|e| {
-                KernelError::Internal(format!("pulling image `{}` failed: {e}", rec.spec.image))
-            })?;
-            let mut t = self.lock();
-            self.transition(&mut t, id, Transition::PullFinished, |_| {})?;
-        }
+        self.fetch_image(&rec, &cfg).await?;
+        let rec = self.prepare_process_data(id, &rec, &cfg).await?;
         let files = config_files(&rec, &self.0.agent_id);
         let files: Vec<(&str, String)> = files.iter().map(|(n, c)| (*n, c.clone())).collect();
         self.0
             .scratch
             .prepare(id, cfg.kernel.uid, cfg.kernel.gid, &files)?;
-        let body = container::body(&rec, &self.0.namespace, &self.0.agent_id);
+        let body = container::body(&rec, &self.0.namespace, &self.0.agent_id, &cfg.docker);
         let name = container::container_name(&self.0.namespace, id);
         let cid = match docker.create(&name, body.clone()).await {
             Err(EngineError::Conflict(_)) => {
@@ -788,8 +835,18 @@ impl Kernels {
                 docker.remove(&name, true).await?;
                 docker.create(&name, body).await?
             }
+            Err(EngineError::NotFound(m)) if m.contains("network") => {
+                return Err(KernelError::Internal(format!(
+                    "docker/network `{}`: no such Docker network ({m})",
+                    cfg.docker
+                        .network
+                        .as_deref()
+                        .unwrap_or(&rec.spec.network_mode)
+                )))
+            }
             other => other?,
         };
+        self.0.images.touch([rec.spec.image.as_str()]);
         let held = rec.spec.hold;
         let cancelled = {
             let mut t = self.lock();
@@ -814,6 +871,164 @@ impl Kernels {
             return Ok(());
         }
         self.start_container(id).await
+    }
+
+    /// Makes the kernel's image available as its cache policy says: `cache_first` uses a
+    /// local image, `remote_first` pulls and falls back to a local one (saying so),
+    /// `require_pull` always pulls. Concurrent kernels share one pull per image.
+    async fn fetch_image(&self, rec: &Record, cfg: &ClusterConfig) -> Result<(), KernelError> {
+        let image = &rec.spec.image;
+        let policy = rec.spec.cache_usage.unwrap_or(cfg.docker.cache_usage);
+        let local = self.0.images.local_id(image).await?;
+        if policy == CacheUsage::CacheFirst && local.is_some() {
+            return Ok(());
+        }
+        {
+            let mut t = self.lock();
+            self.transition(&mut t, &rec.id, Transition::PullStarted, |_| {})?;
+        }
+        // A pull that ended after this kernel was asked for serves it.
+        let asked = Instant::now()
+            .checked_sub(Duration::from_millis(
+                (now_ms() - rec.created_at_ms).max(0) as u64
+            ))
+            .unwrap_or_else(Instant::now);
+        let opts = PullOptions {
+            registry: cfg.docker.registry_for(image).cloned(),
+            timeout: cfg.docker.pull_timeout,
+            inactivity_timeout: cfg.docker.pull_inactivity_timeout,
+        };
+        let pull = self.0.images.pull(image, asked, opts);
+        match self.follow_pull(&rec.id, image, pull).await {
+            Ok(()) => {}
+            Err(e) => match (policy, local) {
+                (CacheUsage::RemoteFirst, Some(local_id)) => {
+                    let short = local_id.trim_start_matches("sha256:");
+                    self.note(
+                        &rec.id,
+                        format!(
+                            "{e}; using the local image {} (docker/cache_usage = remote_first)",
+                            &short[..short.len().min(12)]
+                        ),
+                        None,
+                    );
+                }
+                _ => return Err(KernelError::Internal(e)),
+            },
+        }
+        let mut t = self.lock();
+        self.transition(&mut t, &rec.id, Transition::PullFinished, |_| {})?;
+        Ok(())
+    }
+
+    /// Reports a pull's progress on the kernel until the pull ends or the kernel does.
+    async fn follow_pull(
+        &self,
+        id: &str,
+        image: &str,
+        mut pull: watch::Receiver<PullState>,
+    ) -> Result<(), String> {
+        let mut state = match self.lock().kernels.get(id) {
+            Some(e) => e.state.subscribe(),
+            None => return Err("the kernel was removed".into()),
+        };
+        let mut shown = Progress::default();
+        loop {
+            let now = pull.borrow_and_update().clone();
+            if now.progress != shown || (now.done.is_some() && shown == Progress::default()) {
+                shown = now.progress;
+                self.note(
+                    id,
+                    String::new(),
+                    Some(pb::PullProgress {
+                        image: image.to_string(),
+                        bytes_done: shown.bytes_done,
+                        bytes_total: shown.bytes_total,
+                        layers_done: shown.layers_done,
+                        layers_total: shown.layers_total,
+                        eta_ms: shown.eta_ms,
+                    }),
+                );
+            }
+            if let Some(done) = now.done {
+                return done.map_err(|e| e.to_string());
+            }
+            tokio::select! {
+                r = pull.changed() => if r.is_err() {
+                    return Err(format!("the pull of `{image}` ended without a result"));
+                },
+                _ = state.wait_for(|s| s.is_final()) => {
+                    return Err("the kernel ended while its image was pulled".into());
+                }
+            }
+        }
+    }
+
+    /// Decides where the kernel's process data lives (when it has a `process_id`) and makes
+    /// sure it exists: a named volume shared by the process's kernels, or a host directory
+    /// under the scratch root.
+    async fn prepare_process_data(
+        &self,
+        id: &str,
+        rec: &Record,
+        cfg: &ClusterConfig,
+    ) -> Result<Record, KernelError> {
+        let pid = &rec.spec.process_id;
+        if pid.is_empty() {
+            return Ok(rec.clone());
+        }
+        let data = if cfg.docker.shared_process_volume {
+            let name = format!("deckhand-{}-process-{pid}", self.0.namespace);
+            self.0
+                .docker
+                .create_volume(&name, &self.0.namespace, &self.0.agent_id, pid)
+                .await?;
+            ProcessData::Volume(name)
+        } else {
+            let dir = self
+                .0
+                .scratch
+                .process_dir(pid, cfg.kernel.uid, cfg.kernel.gid)
+                .map_err(|e| {
+                    KernelError::Internal(format!("cannot create the process data dir: {e}"))
+                })?;
+            ProcessData::Dir(dir.display().to_string())
+        };
+        let mut t = self.lock();
+        let e = t
+            .kernels
+            .get_mut(id)
+            .ok_or_else(|| KernelError::NotFound(id.into()))?;
+        e.rec.process_data = Some(data);
+        self.persist(&e.rec);
+        Ok(e.rec.clone())
+    }
+
+    /// Removes a process's data once no kernel of this agent refers to it any more.
+    async fn release_process_data(&self, data: &ProcessData) {
+        let still_used = self
+            .lock()
+            .kernels
+            .values()
+            .any(|e| e.rec.process_data.as_ref() == Some(data));
+        if still_used {
+            return;
+        }
+        let result = match data {
+            ProcessData::Volume(name) => self
+                .0
+                .docker
+                .remove_volume(name)
+                .await
+                .map_err(|e| e.to_string()),
+            ProcessData::Dir(dir) => std::fs::remove_dir_all(dir).map_err(|e| e.to_string()),
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(process_data = ?data, "process data removed with its last kernel")
+            }
+            Err(e) => tracing::warn!(process_data = ?data, "cannot remove process data: {e}"),
+        }
     }
 
     async fn start_container(&self, id: &str) -> Result<(), KernelError> {
@@ -1292,6 +1507,9 @@ impl Kernels {
             let mut rec = e.rec;
             rec.reason = "removed".into();
             self.emit(&rec);
+            if let Some(data) = &rec.process_data {
+                self.release_process_data(data).await;
+            }
         }
         Ok(())
     }

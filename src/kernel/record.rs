@@ -51,6 +51,18 @@ pub struct Record {
     /// Held until the kernel is removed.
     pub ports: Vec<HostPort>,
     pub scratch_dir: String,
+    /// Where the kernel's process data lives, decided when its container was made.
+    #[serde(default)]
+    pub process_data: Option<ProcessData>,
+}
+
+/// Process data shared by the kernels of one `process_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProcessData {
+    /// A named Docker volume (`docker/shared_process_volume = true`).
+    Volume(String),
+    /// A host directory under the scratch root.
+    Dir(String),
 }
 
 pub const MASK: &str = "***";

@@ -5,6 +5,8 @@
 //! <root>/<kernel-id>/work/       → /home/work (rw)
 //! <root>/<kernel-id>/config/     → /home/config (ro): environ.txt resource.txt kernel.json
 //! <root>/.deckhand/kernels/<kernel-id>.json   the registry record (0600, root)
+//! <root>/.deckhand/images.json  when kernels last used each image (image GC)
+//! <root>/processes/<process-id>/  process data shared by kernels of one process (0700)
 //! ```
 //! Every path that comes from a request is resolved here and refused when it would leave
 //! its directory (`..`, absolute paths, symlinks leading out).
@@ -110,6 +112,21 @@ impl Scratch {
         Ok(dir)
     }
 
+    /// `<root>/processes/<process-id>`: the process data of kernels sharing a process id,
+    /// created 0700 for the kernel uid:gid.
+    pub fn process_dir(&self, process_id: &str, uid: u32, gid: u32) -> std::io::Result<PathBuf> {
+        let dir = self.root.join("processes").join(process_id);
+        if !dir.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(self.root.join("processes"))?;
+            fs::DirBuilder::new().mode(0o700).create(&dir)?;
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
+        }
+        Ok(dir)
+    }
+
     pub fn remove(&self, id: &str) -> std::io::Result<()> {
         let Ok(dir) = self.kernel_dir(id) else {
             return Ok(());
@@ -128,19 +145,8 @@ impl Scratch {
 
     /// Writes the record atomically (temp file + rename), readable by root only.
     pub fn save(&self, rec: &Record) -> std::io::Result<()> {
-        let path = self.record_path(&rec.id);
-        let tmp = path.with_extension("json.tmp");
         let data = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
-        {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(&data)?;
-        }
-        fs::rename(&tmp, &path)
+        write_private(&self.record_path(&rec.id), &data)
     }
 
     pub fn forget(&self, id: &str) -> std::io::Result<()> {
@@ -176,6 +182,23 @@ impl Scratch {
 
 fn chown(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+}
+
+/// Writes `data` to `path` atomically (temp file + rename), readable by its owner only.
+pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(data)?;
+    }
+    fs::rename(&tmp, path)
 }
 
 /// Resolves a request path inside `base` (a kernel's work dir): relative, no `..`, and after

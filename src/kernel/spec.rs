@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::cluster::KernelSettings;
+use crate::config::cluster::{CacheUsage, KernelSettings};
 use crate::config::schema;
 use crate::rpc::pb;
 
@@ -95,6 +95,7 @@ pub struct Spec {
     pub output_path: String,
     pub error_path: String,
     pub ports: Vec<Port>,
+    /// Empty: the cluster's `docker/network`, else Docker's bridge.
     pub network_mode: String,
     pub privileged: bool,
     pub restart_policy: String,
@@ -111,6 +112,12 @@ pub struct Spec {
     pub pids_limit: Option<i64>,
     pub hold: bool,
     pub stop_grace_period: Duration,
+    /// The kernel's own image policy; `None` follows `docker/cache_usage`.
+    #[serde(default)]
+    pub cache_usage: Option<CacheUsage>,
+    /// Kernels with one process id share process data; empty = none.
+    #[serde(default)]
+    pub process_id: String,
 }
 
 /// The array part of a create request, normalised (step ≥ 1).
@@ -348,7 +355,7 @@ pub fn validate(spec: &pb::KernelSpec, cfg: &KernelSettings) -> Result<Spec, Spe
         Ok(())
     };
     let network_mode = match spec.network_mode.as_str() {
-        "" => "bridge".to_string(),
+        "" => String::new(),
         m if m.starts_with("container:") => {
             return Err(SpecError::invalid(
                 "network_mode",
@@ -454,6 +461,33 @@ pub fn validate(spec: &pb::KernelSpec, cfg: &KernelSettings) -> Result<Spec, Spe
         pids_limit: (spec.pids_limit > 0).then_some(spec.pids_limit),
         hold: spec.submit_as_hold,
         stop_grace_period,
+        cache_usage: match spec.cache_usage.as_str() {
+            "" => None,
+            v => Some(CacheUsage::parse(v).ok_or_else(|| {
+                SpecError::invalid(
+                    "cache_usage",
+                    format!("`{v}`: expected {}", schema::CACHE_USAGES.join(", ")),
+                )
+            })?),
+        },
+        process_id: {
+            if !spec
+                .process_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+                || spec.process_id.len() > 64
+                || spec.process_id.starts_with('.')
+            {
+                return Err(SpecError::invalid(
+                    "process_id",
+                    format!(
+                        "`{}`: at most 64 letters, digits, `_`, `-`, `.` (not starting with `.`)",
+                        spec.process_id
+                    ),
+                ));
+            }
+            spec.process_id.clone()
+        },
     })
 }
 
@@ -782,7 +816,7 @@ mod tests {
     fn a_minimal_spec_runs_as_the_kernel_uid_with_bridge_networking() {
         let s = validate(&spec(), &KernelSettings::default()).unwrap();
         assert_eq!(s.user, "1000:1000");
-        assert_eq!(s.network_mode, "bridge");
+        assert_eq!(s.network_mode, "");
         assert_eq!(s.stop_grace_period, Duration::from_secs(10));
     }
 

@@ -37,6 +37,14 @@ impl KernelDirectory {
         self.location.remove(kernel_id);
     }
 
+    /// The last sequence number taken from this agent process (0 for a new process).
+    pub fn last_taken(&self, agent_id: &str, instance_id: &str) -> u64 {
+        match self.taken.get(agent_id) {
+            Some((instance, last)) if instance == instance_id => *last,
+            _ => 0,
+        }
+    }
+
     /// Takes the events not seen before from one agent process; returns the last sequence
     /// number now held. Events with a number already taken are duplicates and skipped.
     pub fn take(&mut self, agent_id: &str, instance_id: &str, events: &[KernelEvent]) -> u64 {

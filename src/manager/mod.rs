@@ -128,6 +128,7 @@ pub async fn run(opts: ManagerOptions) -> Result<(), ManagerError> {
             namespace: opts.namespace.clone(),
             table,
             kernels: Arc::new(Mutex::new(kernels::KernelDirectory::default())),
+            events: tokio::sync::broadcast::channel(1024).0,
         };
         let routes = tonic::service::Routes::new(ManagerServiceServer::new(svc.clone()))
             .add_service(ClusterServiceServer::new(svc));

@@ -19,9 +19,10 @@ use crate::rpc::pb::manager_service_server::ManagerService;
 use crate::rpc::pb::{
     AgentState, AgentSummary, ControlKernelRequest, ControlKernelResponse, CreateKernelResponse,
     DownloadFileResponse, ExecRequest, FileRequest, HeartbeatRequest, HeartbeatResponse,
-    KernelAction, KernelInfo, KernelLogsRequest, KernelRef, ListAgentsRequest, ListAgentsResponse,
-    ListFilesResponse, ListKernelsRequest, ListKernelsResponse, OutputChunk, ReportEventsRequest,
-    ReportEventsResponse, RunKernelRequest, UploadFileRequest, UploadFileResponse,
+    KernelAction, KernelEvent, KernelInfo, KernelLogsRequest, KernelRef, ListAgentsRequest,
+    ListAgentsResponse, ListFilesResponse, ListKernelsRequest, ListKernelsResponse, OutputChunk,
+    ReportEventsRequest, ReportEventsResponse, RunKernelRequest, UploadFileRequest,
+    UploadFileResponse, WatchKernelEventsRequest,
 };
 
 type OutputStream = Pin<Box<dyn Stream<Item = Result<OutputChunk, Status>> + Send>>;
@@ -36,6 +37,8 @@ pub struct ManagerRpc {
     pub namespace: String,
     pub table: Arc<Mutex<AgentTable>>,
     pub kernels: Arc<Mutex<KernelDirectory>>,
+    /// Kernel events as agents report them, for `WatchKernelEvents`.
+    pub events: tokio::sync::broadcast::Sender<KernelEvent>,
 }
 
 impl ManagerRpc {
@@ -159,9 +162,16 @@ impl ManagerService for ManagerRpc {
     ) -> Result<Response<ReportEventsResponse>, Status> {
         let req = req.into_inner();
         validate_name("agent_id", &req.agent_id).map_err(Status::invalid_argument)?;
-        let last_seq = self
-            .directory()
-            .take(&req.agent_id, &req.instance_id, &req.events);
+        let (before, last_seq) = {
+            let mut d = self.directory();
+            let before = d.last_taken(&req.agent_id, &req.instance_id);
+            (before, d.take(&req.agent_id, &req.instance_id, &req.events))
+        };
+        for ev in req.events {
+            if ev.seq > before && ev.seq <= last_seq {
+                let _ = self.events.send(ev);
+            }
+        }
         Ok(Response::new(ReportEventsResponse { last_seq }))
     }
 }
@@ -283,6 +293,35 @@ impl ClusterService for ManagerRpc {
         let agent = self.holder(&req.kernel_id).await?;
         let s = Self::client(&agent)?.kernel_logs(req).await?.into_inner();
         Ok(Response::new(Box::pin(s.map(|r| r))))
+    }
+
+    type WatchKernelEventsStream =
+        Pin<Box<dyn Stream<Item = Result<KernelEvent, Status>> + Send + 'static>>;
+
+    async fn watch_kernel_events(
+        &self,
+        req: Request<WatchKernelEventsRequest>,
+    ) -> Result<Response<Self::WatchKernelEventsStream>, Status> {
+        let id = req.into_inner().kernel_id;
+        let task_prefix = format!("{id}.");
+        let s = tokio_stream::wrappers::BroadcastStream::new(self.events.subscribe()).filter_map(
+            move |ev| {
+                let keep = match ev {
+                    Ok(ev)
+                        if id.is_empty()
+                            || ev.kernel_id == id
+                            || ev.kernel_id.starts_with(&task_prefix) =>
+                    {
+                        Some(Ok(ev))
+                    }
+                    Ok(_) => None,
+                    // A watcher too slow to keep up misses events, not the stream.
+                    Err(_) => None,
+                };
+                futures::future::ready(keep)
+            },
+        );
+        Ok(Response::new(Box::pin(s)))
     }
 
     type ExecKernelStream = OutputStream;

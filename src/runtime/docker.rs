@@ -18,6 +18,8 @@ use futures::{Stream, StreamExt};
 pub const LABEL_NAMESPACE: &str = "io.deckhand.namespace";
 pub const LABEL_AGENT: &str = "io.deckhand.agent-id";
 pub const LABEL_KERNEL: &str = "io.deckhand.kernel-id";
+/// On shared process-data volumes: the process id.
+pub const LABEL_PROCESS: &str = "io.deckhand.process-id";
 
 /// A failed engine call.
 #[derive(Debug, thiserror::Error)]
@@ -121,30 +123,40 @@ impl Docker {
         &self.api
     }
 
-    pub async fn image_present(&self, image: &str) -> Result<bool, EngineError> {
-        match self.api.inspect_image(image).await {
-            Ok(_) => Ok(true),
+    /// Creates the named volume of a process's shared data (a no-op if it exists).
+    pub async fn create_volume(
+        &self,
+        name: &str,
+        namespace: &str,
+        agent_id: &str,
+        process_id: &str,
+    ) -> Result<(), EngineError> {
+        let labels = HashMap::from([
+            (LABEL_NAMESPACE.to_string(), namespace.to_string()),
+            (LABEL_AGENT.to_string(), agent_id.to_string()),
+            (LABEL_PROCESS.to_string(), process_id.to_string()),
+        ]);
+        let opts = bollard::models::VolumeCreateRequest {
+            name: Some(name.to_string()),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        self.api.create_volume(opts).await?;
+        Ok(())
+    }
+
+    pub async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
+        match self
+            .api
+            .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+            .await
+        {
+            Ok(()) => Ok(()),
             Err(e) => match EngineError::from(e) {
-                EngineError::NotFound(_) => Ok(false),
+                EngineError::NotFound(_) => Ok(()),
                 other => Err(other),
             },
         }
-    }
-
-    /// Pulls `image` (anonymous; registry credentials arrive with the Docker-mode settings).
-    pub async fn pull(&self, image: &str) -> Result<(), EngineError> {
-        let opts = bollard::query_parameters::CreateImageOptions {
-            from_image: Some(image.to_string()),
-            ..Default::default()
-        };
-        let mut s = self.api.create_image(Some(opts), None, None);
-        while let Some(item) = s.next().await {
-            let info = item?;
-            if let Some(e) = info.error_detail.and_then(|d| d.message) {
-                return Err(EngineError::Engine(e));
-            }
-        }
-        Ok(())
     }
 
     pub async fn create(

@@ -2,5 +2,6 @@
 //! it later behind the same kernel engine.
 
 pub mod docker;
+pub mod images;
 
 pub use docker::{Docker, EngineError};

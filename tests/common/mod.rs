@@ -409,6 +409,8 @@ pub struct KernelCluster {
 impl KernelCluster {
     pub async fn start(test: &str) -> Self {
         let c = Cluster::start(test).await;
+        // The test image exists only locally: do not ask a registry for it first.
+        c.cli_ok(&["config", "set", "docker/cache_usage", "cache_first"]);
         let manager = c.manager("m1", &[]);
         let agent = c.agent("a1");
         wait_for(Duration::from_secs(20), "agent a1 ALIVE", || async {
@@ -467,4 +469,212 @@ pub fn build_fake_nvml(dir: &Path) -> PathBuf {
 /// Counts lines of `log` containing `needle`.
 pub fn count_lines(log: &str, needle: &str) -> usize {
     log.lines().filter(|l| l.contains(needle)).count()
+}
+
+/// A real private registry: Debian's `docker-registry` on a free loopback port (Docker
+/// trusts loopback registries over plain HTTP) with htpasswd auth and its own storage dir.
+/// Images a test pushes are tagged `<addr>/<repo>`; every such local tag is removed, and
+/// the registry stopped, when the guard drops.
+pub struct Registry {
+    child: Option<Child>,
+    dir: TempDir,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+}
+
+impl Registry {
+    pub async fn start(user: &str, password: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = Command::new("htpasswd")
+            .args(["-Bbn", user, password])
+            .output()
+            .expect("htpasswd (apache2-utils)");
+        assert!(out.status.success(), "htpasswd failed");
+        std::fs::write(dir.path().join("htpasswd"), &out.stdout).unwrap();
+        let mut r = Self {
+            child: None,
+            dir,
+            port: free_port(),
+            user: user.into(),
+            password: password.into(),
+        };
+        let config = format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {root}/storage\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: deckhand-test\n    path: {root}/htpasswd\n",
+            root = r.dir.path().display(),
+            port = r.port
+        );
+        std::fs::write(r.dir.path().join("config.yml"), config).unwrap();
+        r.launch().await;
+        // The push client logs in with its own config dir, not the user's.
+        let login = Command::new("docker")
+            .args(["--config"])
+            .arg(r.dir.path().join("client"))
+            .args(["login", &r.addr(), "-u", user, "--password-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(password.as_bytes())?;
+                c.wait_with_output()
+            })
+            .expect("docker login");
+        assert!(
+            login.status.success(),
+            "docker login: {}",
+            String::from_utf8_lossy(&login.stderr)
+        );
+        r
+    }
+
+    async fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("registry.log"))
+            .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(self.dir.path().join("config.yml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry (Debian package docker-registry)");
+        self.child = Some(child);
+        let url = format!("127.0.0.1:{}", self.port);
+        wait_for(Duration::from_secs(20), "registry up", || async {
+            std::net::TcpStream::connect(&url).ok().map(|_| ())
+        })
+        .await;
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same storage.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.launch().await;
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// Pulls of `repo` the registry answered: one `HEAD /v2/<repo>/manifests/<tag>` each.
+    pub fn pulls(&self, repo: &str) -> usize {
+        let needle = format!("\"HEAD /v2/{repo}/manifests/");
+        self.log()
+            .lines()
+            .filter(|l| l.contains(&needle) && l.contains("HTTP/1.1\" 200"))
+            .count()
+    }
+
+    /// Tags local image `local` as `<addr>/<repo>`, pushes it, and returns the full
+    /// reference. With `keep_local` false the local tag is removed again, so the next use
+    /// must pull.
+    pub fn push(&self, local: &str, repo: &str, keep_local: bool) -> String {
+        let reference = format!("{}/{repo}", self.addr());
+        docker_ok(&["tag", local, &reference]);
+        let out = Command::new("docker")
+            .arg("--config")
+            .arg(self.dir.path().join("client"))
+            .args(["push", &reference])
+            .output()
+            .expect("docker push");
+        assert!(
+            out.status.success(),
+            "docker push {reference}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !keep_local {
+            untag(&reference);
+        }
+        reference
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+        // Every local tag on this registry (pushed or pulled by a kernel).
+        let out = Command::new("docker")
+            .args(["images", "--format", "{{.Repository}}:{{.Tag}}"])
+            .output()
+            .expect("docker images");
+        let prefix = format!("{}/", self.addr());
+        for image in String::from_utf8_lossy(&out.stdout).lines() {
+            if image.starts_with(&prefix) {
+                untag(image);
+            }
+        }
+    }
+}
+
+/// Runs `docker ARGS`, panicking with its stderr if it fails; returns stdout.
+pub fn docker_ok(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("docker");
+    assert!(
+        out.status.success(),
+        "docker {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Removes one local tag (the image goes when it was its last tag and no container uses it).
+pub fn untag(reference: &str) {
+    let _ = Command::new("docker").args(["rmi", reference]).output();
+}
+
+/// The id of local image `reference`, empty if absent.
+pub fn image_id(reference: &str) -> String {
+    let out = Command::new("docker")
+        .args(["image", "inspect", "-f", "{{.Id}}", reference])
+        .output()
+        .expect("docker image inspect");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A variant of the test image with its own image id (a label differs), tagged
+/// `deckhand-test/variant:<tag>`; `extra` adds Dockerfile lines (like a big layer). The tag
+/// is removed by [`untag`] when the test is done.
+pub fn build_variant(tag: &str, extra: &str) -> String {
+    let reference = format!("deckhand-test/variant:{tag}");
+    let dockerfile = format!("FROM {TEST_IMAGE}\nLABEL io.deckhand.test.variant={tag}\n{extra}\n");
+    let mut child = Command::new("docker")
+        .args(["build", "-q", "-t", &reference, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("docker build");
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(dockerfile.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    reference
 }
