@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
+use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -835,16 +836,7 @@ impl Kernels {
                 docker.remove(&name, true).await?;
                 docker.create(&name, body).await?
             }
-            Err(EngineError::NotFound(m)) if m.contains("network") => {
-                return Err(KernelError::Internal(format!(
-                    "docker/network `{}`: no such Docker network ({m})",
-                    cfg.docker
-                        .network
-                        .as_deref()
-                        .unwrap_or(&rec.spec.network_mode)
-                )))
-            }
-            other => other?,
+            other => other.map_err(|e| name_network(e, &rec, &cfg))?,
         };
         self.0.images.touch([rec.spec.image.as_str()]);
         let held = rec.spec.hold;
@@ -979,10 +971,20 @@ impl Kernels {
         }
         let data = if cfg.docker.shared_process_volume {
             let name = format!("deckhand-{}-process-{pid}", self.0.namespace);
-            self.0
+            let mountpoint = self
+                .0
                 .docker
                 .create_volume(&name, &self.0.namespace, &self.0.agent_id, pid)
                 .await?;
+            // A new volume belongs to root; the kernels run as the kernel uid.
+            let path = Path::new(&mountpoint);
+            if std::fs::metadata(path).is_ok_and(|m| m.uid() == 0) {
+                if let Err(e) =
+                    std::os::unix::fs::chown(path, Some(cfg.kernel.uid), Some(cfg.kernel.gid))
+                {
+                    tracing::warn!(volume = %name, "cannot hand the process volume to the kernel uid: {e}");
+                }
+            }
             ProcessData::Volume(name)
         } else {
             let dir = self
@@ -1033,7 +1035,11 @@ impl Kernels {
 
     async fn start_container(&self, id: &str) -> Result<(), KernelError> {
         let rec = self.record(id)?;
-        self.0.docker.start(&rec.container_id).await?;
+        self.0
+            .docker
+            .start(&rec.container_id)
+            .await
+            .map_err(|e| name_network(e, &rec, &self.config()))?;
         let st = self.0.docker.inspect(&rec.container_id).await?;
         {
             let mut t = self.lock();
@@ -1693,6 +1699,24 @@ impl Kernels {
 }
 
 use std::path::{Path, PathBuf};
+
+/// An engine error, with a missing network named by the setting that asked for it.
+fn name_network(e: EngineError, rec: &Record, cfg: &ClusterConfig) -> KernelError {
+    match e {
+        EngineError::NotFound(m) if m.contains("network") => {
+            let (setting, name) = if rec.spec.network_mode.is_empty() {
+                (
+                    "docker/network",
+                    cfg.docker.network.clone().unwrap_or_default(),
+                )
+            } else {
+                ("network_mode", rec.spec.network_mode.clone())
+            };
+            KernelError::Internal(format!("{setting} `{name}`: no such Docker network ({m})"))
+        }
+        other => other.into(),
+    }
+}
 
 fn usage_of(e: &Entry) -> Option<pb::KernelUsage> {
     if e.rec.state.is_final() {

@@ -123,14 +123,15 @@ impl Docker {
         &self.api
     }
 
-    /// Creates the named volume of a process's shared data (a no-op if it exists).
+    /// Creates the named volume of a process's shared data (a no-op if it exists); returns
+    /// its mount point on the host.
     pub async fn create_volume(
         &self,
         name: &str,
         namespace: &str,
         agent_id: &str,
         process_id: &str,
-    ) -> Result<(), EngineError> {
+    ) -> Result<String, EngineError> {
         let labels = HashMap::from([
             (LABEL_NAMESPACE.to_string(), namespace.to_string()),
             (LABEL_AGENT.to_string(), agent_id.to_string()),
@@ -141,8 +142,7 @@ impl Docker {
             labels: Some(labels),
             ..Default::default()
         };
-        self.api.create_volume(opts).await?;
-        Ok(())
+        Ok(self.api.create_volume(opts).await?.mountpoint)
     }
 
     pub async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {

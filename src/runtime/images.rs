@@ -190,10 +190,12 @@ impl Images {
                         humantime::format_duration(opts.timeout)
                     )))
                 }
-                Err(_) => return Err(PullError::Failed(format!(
+                Err(_) => {
+                    return Err(PullError::Failed(format!(
                     "pulling {from} stalled: no progress for {} (docker/pull_inactivity_timeout)",
                     humantime::format_duration(opts.inactivity_timeout)
-                ))),
+                )))
+                }
             };
             let info = match item {
                 Ok(info) => info,

@@ -363,12 +363,25 @@ impl Drop for Cluster {
 /// The local test image built by `scripts/deps.sh` (no image can be pulled here).
 pub const TEST_IMAGE: &str = "deckhand-test/busybox:latest";
 
-/// `docker rm -f` of every container labelled with namespace `ns`.
+/// `docker rm -f` of every container labelled with namespace `ns`, then of its volumes.
 pub fn remove_containers(ns: &str) {
     for id in containers(ns) {
         let _ = Command::new("docker")
             .args(["rm", "-f", "-v", &id])
             .output();
+    }
+    let out = Command::new("docker")
+        .args([
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=io.deckhand.namespace={ns}"),
+        ])
+        .output()
+        .expect("docker volume ls");
+    for v in String::from_utf8_lossy(&out.stdout).lines() {
+        let _ = Command::new("docker").args(["volume", "rm", v]).output();
     }
 }
 
@@ -408,9 +421,18 @@ pub struct KernelCluster {
 
 impl KernelCluster {
     pub async fn start(test: &str) -> Self {
+        Self::start_with(test, &[]).await
+    }
+
+    /// Like [`start`](Self::start), with `settings` (`config set KEY VALUE`) in place
+    /// before the agent starts.
+    pub async fn start_with(test: &str, settings: &[(&str, &str)]) -> Self {
         let c = Cluster::start(test).await;
         // The test image exists only locally: do not ask a registry for it first.
         c.cli_ok(&["config", "set", "docker/cache_usage", "cache_first"]);
+        for (key, value) in settings {
+            c.cli_ok(&["config", "set", key, value]);
+        }
         let manager = c.manager("m1", &[]);
         let agent = c.agent("a1");
         wait_for(Duration::from_secs(20), "agent a1 ALIVE", || async {
