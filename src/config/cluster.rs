@@ -474,4 +474,48 @@ mod tests {
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].key(), "docker/fake_gpus/3/id");
     }
+
+    #[test]
+    fn registries_match_images_by_host_and_hide_the_password_in_debug() {
+        let (cfg, problems) = ClusterConfig::from_tree(&tree(&[
+            ("docker/registries/a/url", "https://Reg.example.com:5000/"),
+            ("docker/registries/a/username", "u"),
+            ("docker/registries/a/password", "hunter2"),
+            ("docker/registries/b/url", "reg.example.com:5000"),
+            ("docker/registries/c/username", "no-url"),
+        ]));
+        let d = &cfg.docker;
+        assert_eq!(d.registries.len(), 1, "{problems:?}");
+        assert_eq!(
+            problems.iter().map(|p| p.key()).collect::<Vec<_>>(),
+            ["docker/registries/b/url", "docker/registries/c/url"]
+        );
+        let r = d.registry_for("reg.example.com:5000/team/img:1").unwrap();
+        assert_eq!(r.name, "a");
+        assert!(d.registry_for("reg.example.com/team/img").is_none());
+        assert!(d.registry_for("team/img").is_none());
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+        assert_eq!(image_registry_host("busybox"), "docker.io");
+        assert_eq!(image_registry_host("localhost/x"), "localhost");
+        assert_eq!(image_registry_host("127.0.0.1:5000/x:1"), "127.0.0.1:5000");
+    }
+
+    #[test]
+    fn volumes_need_src_and_dest_and_match_slugs_by_wildcard() {
+        let (cfg, problems) = ClusterConfig::from_tree(&tree(&[
+            ("docker/volumes/models/src", "/srv/models"),
+            ("docker/volumes/models/dest", "/models/"),
+            ("docker/volumes/models/mode", "ro"),
+            ("docker/volumes/models/on", "ml_*"),
+            ("docker/volumes/half/src", "/srv/x"),
+        ]));
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].key(), "docker/volumes/half");
+        let v = &cfg.docker.volumes[0];
+        assert_eq!((v.dest.as_str(), v.read_only), ("/models", true));
+        assert!(v.applies_to("ml_classify"));
+        assert!(!v.applies_to("ocr"));
+        assert_eq!(cfg.docker.cache_usage, CacheUsage::RemoteFirst);
+        assert_eq!(cfg.docker.process_data_dest, "/data");
+    }
 }

@@ -654,4 +654,34 @@ mod tests {
             format!("GPU-{id}")
         );
     }
+
+    #[test]
+    fn docker_settings_are_checked_and_secrets_are_masked() {
+        assert!(validate("docker/volumes/v/dest", "/data").is_ok());
+        for bad in [
+            "data",
+            "/home/work",
+            "/home/work/x",
+            "/home",
+            "/",
+            "/a/../b",
+        ] {
+            assert!(validate("docker/volumes/v/dest", bad).is_err(), "{bad}");
+        }
+        assert!(validate("docker/volumes/v/on", "ml_*").is_ok());
+        assert!(validate("docker/volumes/v/on", "[a").is_err());
+        assert!(validate("docker/cache_usage", "cache_first").is_ok());
+        assert!(validate("docker/cache_usage", "always").is_err());
+        assert!(validate("docker/dns", "1.1.1.1, ::1").is_ok());
+        assert!(validate("docker/dns", "one").is_err());
+        assert!(validate("docker/network", "-x").is_err());
+        let err = validate("docker/registries/r/password", "").unwrap_err();
+        assert_eq!(err.key(), "docker/registries/r/password");
+        assert_eq!(shown("docker/registries/r/password", "hunter2"), "***");
+        assert_eq!(shown("docker/network", "n1"), "n1");
+        assert_eq!(
+            registry_host("http://127.0.0.1:5000/").unwrap(),
+            "127.0.0.1:5000"
+        );
+    }
 }

@@ -838,7 +838,6 @@ impl Kernels {
             }
             other => other.map_err(|e| name_network(e, &rec, &cfg))?,
         };
-        self.0.images.touch([rec.spec.image.as_str()]);
         let held = rec.spec.hold;
         let cancelled = {
             let mut t = self.lock();
@@ -872,7 +871,11 @@ impl Kernels {
         let image = &rec.spec.image;
         let policy = rec.spec.cache_usage.unwrap_or(cfg.docker.cache_usage);
         let local = self.0.images.local_id(image).await?;
-        if policy == CacheUsage::CacheFirst && local.is_some() {
+        // An image pinned by digest cannot have changed: pulling it again only proves the
+        // registry answers, which is what `require_pull` asks for.
+        let pinned = image.contains('@') && policy != CacheUsage::RequirePull;
+        if local.is_some() && (policy == CacheUsage::CacheFirst || pinned) {
+            self.0.images.touch([image.as_str()]);
             return Ok(());
         }
         {
@@ -908,6 +911,7 @@ impl Kernels {
                 _ => return Err(KernelError::Internal(e)),
             },
         }
+        self.0.images.touch([image.as_str()]);
         let mut t = self.lock();
         self.transition(&mut t, &rec.id, Transition::PullFinished, |_| {})?;
         Ok(())
