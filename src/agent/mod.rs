@@ -250,6 +250,9 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         .run(tasks.token())
         .instrument(span.clone()),
     );
+    let shutdown_config = cfg_rx.clone();
+    let shutdown_manager = mgr_rx.clone();
+    let shutdown_kernels = kernels.clone();
     {
         let svc = AgentRpc {
             identity,
@@ -258,7 +261,11 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
             current_manager: mgr_rx,
             kernels,
         };
-        let routes = tonic::service::Routes::new(AgentServiceServer::new(svc));
+        let routes = tonic::service::Routes::new(
+            AgentServiceServer::new(svc)
+                .max_decoding_message_size(crate::kernel::engine::MAX_MESSAGE)
+                .max_encoding_message_size(crate::kernel::engine::MAX_MESSAGE),
+        );
         let stop = tasks.token();
         let fatal = fatal_tx.clone();
         tasks.spawn(
@@ -281,6 +288,25 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         }
         Some(e) = fatal_rx.recv() => Err(e),
     };
+    if outcome.is_ok() {
+        if shutdown_config.borrow().kernel.stop_on_shutdown {
+            span.in_scope(|| {
+                tracing::info!("stopping every kernel first (agent/on_shutdown = stop)")
+            });
+            shutdown_kernels.stop_all().await;
+        }
+        // Give the reporter a moment to hand the last events to the manager (if one is known).
+        let flushed = shutdown_manager.borrow().is_empty()
+            || tokio::time::timeout(
+                std::time::Duration::from_secs(3),
+                shutdown_kernels.events().delivered(),
+            )
+            .await
+            .is_ok();
+        if !flushed {
+            span.in_scope(|| tracing::warn!("some kernel events were not delivered before exit; the kernels' states stay in the registry"));
+        }
+    }
     tasks.shutdown();
     tasks.wait().await;
     outcome

@@ -15,8 +15,8 @@ use crate::rpc::pb::{
     AgentIdentity, ControlKernelRequest, ControlKernelResponse, CreateKernelRequest,
     CreateKernelResponse, DownloadFileResponse, ExecRequest, FileRequest, GetInfoRequest,
     GetInfoResponse, KernelEvent, KernelInfo, KernelLogsRequest, KernelRef, ListFilesResponse,
-    ListKernelsRequest, ListKernelsResponse, OutputChunk, UploadFileRequest, UploadFileResponse,
-    WatchEventsRequest,
+    ListKernelsRequest, ListKernelsResponse, OutputChunk, SyncKernelsRequest, SyncKernelsResponse,
+    UploadFileRequest, UploadFileResponse, WatchEventsRequest,
 };
 
 pub type OutputStream = Pin<Box<dyn Stream<Item = Result<OutputChunk, Status>> + Send>>;
@@ -169,6 +169,18 @@ impl AgentService for AgentRpc {
         let r = req.into_inner();
         let entries = self.kernels.list_files(&r.kernel_id, &r.path)?;
         Ok(Response::new(ListFilesResponse { entries }))
+    }
+
+    async fn sync_kernels(
+        &self,
+        req: Request<SyncKernelsRequest>,
+    ) -> Result<Response<SyncKernelsResponse>, Status> {
+        let req = req.into_inner();
+        Ok(Response::new(
+            self.kernels
+                .sync(&req.known_kernel_ids, req.destroy_unknown)
+                .await?,
+        ))
     }
 
     type WatchEventsStream = EventStream;

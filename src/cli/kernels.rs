@@ -701,6 +701,18 @@ pub async fn files(args: FilesArgs) -> anyhow::Result<ExitCode> {
             local,
             remote,
         } => {
+            let size = std::fs::metadata(&local)
+                .with_context(|| format!("cannot read {}", local.display()))?
+                .len();
+            let limit = crate::kernel::engine::MAX_UPLOAD as u64;
+            if size > limit {
+                bail!(
+                    "{} is {}; uploads are at most {} (copy bigger data through a stage-in dir)",
+                    local.display(),
+                    bytesize::ByteSize(size).display().iec(),
+                    bytesize::ByteSize(limit).display().iec()
+                );
+            }
             let content = std::fs::read(&local)
                 .with_context(|| format!("cannot read {}", local.display()))?;
             let req = UploadFileRequest {

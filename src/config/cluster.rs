@@ -28,6 +28,8 @@ pub struct Reserved {
 #[derive(Debug, Clone, PartialEq)]
 pub struct KernelSettings {
     pub creation_concurrency: usize,
+    /// `agent/on_shutdown = stop`: stop every kernel before exiting on SIGTERM.
+    pub stop_on_shutdown: bool,
     pub uid: u32,
     pub gid: u32,
     pub port_range: (u16, u16),
@@ -42,6 +44,7 @@ impl Default for KernelSettings {
     fn default() -> Self {
         Self {
             creation_concurrency: 4,
+            stop_on_shutdown: false,
             uid: 1000,
             gid: 1000,
             port_range: (30000, 31000),
@@ -249,6 +252,7 @@ impl ClusterConfig {
         if let Some(v) = int("agent/kernel_creation_concurrency") {
             k.creation_concurrency = v as usize;
         }
+        k.stop_on_shutdown = get("agent/on_shutdown").is_some_and(|v| v.trim() == "stop");
         if let Some(v) = int("container/kernel_uid") {
             k.uid = v as u32;
         }

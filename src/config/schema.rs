@@ -244,6 +244,11 @@ pub static KEYS: &[KeySpec] = &[
         help: "where process data appears in kernels (default /data)",
     },
     KeySpec {
+        pattern: "agent/on_shutdown",
+        kind: Kind::Choice(&["keep", "stop"]),
+        help: "on SIGTERM: keep kernels running (default) or stop them (grace period) first",
+    },
+    KeySpec {
         pattern: "agent/kernel_creation_concurrency",
         kind: Kind::Int { min: 1, max: 256 },
         help: "kernels created at once (default 4); more requests queue",

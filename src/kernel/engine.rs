@@ -35,6 +35,8 @@ use crate::rpc::pb;
 use crate::runtime::docker::{Chunk, ChunkStream, ContainerEvent, Docker, EngineError};
 use crate::runtime::images::{Images, Progress, PullOptions, PullState};
 
+mod recovery;
+
 /// What a kernel operation can fail with; each maps to one gRPC status.
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -84,6 +86,13 @@ impl From<KernelError> for tonic::Status {
 
 /// Largest file `DownloadFile` returns in one message (below gRPC's 4 MiB default).
 pub const MAX_DOWNLOAD: u64 = 3 << 20;
+
+/// Largest file `UploadFile` takes in one message.
+pub const MAX_UPLOAD: usize = 8 << 20;
+
+/// The gRPC message size limit of both servers: an upload and its envelope. A larger
+/// message is refused from its length prefix (OUT_OF_RANGE), before it is read into memory.
+pub const MAX_MESSAGE: usize = MAX_UPLOAD + (64 << 10);
 
 /// Slots, host ports, and whether the GPUs are real NVML devices.
 type Allocation = (Slots, Vec<HostPort>, bool);
@@ -190,6 +199,7 @@ impl Kernels {
                 );
             }
         }
+        k.rebuild_arrays();
         k
     }
 
@@ -369,6 +379,7 @@ impl Kernels {
             slug: shown.slug.clone(),
             array_id,
             task_index,
+            array_range: None,
             shown_spec: masked(shown),
             fingerprint,
             spec,
@@ -431,7 +442,7 @@ impl Kernels {
                 for index in range.indices() {
                     let task_id = format!("{id}.{index}");
                     let (task_shown, task_spec) = task_spec(shown, &spec, index);
-                    let rec = self.new_record(
+                    let mut rec = self.new_record(
                         &task_id,
                         &task_shown,
                         task_spec,
@@ -440,6 +451,7 @@ impl Kernels {
                         index,
                         None,
                     )?;
+                    rec.array_range = Some(range);
                     self.insert(&mut t, rec, false);
                     pending.push_back(task_id);
                 }
@@ -1125,8 +1137,30 @@ impl Kernels {
     async fn event_loop(self, stop: CancellationToken) {
         let mut backoff = Duration::from_millis(250);
         let mut down_logged = false;
+        let mut recovered = false;
         loop {
             let mut stream = Box::pin(self.0.docker.events(&self.0.namespace, &self.0.agent_id));
+            if !recovered {
+                let r = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = self.recover() => r,
+                };
+                match r {
+                    Ok(r) => {
+                        recovered = true;
+                        tracing::info!(
+                            kernels = self.lock().kernels.len(),
+                            relaunched = r.relaunched.len(),
+                            restopped = r.restopped.len(),
+                            adopted = r.adopted.len(),
+                            scratch_recreated = r.scratch_recreated.len(),
+                            orphan_dirs_removed = r.orphan_dirs_removed.len(),
+                            "kernels recovered"
+                        );
+                    }
+                    Err(e) => tracing::warn!(error = %e, "recovery waits for the Docker engine"),
+                }
+            }
             // Containers may have changed while we were not listening.
             let synced = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -1424,6 +1458,79 @@ impl Kernels {
         self.list_matching(&req.kernel_id)
     }
 
+    /// `SyncKernels`: compares the manager's list with the table; see the proto.
+    pub async fn sync(
+        &self,
+        known: &[String],
+        destroy_unknown: bool,
+    ) -> Result<pb::SyncKernelsResponse, KernelError> {
+        let known: BTreeSet<&str> = known.iter().map(String::as_str).collect();
+        let (unknown, lost) = {
+            let t = self.lock();
+            let unknown: Vec<pb::KernelInfo> = t
+                .kernels
+                .values()
+                .filter(|e| {
+                    !known.contains(e.rec.id.as_str())
+                        && !e.rec.array_id.as_deref().is_some_and(|a| known.contains(a))
+                })
+                .map(|e| e.rec.info(&self.0.agent_id, usage_of(e)))
+                .collect();
+            let lost: Vec<pb::LostKernel> = known
+                .iter()
+                .filter(|id| !t.kernels.contains_key(**id) && !t.arrays.contains_key(**id))
+                .map(|id| pb::LostKernel {
+                    kernel_id: id.to_string(),
+                    reason: format!(
+                        "agent `{}` has no kernel `{id}`: it was removed, or never created here",
+                        self.0.agent_id
+                    ),
+                })
+                .collect();
+            (unknown, lost)
+        };
+        let mut destroyed = Vec::new();
+        if destroy_unknown {
+            for k in &unknown {
+                match self.remove(&k.kernel_id, true).await {
+                    Ok(()) => destroyed.push(k.kernel_id.clone()),
+                    Err(e) => {
+                        tracing::warn!(kernel_id = %k.kernel_id, error = %e, "sync: cannot remove an unknown kernel")
+                    }
+                }
+            }
+            if !destroyed.is_empty() {
+                tracing::warn!(
+                    count = destroyed.len(),
+                    "sync: removed kernels the manager does not know"
+                );
+            }
+        }
+        Ok(pb::SyncKernelsResponse {
+            unknown,
+            lost,
+            destroyed,
+        })
+    }
+
+    /// Stops every live kernel (each with its grace period), at once; for
+    /// `agent/on_shutdown = stop`.
+    pub async fn stop_all(&self) {
+        let live: Vec<String> = self
+            .lock()
+            .kernels
+            .values()
+            .filter(|e| !e.rec.state.is_final())
+            .map(|e| e.rec.id.clone())
+            .collect();
+        let stops = live.iter().map(|id| self.stop(id, None));
+        for (id, r) in live.iter().zip(futures::future::join_all(stops).await) {
+            if let Err(e) = r {
+                tracing::warn!(kernel_id = %id, error = %e, "stop on shutdown failed");
+            }
+        }
+    }
+
     fn state_of(&self, id: &str) -> Result<(KernelState, String), KernelError> {
         let r = self.record(id)?;
         Ok((r.state, r.container_id))
@@ -1630,6 +1737,17 @@ impl Kernels {
     }
 
     pub async fn upload(&self, id: &str, path: &str, content: &[u8]) -> Result<u64, KernelError> {
+        if content.len() > MAX_UPLOAD {
+            return Err(SpecError::invalid(
+                "content",
+                format!(
+                    "{} bytes; uploads are at most {}",
+                    content.len(),
+                    bytesize::ByteSize(MAX_UPLOAD as u64).display().iec()
+                ),
+            )
+            .into());
+        }
         let work = self.work_dir(id)?;
         let target = scratch::resolve_inside(&work, path, false)?;
         if target == std::fs::canonicalize(&work).unwrap_or_default() {

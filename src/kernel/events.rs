@@ -87,6 +87,21 @@ impl EventLog {
         self.after(acked, max)
     }
 
+    /// Waits until a manager confirmed every event pushed so far (checked every 50 ms; the
+    /// caller bounds the wait).
+    pub async fn delivered(&self) {
+        loop {
+            let done = {
+                let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+                g.acked + 1 >= g.next_seq
+            };
+            if done {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn dropped(&self) -> u64 {
         self.inner.lock().map(|g| g.dropped).unwrap_or(0)
     }

@@ -30,6 +30,9 @@ pub struct Record {
     pub slug: String,
     pub array_id: Option<String>,
     pub task_index: u32,
+    /// On array tasks: the array's range (its parallelism cap survives a restart).
+    #[serde(default)]
+    pub array_range: Option<crate::kernel::spec::ArrayRange>,
     /// The spec as given, secret values replaced by `***` (what inspect shows).
     pub shown_spec: pb::KernelSpec,
     /// Tells an identical repeated create from a conflicting one.

@@ -130,8 +130,17 @@ pub async fn run(opts: ManagerOptions) -> Result<(), ManagerError> {
             kernels: Arc::new(Mutex::new(kernels::KernelDirectory::default())),
             events: tokio::sync::broadcast::channel(1024).0,
         };
-        let routes = tonic::service::Routes::new(ManagerServiceServer::new(svc.clone()))
-            .add_service(ClusterServiceServer::new(svc));
+        let limit = crate::kernel::engine::MAX_MESSAGE;
+        let routes = tonic::service::Routes::new(
+            ManagerServiceServer::new(svc.clone())
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+        .add_service(
+            ClusterServiceServer::new(svc)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        );
         let stop = tasks.token();
         let fatal = fatal_tx.clone();
         tasks.spawn(

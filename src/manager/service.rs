@@ -70,8 +70,8 @@ impl ManagerRpc {
             .unwrap_or_default();
         let ch = channel(&addr, FORWARD_TIMEOUT).map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(AgentServiceClient::new(ch)
-            .max_decoding_message_size(16 << 20)
-            .max_encoding_message_size(16 << 20))
+            .max_decoding_message_size(crate::kernel::engine::MAX_MESSAGE)
+            .max_encoding_message_size(crate::kernel::engine::MAX_MESSAGE))
     }
 
     fn agent_named(&self, agent_id: &str) -> Result<AgentSummary, Status> {
