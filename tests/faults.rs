@@ -331,7 +331,7 @@ async fn kernel_events_wait_for_a_manager_and_sync_reconciles_its_view() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(r.destroyed, [b.clone()]);
+    assert_eq!(r.destroyed, std::slice::from_ref(&b));
     let left = containers(&k.c.ns);
     assert_eq!(left.len(), 1, "only `a` keeps a container");
     assert!(!Path::new(&k.scratch().join(&b)).exists());
