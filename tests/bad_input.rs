@@ -1,0 +1,584 @@
+//! Bad input, table-driven, against a real agent (gRPC), manager, etcd and Docker engine:
+//! every malformed request or setting gets the right gRPC status (or CLI error) and a
+//! message naming the field, and afterwards the agent's state — kernels and their states,
+//! allocations, containers, scratch dirs, etcd keys — is exactly what it was.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{containers, KernelCluster, TEST_IMAGE};
+use deckhand::rpc::pb::agent_service_client::AgentServiceClient;
+use deckhand::rpc::pb::{
+    ArraySpec, ControlKernelRequest, CreateKernelRequest, FileRequest, KernelAction, KernelSpec,
+    PortSpec, StageIn, UploadFileRequest,
+};
+use tonic::transport::Channel;
+use tonic::Code;
+
+const T: Duration = Duration::from_secs(30);
+
+enum Op {
+    Create(KernelSpec, Option<ArraySpec>),
+    Control(ControlKernelRequest),
+    Upload(UploadFileRequest),
+    Download(FileRequest),
+    ListFiles(FileRequest),
+}
+
+/// Everything a refused request must leave as it was.
+#[derive(Debug, PartialEq)]
+struct State {
+    kernels: Vec<(String, i32)>,
+    allocated: String,
+    containers: BTreeSet<String>,
+    scratch: BTreeSet<String>,
+    etcd_keys: BTreeSet<String>,
+}
+
+async fn snapshot(k: &KernelCluster, agent: &mut AgentServiceClient<Channel>) -> State {
+    let list = agent
+        .list_kernels(deckhand::rpc::pb::ListKernelsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let info = agent
+        .get_info(deckhand::rpc::pb::GetInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut etcd = k.c.etcd_client().await;
+    let keys = etcd
+        .get(
+            format!("/deckhand/{}/", k.c.ns),
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_keys_only(),
+            ),
+        )
+        .await
+        .unwrap();
+    State {
+        kernels: list
+            .kernels
+            .iter()
+            .map(|k| (k.kernel_id.clone(), k.state))
+            .collect(),
+        allocated: format!("{:?}", info.slots.and_then(|s| s.allocated)),
+        containers: containers(&k.c.ns).into_iter().collect(),
+        scratch: std::fs::read_dir(k.scratch())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect(),
+        etcd_keys: keys
+            .kvs()
+            .iter()
+            .map(|kv| kv.key_str().unwrap().to_string())
+            .collect(),
+    }
+}
+
+fn base(id: &str) -> KernelSpec {
+    KernelSpec {
+        kernel_id: id.into(),
+        image: TEST_IMAGE.into(),
+        command: vec!["sleep".into(), "300".into()],
+        cache_usage: "cache_first".into(),
+        ..Default::default()
+    }
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A fresh valid spec changed by `f`.
+fn spec(f: impl FnOnce(&mut KernelSpec)) -> Op {
+    let mut s = base(&new_id());
+    f(&mut s);
+    Op::Create(s, None)
+}
+
+fn control(id: &str, action: KernelAction, signal: i32) -> Op {
+    Op::Control(ControlKernelRequest {
+        kernel_id: id.into(),
+        action: action as i32,
+        signal,
+        grace_ms: 0,
+        force: false,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_are_refused_naming_the_field_and_change_nothing() {
+    let mut k =
+        KernelCluster::start_with("badinput", &[("agent/heartbeat_interval", "300ms")]).await;
+    let mut agent = AgentServiceClient::connect(format!("http://127.0.0.1:{}", k.agent.port))
+        .await
+        .unwrap()
+        .max_encoding_message_size(64 << 20);
+    // The state to keep: one running kernel with slots and a port, one held.
+    let running = new_id();
+    let mut r = base(&running);
+    r.cpus = 0.5;
+    r.memory = "64MiB".into();
+    r.ports = vec![PortSpec {
+        container_port: 8080,
+        protocol: "tcp".into(),
+    }];
+    agent
+        .create_kernel(CreateKernelRequest {
+            spec: Some(r.clone()),
+            array: None,
+        })
+        .await
+        .unwrap();
+    let held = new_id();
+    let mut h = base(&held);
+    h.submit_as_hold = true;
+    agent
+        .create_kernel(CreateKernelRequest {
+            spec: Some(h),
+            array: None,
+        })
+        .await
+        .unwrap();
+    k.wait_state(&running, "RUNNING", T).await;
+    k.wait_state(&held, "HELD", T).await;
+    let before = snapshot(&k, &mut agent).await;
+
+    let big = "x".repeat(200 * 1024);
+    let cases: Vec<(&str, Op, Code, &str)> = vec![
+        (
+            "empty image",
+            spec(|s| s.image.clear()),
+            Code::InvalidArgument,
+            "image",
+        ),
+        (
+            "upper-case repository",
+            spec(|s| s.image = "Busy/Box".into()),
+            Code::InvalidArgument,
+            "image",
+        ),
+        (
+            "space in image",
+            spec(|s| s.image = "busy box".into()),
+            Code::InvalidArgument,
+            "image",
+        ),
+        (
+            "two tags",
+            spec(|s| s.image = "busybox:1:2".into()),
+            Code::InvalidArgument,
+            "image",
+        ),
+        (
+            "negative cpus",
+            spec(|s| s.cpus = -1.0),
+            Code::InvalidArgument,
+            "cpus",
+        ),
+        (
+            "absurd cpus",
+            spec(|s| s.cpus = 1e9),
+            Code::InvalidArgument,
+            "cpus",
+        ),
+        (
+            "NaN cpus",
+            spec(|s| s.cpus = f64::NAN),
+            Code::InvalidArgument,
+            "cpus",
+        ),
+        (
+            "negative memory",
+            spec(|s| s.memory = "-5MiB".into()),
+            Code::InvalidArgument,
+            "memory",
+        ),
+        (
+            "memory below Docker's minimum",
+            spec(|s| s.memory = "1KiB".into()),
+            Code::InvalidArgument,
+            "memory",
+        ),
+        (
+            "absurd memory",
+            spec(|s| s.memory = "64PiB".into()),
+            Code::InvalidArgument,
+            "memory",
+        ),
+        (
+            "more memory than the host",
+            spec(|s| s.memory = "1TiB".into()),
+            Code::ResourceExhausted,
+            "memory",
+        ),
+        (
+            "more GPUs than exist",
+            spec(|s| s.gpus = "4".into()),
+            Code::ResourceExhausted,
+            "gpus",
+        ),
+        (
+            "unknown GPU UUID",
+            spec(|s| s.gpus = "GPU-00000000-0000-0000-0000-000000000000".into()),
+            Code::InvalidArgument,
+            "gpus",
+        ),
+        (
+            "GPU count not a number",
+            spec(|s| s.gpus = "many".into()),
+            Code::InvalidArgument,
+            "gpus",
+        ),
+        (
+            "env name with =",
+            spec(|s| {
+                s.env.insert("A=B".into(), "1".into());
+            }),
+            Code::InvalidArgument,
+            "env[\"A=B\"]",
+        ),
+        (
+            "env name with NUL",
+            spec(|s| {
+                s.env.insert("A\0B".into(), "1".into());
+            }),
+            Code::InvalidArgument,
+            "env[",
+        ),
+        (
+            "oversize env",
+            spec(|s| {
+                s.env.insert("BIG".into(), big.clone());
+            }),
+            Code::InvalidArgument,
+            "env",
+        ),
+        (
+            "oversize args",
+            spec(|s| s.command = vec![big.clone()]),
+            Code::InvalidArgument,
+            "command",
+        ),
+        (
+            "NUL in an argument",
+            spec(|s| s.command = vec!["a\0b".into()]),
+            Code::InvalidArgument,
+            "command[0]",
+        ),
+        (
+            "stage-in traversal",
+            spec(|s| {
+                s.stage_in = vec![StageIn {
+                    host_path: "/tmp/../etc".into(),
+                    container_path: "/x".into(),
+                    read_only: true,
+                }]
+            }),
+            Code::InvalidArgument,
+            "stage_in[0].host_path",
+        ),
+        (
+            "stage-in outside allowed dirs",
+            spec(|s| {
+                s.stage_in = vec![StageIn {
+                    host_path: "/etc".into(),
+                    container_path: "/x".into(),
+                    read_only: true,
+                }]
+            }),
+            Code::FailedPrecondition,
+            "stage_in[0].host_path",
+        ),
+        (
+            "relative stage-in",
+            spec(|s| {
+                s.stage_in = vec![StageIn {
+                    host_path: "etc".into(),
+                    container_path: "/x".into(),
+                    read_only: true,
+                }]
+            }),
+            Code::InvalidArgument,
+            "stage_in[0].host_path",
+        ),
+        (
+            "output path traversal",
+            spec(|s| s.output_path = "../../escape".into()),
+            Code::InvalidArgument,
+            "output_path",
+        ),
+        (
+            "relative working dir",
+            spec(|s| s.working_dir = "relative".into()),
+            Code::InvalidArgument,
+            "working_dir",
+        ),
+        (
+            "bad duration",
+            spec(|s| s.stop_grace_period = "soon".into()),
+            Code::InvalidArgument,
+            "stop_grace_period",
+        ),
+        (
+            "absurd duration",
+            spec(|s| s.stop_grace_period = "5h".into()),
+            Code::InvalidArgument,
+            "stop_grace_period",
+        ),
+        (
+            "bad size",
+            spec(|s| s.shm_size = "lots".into()),
+            Code::InvalidArgument,
+            "shm_size",
+        ),
+        (
+            "bad ulimit",
+            spec(|s| s.ulimits = "nofile=abc".into()),
+            Code::InvalidArgument,
+            "ulimits",
+        ),
+        (
+            "kernel id not a UUID",
+            spec(|s| s.kernel_id = "../../etc".into()),
+            Code::InvalidArgument,
+            "kernel_id",
+        ),
+        (
+            "port out of range",
+            spec(|s| {
+                s.ports = vec![PortSpec {
+                    container_port: 70000,
+                    protocol: "tcp".into(),
+                }]
+            }),
+            Code::InvalidArgument,
+            "ports[0].container_port",
+        ),
+        (
+            "unknown protocol",
+            spec(|s| {
+                s.ports = vec![PortSpec {
+                    container_port: 80,
+                    protocol: "sctp".into(),
+                }]
+            }),
+            Code::InvalidArgument,
+            "ports[0].protocol",
+        ),
+        (
+            "privileged not allowed",
+            spec(|s| s.privileged = true),
+            Code::FailedPrecondition,
+            "privileged",
+        ),
+        (
+            "host network not allowed",
+            spec(|s| s.network_mode = "host".into()),
+            Code::FailedPrecondition,
+            "network_mode",
+        ),
+        (
+            "unknown cache policy",
+            spec(|s| s.cache_usage = "sometimes".into()),
+            Code::InvalidArgument,
+            "cache_usage",
+        ),
+        (
+            "process id traversal",
+            spec(|s| s.process_id = "../x".into()),
+            Code::InvalidArgument,
+            "process_id",
+        ),
+        (
+            "bad hostname",
+            spec(|s| s.hostname = "-bad".into()),
+            Code::InvalidArgument,
+            "hostname",
+        ),
+        (
+            "reserved label",
+            spec(|s| {
+                s.labels.insert("io.deckhand.kernel-id".into(), "x".into());
+            }),
+            Code::InvalidArgument,
+            "labels[io.deckhand.kernel-id]",
+        ),
+        (
+            "array from 0",
+            Op::Create(
+                base(&new_id()),
+                Some(ArraySpec {
+                    begin: 0,
+                    end: 3,
+                    step: 1,
+                    max_parallel: 0,
+                }),
+            ),
+            Code::InvalidArgument,
+            "array.begin",
+        ),
+        (
+            "array end before begin",
+            Op::Create(
+                base(&new_id()),
+                Some(ArraySpec {
+                    begin: 5,
+                    end: 3,
+                    step: 1,
+                    max_parallel: 0,
+                }),
+            ),
+            Code::InvalidArgument,
+            "array.end",
+        ),
+        (
+            "same id, different spec",
+            Op::Create(
+                {
+                    let mut s = r.clone();
+                    s.cpus = 0.75;
+                    s
+                },
+                None,
+            ),
+            Code::AlreadyExists,
+            &running,
+        ),
+        (
+            "suspend a held kernel",
+            control(&held, KernelAction::Suspend, 0),
+            Code::FailedPrecondition,
+            "HELD",
+        ),
+        (
+            "release a running kernel",
+            control(&running, KernelAction::Release, 0),
+            Code::FailedPrecondition,
+            "RUNNING",
+        ),
+        (
+            "remove a running kernel without force",
+            control(&running, KernelAction::Remove, 0),
+            Code::FailedPrecondition,
+            "RUNNING",
+        ),
+        (
+            "unknown kernel",
+            control(&new_id(), KernelAction::Stop, 0),
+            Code::NotFound,
+            "not on this agent",
+        ),
+        (
+            "signal out of range",
+            control(&running, KernelAction::Signal, 999),
+            Code::InvalidArgument,
+            "signal",
+        ),
+        (
+            "upload path traversal",
+            Op::Upload(UploadFileRequest {
+                kernel_id: running.clone(),
+                path: "../escape".into(),
+                content: b"x".to_vec(),
+            }),
+            Code::InvalidArgument,
+            "../escape",
+        ),
+        (
+            "upload absolute path",
+            Op::Upload(UploadFileRequest {
+                kernel_id: running.clone(),
+                path: "/etc/passwd".into(),
+                content: b"x".to_vec(),
+            }),
+            Code::InvalidArgument,
+            "/etc/passwd",
+        ),
+        (
+            "download traversal",
+            Op::Download(FileRequest {
+                kernel_id: running.clone(),
+                path: "../config/kernel.json".into(),
+            }),
+            Code::InvalidArgument,
+            "../config",
+        ),
+        (
+            "list traversal",
+            Op::ListFiles(FileRequest {
+                kernel_id: running.clone(),
+                path: "../..".into(),
+            }),
+            Code::InvalidArgument,
+            "../..",
+        ),
+        (
+            "upload too large",
+            Op::Upload(UploadFileRequest {
+                kernel_id: running.clone(),
+                path: "big.bin".into(),
+                content: vec![0; 12 << 20],
+            }),
+            Code::OutOfRange,
+            "message length too large",
+        ),
+    ];
+    assert!(cases.len() >= 30);
+    let mut failures = Vec::new();
+    for (name, op, code, needle) in cases {
+        let result = match op {
+            Op::Create(spec, array) => agent
+                .create_kernel(CreateKernelRequest {
+                    spec: Some(spec),
+                    array,
+                })
+                .await
+                .map(|_| ()),
+            Op::Control(req) => agent.control_kernel(req).await.map(|_| ()),
+            Op::Upload(req) => agent.upload_file(req).await.map(|_| ()),
+            Op::Download(req) => agent.download_file(req).await.map(|_| ()),
+            Op::ListFiles(req) => agent.list_files(req).await.map(|_| ()),
+        };
+        match result {
+            Ok(()) => failures.push(format!("{name}: accepted")),
+            Err(s) if s.code() != code || !s.message().contains(needle) => failures.push(format!(
+                "{name}: got {:?} `{}`, want {code:?} naming `{needle}`",
+                s.code(),
+                s.message()
+            )),
+            Err(_) => {}
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // Malformed settings through the CLI: refused naming the key, nothing written.
+    for (key, value) in [
+        ("agent/heartbeat_interval", "banana"),
+        ("agent/kernel_creation_concurrency", "0"),
+        ("container/port_range", "9-1"),
+        ("docker/volumes/v/dest", "relative"),
+        ("docker/dns", "not-an-ip"),
+        ("docker/volumes/v/on", "[unclosed"),
+        ("docker/registries/r/password", "bad\u{7}"),
+        ("no/such_key", "1"),
+    ] {
+        let out = k.c.cli(&["config", "set", key, value]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{key}={value} accepted");
+        assert!(err.contains(key), "{key}: {err}");
+    }
+
+    // Give a heartbeat time to show any change in allocations, then compare everything.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = snapshot(&k, &mut agent).await;
+    assert_eq!(before, after);
+    assert!(k.agent.is_running());
+    k.c.cli_ok(&["rm", "-f", &running, &held]);
+}
