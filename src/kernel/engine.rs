@@ -1151,7 +1151,6 @@ impl Kernels {
                         tracing::info!(
                             kernels = self.lock().kernels.len(),
                             relaunched = r.relaunched.len(),
-                            restopped = r.restopped.len(),
                             adopted = r.adopted.len(),
                             scratch_recreated = r.scratch_recreated.len(),
                             orphan_dirs_removed = r.orphan_dirs_removed.len(),
@@ -1228,6 +1227,18 @@ impl Kernels {
                         e.cgroup = CgroupPaths::of_pid(st.pid);
                     }
                     let state = e.rec.state;
+                    if state == KernelState::Terminating {
+                        // A stop that was cut short (agent restart, engine outage): again,
+                        // with the kernel's own grace period.
+                        let me = self.clone();
+                        let (cid, grace) = (cid.clone(), e.rec.spec.stop_grace_period);
+                        tracing::info!(kernel_id = %kid, "finishing an interrupted stop");
+                        self.spawn(async move {
+                            if let Err(e) = me.0.docker.stop(&cid, grace).await {
+                                tracing::warn!(container = %cid, error = %e, "finishing an interrupted stop failed");
+                            }
+                        });
+                    }
                     if st.paused && state == KernelState::Running {
                         let _ = self.transition(&mut t, &kid, Transition::Suspend, |_| {});
                     } else if !st.paused && state == KernelState::Suspended {
@@ -1421,6 +1432,11 @@ impl Kernels {
             .into());
         }
         let grace = (req.grace_ms > 0).then(|| Duration::from_millis(req.grace_ms));
+        // No state changes while the engine cannot carry them out: answer UNAVAILABLE and
+        // leave every kernel as it is.
+        if action != A::Unspecified {
+            self.0.docker.ping().await?;
+        }
         let ops = ids.iter().map(|id| async move {
             match action {
                 A::Stop => self.stop(id, grace).await,

@@ -47,9 +47,11 @@ impl From<bollard::errors::Error> for EngineError {
                 message,
             } => Self::Conflict(message),
             E::DockerResponseServerError { message, .. } => Self::Engine(message),
-            E::HyperResponseError { .. } | E::IOError { .. } | E::RequestTimeoutError => {
-                Self::Unavailable(e.to_string())
-            }
+            E::HyperResponseError { .. }
+            | E::HyperLegacyError { .. }
+            | E::SocketNotFoundError(_)
+            | E::IOError { .. }
+            | E::RequestTimeoutError => Self::Unavailable(e.to_string()),
             other => Self::Engine(other.to_string()),
         }
     }
@@ -121,6 +123,12 @@ impl Docker {
 
     pub fn api(&self) -> &bollard::Docker {
         &self.api
+    }
+
+    /// Whether the engine answers at all.
+    pub async fn ping(&self) -> Result<(), EngineError> {
+        self.api.ping().await?;
+        Ok(())
     }
 
     /// Creates the named volume of a process's shared data (a no-op if it exists); returns

@@ -253,10 +253,16 @@ impl Cluster {
 
     /// Starts a daemon (`agent` or `manager`) with `args`, logging to `<name>.log`.
     pub fn spawn(&self, name: &str, args: &[&str], port: u16) -> Proc {
+        self.spawn_env(name, args, port, &[])
+    }
+
+    /// [`spawn`](Self::spawn) with extra environment variables.
+    pub fn spawn_env(&self, name: &str, args: &[&str], port: u16, env: &[(&str, &str)]) -> Proc {
         let log = self.dir.path().join(format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("log file");
         let child = self
             .command()
+            .envs(env.iter().copied())
             .args(args)
             .stdout(Stdio::null())
             .stderr(file)
@@ -272,9 +278,14 @@ impl Cluster {
 
     /// An agent with id `id` and the given scratch root (a restart reuses its root).
     pub fn agent_on(&self, id: &str, scratch: PathBuf) -> Proc {
+        self.agent_on_env(id, scratch, &[])
+    }
+
+    /// [`agent_on`](Self::agent_on) with extra environment variables (`DOCKER_HOST`).
+    pub fn agent_on_env(&self, id: &str, scratch: PathBuf, env: &[(&str, &str)]) -> Proc {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
-        self.spawn(
+        self.spawn_env(
             &format!("agent-{id}"),
             &[
                 "agent",
@@ -286,6 +297,7 @@ impl Cluster {
                 scratch.to_str().unwrap_or_default(),
             ],
             port,
+            env,
         )
     }
 

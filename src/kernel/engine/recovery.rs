@@ -4,7 +4,7 @@
 //!
 //! - a kernel whose creation was interrupted (PREPARING, PULLING, CREATING) is created again
 //!   (or adopted, if its container already runs); queued array tasks wait their turn again;
-//! - a kernel caught TERMINATING is stopped again;
+//! - a kernel caught TERMINATING is stopped again (by the first resync that follows);
 //! - a container of ours with no record is re-adopted from its labels, its `kernel.json`
 //!   and what the engine says about its resources, so its slots, GPUs and ports are counted;
 //! - a kernel whose scratch dir vanished gets an empty one again (reported); a scratch dir
@@ -25,7 +25,6 @@ use crate::kernel::container::{LABEL_ARRAY, LABEL_SCRATCH};
 #[derive(Debug, Default)]
 pub struct Recovered {
     pub relaunched: Vec<String>,
-    pub restopped: Vec<String>,
     pub adopted: Vec<String>,
     pub scratch_recreated: Vec<String>,
     pub orphan_dirs_removed: Vec<String>,
@@ -107,16 +106,6 @@ impl Kernels {
                 KernelState::Held if container.is_none() => {
                     self.restart_creation(&rec.id, rec.state);
                     out.relaunched.push(rec.id.clone());
-                }
-                KernelState::Terminating if container.is_some() => {
-                    let me = self.clone();
-                    let (cid, grace) = (rec.container_id.clone(), rec.spec.stop_grace_period);
-                    self.spawn(async move {
-                        if let Err(e) = me.0.docker.stop(&cid, grace).await {
-                            tracing::warn!(container = %cid, error = %e, "finishing an interrupted stop failed");
-                        }
-                    });
-                    out.restopped.push(rec.id.clone());
                 }
                 _ => {}
             }
