@@ -20,7 +20,7 @@ use tonic::Code;
 const T: Duration = Duration::from_secs(30);
 
 enum Op {
-    Create(KernelSpec, Option<ArraySpec>),
+    Create(Box<KernelSpec>, Option<ArraySpec>),
     Control(ControlKernelRequest),
     Upload(UploadFileRequest),
     Download(FileRequest),
@@ -99,7 +99,7 @@ fn new_id() -> String {
 fn spec(f: impl FnOnce(&mut KernelSpec)) -> Op {
     let mut s = base(&new_id());
     f(&mut s);
-    Op::Create(s, None)
+    Op::Create(Box::new(s), None)
 }
 
 fn control(id: &str, action: KernelAction, signal: i32) -> Op {
@@ -536,7 +536,7 @@ async fn malformed_requests_are_refused_naming_the_field_and_change_nothing() {
         let result = match op {
             Op::Create(spec, array) => agent
                 .create_kernel(CreateKernelRequest {
-                    spec: Some(spec),
+                    spec: Some(*spec),
                     array,
                 })
                 .await
