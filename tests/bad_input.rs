@@ -413,7 +413,7 @@ async fn malformed_requests_are_refused_naming_the_field_and_change_nothing() {
         (
             "array from 0",
             Op::Create(
-                base(&new_id()),
+                Box::new(base(&new_id())),
                 Some(ArraySpec {
                     begin: 0,
                     end: 3,
@@ -427,7 +427,7 @@ async fn malformed_requests_are_refused_naming_the_field_and_change_nothing() {
         (
             "array end before begin",
             Op::Create(
-                base(&new_id()),
+                Box::new(base(&new_id())),
                 Some(ArraySpec {
                     begin: 5,
                     end: 3,
@@ -441,11 +441,11 @@ async fn malformed_requests_are_refused_naming_the_field_and_change_nothing() {
         (
             "same id, different spec",
             Op::Create(
-                {
+                Box::new({
                     let mut s = r.clone();
                     s.cpus = 0.75;
                     s
-                },
+                }),
                 None,
             ),
             Code::AlreadyExists,
