@@ -114,8 +114,14 @@ fn control(id: &str, action: KernelAction, signal: i32) -> Op {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_are_refused_naming_the_field_and_change_nothing() {
-    let mut k =
-        KernelCluster::start_with("badinput", &[("agent/heartbeat_interval", "300ms")]).await;
+    let mut k = KernelCluster::start_with(
+        "badinput",
+        &[
+            ("agent/heartbeat_interval", "300ms"),
+            ("container/stage_in_dirs", "/var/run"),
+        ],
+    )
+    .await;
     let mut agent = AgentServiceClient::connect(format!("http://127.0.0.1:{}", k.agent.port))
         .await
         .unwrap()
@@ -295,6 +301,30 @@ async fn malformed_requests_are_refused_naming_the_field_and_change_nothing() {
             }),
             Code::FailedPrecondition,
             "stage_in[0].host_path",
+        ),
+        (
+            "the Docker socket",
+            spec(|s| {
+                s.stage_in = vec![StageIn {
+                    host_path: "/var/run/docker.sock".into(),
+                    container_path: "/x".into(),
+                    read_only: true,
+                }]
+            }),
+            Code::FailedPrecondition,
+            "allow_docker_socket",
+        ),
+        (
+            "a dir holding the Docker socket",
+            spec(|s| {
+                s.stage_in = vec![StageIn {
+                    host_path: "/var/run".into(),
+                    container_path: "/x".into(),
+                    read_only: true,
+                }]
+            }),
+            Code::FailedPrecondition,
+            "allow_docker_socket",
         ),
         (
             "relative stage-in",

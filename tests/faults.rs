@@ -349,3 +349,32 @@ impl ContainerState for KernelCluster {
         docker_inspect(&name, "{{.State.Running}}")
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_down_leaves_kernels_running_and_the_agent_registers_again() {
+    let mut k = KernelCluster::start_with(
+        "etcddown",
+        &[("agent/lease_ttl", "3s"), XX, TEST_IMAGE, "sleep", "300"],
+    );
+    let container = k.inspect(&id)["container_id"].as_str().unwrap().to_string();
+    k.c.etcd_mut().stop();
+    // Longer than the lease: the registration is gone, the kernel is not.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(k.agent.is_running());
+    assert_eq!(docker_inspect(&container, "{{.State.Running}}"), "true");
+    k.c.etcd_mut().restart(false).await;
+    wait_for(T, "registered again", || k.c.registered("a1")).await;
+    // The manager still sees the kernel, in the same container, and its slots.
+    let v = k.wait_state(&id, "RUNNING", T).await;
+    assert_eq!(v["container_id"], container.as_str());
+    wait_for(T, "allocation reported", || async {
+        (allocated_cpu(&k)? == 0.25).then_some(())
+    })
+    .await;
+    assert!(
+        k.agent.log().contains("etcd"),
+        "the outage is logged: {}",
+        k.agent.log()
+    );
+    k.c.cli_ok(&["rm", "-f", &id]);
+}

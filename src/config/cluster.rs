@@ -38,6 +38,7 @@ pub struct KernelSettings {
     pub stage_in_dirs: Vec<PathBuf>,
     pub allow_privileged: bool,
     pub allow_host_namespaces: bool,
+    pub allow_docker_socket: bool,
 }
 
 impl Default for KernelSettings {
@@ -53,6 +54,7 @@ impl Default for KernelSettings {
             stage_in_dirs: Vec::new(),
             allow_privileged: false,
             allow_host_namespaces: false,
+            allow_docker_socket: false,
         }
     }
 }
@@ -276,6 +278,7 @@ impl ClusterConfig {
         k.keep_scratch = flag("container/keep_scratch").unwrap_or(false);
         k.allow_privileged = flag("security/allow_privileged").unwrap_or(false);
         k.allow_host_namespaces = flag("security/allow_host_namespaces").unwrap_or(false);
+        k.allow_docker_socket = flag("security/allow_docker_socket").unwrap_or(false);
         let d = &mut cfg.docker;
         let duration = |key: &str| get(key).and_then(|v| schema::parse_duration(v).ok());
         if let Some(v) = get("docker/cache_usage").and_then(CacheUsage::parse) {

@@ -302,6 +302,11 @@ pub static KEYS: &[KeySpec] = &[
         kind: Kind::Bool,
         help: "allow kernels with host network, ipc, pid or uts namespaces (default false)",
     },
+    KeySpec {
+        pattern: "security/allow_docker_socket",
+        kind: Kind::Bool,
+        help: "allow stage-in mounts that expose the Docker socket (default false)",
+    },
 ];
 
 /// The values of `docker/cache_usage` (and a kernel spec's `cache_usage`).

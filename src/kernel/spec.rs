@@ -637,6 +637,23 @@ fn allowed_host_path(field: &str, p: &str, cfg: &KernelSettings) -> Result<PathB
             ),
         ));
     }
+    // The engine's socket gives root on the host: never through a stage-in dir by accident.
+    let socket = std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"));
+    let exposes_socket = [socket.as_path(), Path::new("/var/run/docker.sock")]
+        .iter()
+        .filter_map(|s| std::fs::canonicalize(s).ok())
+        .any(|s| s.starts_with(&real));
+    if exposes_socket && !cfg.allow_docker_socket {
+        return Err(SpecError::forbidden(
+            field,
+            format!(
+                "`{p}` would give the kernel the Docker socket; set config/security/allow_docker_socket = true to allow it"
+            ),
+        ));
+    }
     Ok(real)
 }
 
