@@ -354,8 +354,13 @@ impl ContainerState for KernelCluster {
 async fn etcd_down_leaves_kernels_running_and_the_agent_registers_again() {
     let mut k = KernelCluster::start_with(
         "etcddown",
-        &[("agent/lease_ttl", "3s"), XX, TEST_IMAGE, "sleep", "300"],
-    );
+        &[
+            ("agent/lease_ttl", "3s"),
+            ("agent/heartbeat_interval", "500ms"),
+        ],
+    )
+    .await;
+    let id = k.run_detached(&["--cpus", "0.25", TEST_IMAGE, "sleep", "300"]);
     let container = k.inspect(&id)["container_id"].as_str().unwrap().to_string();
     k.c.etcd_mut().stop();
     // Longer than the lease: the registration is gone, the kernel is not.
