@@ -298,6 +298,14 @@ async fn kernel_events_wait_for_a_manager_and_sync_reconciles_its_view() {
     })
     .await;
 
+    // The new manager reconciled with the agent on its first heartbeat: it holds both.
+    wait_for(T, "manager reconciled", || async {
+        let log = k.manager.log();
+        (log.contains("kernels reconciled with the agent") && log.contains("adopted=2"))
+            .then_some(())
+    })
+    .await;
+
     // SyncKernels: the manager knows `a` and a kernel the agent never had.
     let ghost = uuid::Uuid::new_v4().to_string();
     let mut client = AgentServiceClient::connect(format!("http://127.0.0.1:{}", k.agent.port))

@@ -13,6 +13,8 @@ pub struct KernelDirectory {
     location: HashMap<String, String>,
     /// Agent id → (instance id, last sequence number taken).
     taken: HashMap<String, (String, u64)>,
+    /// Agent id → the instance last reconciled with `SyncKernels`.
+    synced: HashMap<String, String>,
 }
 
 impl KernelDirectory {
@@ -35,6 +37,23 @@ impl KernelDirectory {
 
     pub fn forget(&mut self, kernel_id: &str) {
         self.location.remove(kernel_id);
+    }
+
+    /// Whether agent process (`agent_id`, `instance_id`) has not been reconciled with
+    /// `SyncKernels` yet; marks it as reconciled.
+    pub fn first_sight(&mut self, agent_id: &str, instance_id: &str) -> bool {
+        self.synced
+            .insert(agent_id.to_string(), instance_id.to_string())
+            != Some(instance_id.to_string())
+    }
+
+    /// Kernel (and array) ids this directory places on `agent_id`.
+    pub fn located_at(&self, agent_id: &str) -> Vec<String> {
+        self.location
+            .iter()
+            .filter(|(_, a)| a.as_str() == agent_id)
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 
     /// The last sequence number taken from this agent process (0 for a new process).

@@ -21,8 +21,8 @@ use crate::rpc::pb::{
     DownloadFileResponse, ExecRequest, FileRequest, HeartbeatRequest, HeartbeatResponse,
     KernelAction, KernelEvent, KernelInfo, KernelLogsRequest, KernelRef, ListAgentsRequest,
     ListAgentsResponse, ListFilesResponse, ListKernelsRequest, ListKernelsResponse, OutputChunk,
-    ReportEventsRequest, ReportEventsResponse, RunKernelRequest, UploadFileRequest,
-    UploadFileResponse, WatchKernelEventsRequest,
+    ReportEventsRequest, ReportEventsResponse, RunKernelRequest, SyncKernelsRequest,
+    UploadFileRequest, UploadFileResponse, WatchKernelEventsRequest,
 };
 
 type OutputStream = Pin<Box<dyn Stream<Item = Result<OutputChunk, Status>> + Send>>;
@@ -72,6 +72,45 @@ impl ManagerRpc {
         Ok(AgentServiceClient::new(ch)
             .max_decoding_message_size(crate::kernel::engine::MAX_MESSAGE)
             .max_encoding_message_size(crate::kernel::engine::MAX_MESSAGE))
+    }
+
+    /// `SyncKernels` with one agent: kernels it has that this manager did not know are
+    /// placed on it; kernels this manager placed there that it does not have are forgotten
+    /// (reported, with the agent's reason).
+    async fn sync_with(&self, agent_id: &str, address: &str) {
+        let known = self.directory().located_at(agent_id);
+        let sent = async {
+            let ch = channel(address, Duration::from_secs(10)).map_err(|e| e.to_string())?;
+            AgentServiceClient::new(ch)
+                .sync_kernels(SyncKernelsRequest {
+                    known_kernel_ids: known,
+                    destroy_unknown: false,
+                })
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|s| s.message().to_string())
+        };
+        match sent.await {
+            Ok(r) => {
+                let mut d = self.directory();
+                for k in &r.unknown {
+                    d.place(&k.kernel_id, agent_id);
+                }
+                for l in &r.lost {
+                    tracing::warn!(agent_id, kernel_id = %l.kernel_id, "kernel lost: {}", l.reason);
+                    d.forget(&l.kernel_id);
+                }
+                tracing::info!(
+                    agent_id,
+                    adopted = r.unknown.len(),
+                    lost = r.lost.len(),
+                    "kernels reconciled with the agent"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(agent_id, error = %e, "cannot reconcile kernels with the agent")
+            }
+        }
     }
 
     fn agent_named(&self, agent_id: &str) -> Result<AgentSummary, Status> {
@@ -149,8 +188,15 @@ impl ManagerService for ManagerRpc {
                 "heartbeat_interval_ms: must be positive",
             ));
         }
+        let (agent_id, instance_id) = (agent.agent_id.clone(), agent.instance_id.clone());
+        let address = agent.address.clone();
         self.table()?
             .heartbeat(req, Instant::now(), SystemTime::now());
+        if self.directory().first_sight(&agent_id, &instance_id) {
+            // A new agent process (or a new manager): reconcile what each side believes.
+            let me = self.clone();
+            tokio::spawn(async move { me.sync_with(&agent_id, &address).await });
+        }
         Ok(Response::new(HeartbeatResponse {
             manager_id: self.manager_id.clone(),
         }))
