@@ -9,9 +9,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::kernel::Kernels;
-use crate::rpc::channel;
 use crate::rpc::pb::manager_service_client::ManagerServiceClient;
 use crate::rpc::pb::ReportEventsRequest;
+use crate::rpc::{self, channel};
+use crate::tls::TlsFiles;
 
 const BATCH: usize = 500;
 
@@ -20,6 +21,7 @@ pub async fn run(
     mut manager: watch::Receiver<String>,
     agent_id: String,
     instance_id: String,
+    tls: TlsFiles,
     stop: CancellationToken,
 ) {
     let log = kernels.events();
@@ -45,12 +47,12 @@ pub async fn run(
             events: batch,
         };
         let sent = async {
-            let ch = channel(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+            let ch = channel(&addr, Duration::from_secs(5), &tls).map_err(|e| e.to_string())?;
             ManagerServiceClient::new(ch)
                 .report_events(req)
                 .await
                 .map(|r| r.into_inner().last_seq)
-                .map_err(|s| s.message().to_string())
+                .map_err(|s| rpc::status_text(&s))
         };
         match sent.await {
             Ok(taken) => {
