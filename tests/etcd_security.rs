@@ -1,7 +1,8 @@
 //! etcd security: a real etcd serving clients over TLS with client-certificate auth
-//! (`--etcd-ca/--etcd-cert/--etcd-key`), and a real etcd with auth enabled
-//! (`--etcd-user/--etcd-password`). Without the right settings every command fails with a
-//! clear error, never a panic, and a password never shows in an error or a log.
+//! (`--etcd-ca/--etcd-cert/--etcd-key`, used by the agent, the manager and the CLI), and a
+//! real etcd with auth enabled (`--etcd-user/--etcd-password`). Without the right settings
+//! every command fails with a clear error, never a panic, and a password never shows in an
+//! error or a log.
 
 mod common;
 
@@ -162,6 +163,29 @@ async fn etcd_over_mutual_tls_needs_the_etcd_flags() {
             }
         },
     )
+    .await;
+
+    // A manager too: it sees the agent's registration and heartbeats, and the CLI finds it
+    // through etcd over TLS.
+    let m_port = free_port();
+    let listen = format!("127.0.0.1:{m_port}");
+    let _m = c.spawn(
+        "manager-m1",
+        &with(
+            &["manager", "--manager-id", "m1", "--listen", &listen],
+            &tls,
+        ),
+        m_port,
+    );
+    wait_for(Duration::from_secs(30), "agent a1 ALIVE", || {
+        let out = c.cli(&with(&["nodes", "--json"], &tls));
+        let alive = serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+            .ok()
+            .and_then(|ns| ns.into_iter().find(|n| n["id"] == "a1"))
+            .filter(|n| n["state"] == "ALIVE")
+            .map(|_| ());
+        async move { alive }
+    })
     .await;
 
     // An agent without a client certificate keeps running on its retry loop and says why
