@@ -17,6 +17,7 @@ pub mod manager;
 pub mod rpc;
 pub mod runtime;
 pub mod shutdown;
+pub mod tls;
 
 /// The version every registration and heartbeat carries.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -18,9 +18,10 @@ use super::status::{Snapshot, StatusCollector};
 use crate::cluster::{ManagerRecord, Mirror};
 use crate::config::ClusterConfig;
 use crate::kernel::Kernels;
-use crate::rpc::channel;
 use crate::rpc::pb::manager_service_client::ManagerServiceClient;
 use crate::rpc::pb::{AgentIdentity, HeartbeatRequest};
+use crate::rpc::{self, channel};
+use crate::tls::TlsFiles;
 
 /// Inputs and outputs of the heartbeat task.
 pub struct Heartbeat {
@@ -35,6 +36,8 @@ pub struct Heartbeat {
     pub current_manager: watch::Sender<String>,
     /// Allocated slots and per-kernel usage come from here.
     pub kernels: Kernels,
+    /// TLS of the connections to managers.
+    pub tls: TlsFiles,
 }
 
 impl Heartbeat {
@@ -49,7 +52,10 @@ impl Heartbeat {
         }
         let mut period = self.config.borrow().heartbeat_interval;
         let mut ticker = ticker(period, Instant::now());
-        let mut links = Links::default();
+        let mut links = Links {
+            tls: self.tls.clone(),
+            ..Links::default()
+        };
         links.update(&self.managers.borrow_and_update());
         let mut sequence = 0u64;
         loop {
@@ -123,6 +129,7 @@ struct Links {
     current: usize,
     clients: HashMap<String, ManagerServiceClient<Channel>>,
     state: LinkState,
+    tls: TlsFiles,
 }
 
 impl Default for Links {
@@ -132,6 +139,7 @@ impl Default for Links {
             current: 0,
             clients: HashMap::new(),
             state: LinkState::Unknown,
+            tls: TlsFiles::default(),
         }
     }
 }
@@ -171,7 +179,7 @@ impl Links {
             let (id, addr) = self.managers[idx].clone();
             let client = match self.clients.get(&addr) {
                 Some(c) => c.clone(),
-                None => match channel(&addr, timeout) {
+                None => match channel(&addr, timeout, &self.tls) {
                     Ok(ch) => {
                         let c = ManagerServiceClient::new(ch);
                         self.clients.insert(addr.clone(), c.clone());
@@ -196,7 +204,7 @@ impl Links {
                 Err(status) => {
                     // Logged when the link in use breaks, not on every retry.
                     if self.state == LinkState::Up(addr.clone()) {
-                        tracing::warn!(manager = %id, address = %addr, "heartbeat failed: {}", status.message());
+                        tracing::warn!(manager = %id, address = %addr, "heartbeat failed: {}", rpc::status_text(&status));
                         self.state = LinkState::Unknown;
                     }
                 }

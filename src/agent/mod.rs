@@ -30,6 +30,7 @@ use crate::rpc::pb::AgentIdentity;
 use crate::rpc::{self, ServeError};
 use crate::runtime::Docker;
 use crate::shutdown::{self, Tasks};
+use crate::tls::TlsFiles;
 
 use heartbeat::Heartbeat;
 use service::AgentRpc;
@@ -39,6 +40,8 @@ use status::{Snapshot, StatusCollector};
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
     pub etcd: EtcdOptions,
+    /// TLS of the gRPC server and of the clients to managers (`--tls-*`); empty: plaintext.
+    pub tls: TlsFiles,
     pub namespace: String,
     pub agent_id: String,
     pub scratch_root: PathBuf,
@@ -76,6 +79,15 @@ pub fn advertised(listen: SocketAddr, explicit: Option<&str>) -> String {
     }
 }
 
+/// How a server's gRPC is protected, for its start line.
+pub fn tls_mode(tls: &TlsFiles) -> &'static str {
+    match (tls.has_identity(), tls.has_ca()) {
+        (false, _) => "off",
+        (true, false) => "on",
+        (true, true) => "mutual",
+    }
+}
+
 /// Runs the agent until a signal or a fatal error.
 pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     validate_name("namespace", &opts.namespace).map_err(AgentError::InvalidOption)?;
@@ -87,7 +99,10 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let span = tracing::info_span!("agent", agent_id = %opts.agent_id, namespace = %opts.namespace);
 
     let bound = rpc::bind(&opts.rpc_listen_addr).await?;
-    let address = advertised(bound.local_addr, opts.advertise_addr.as_deref());
+    let address = rpc::advertised_uri(
+        advertised(bound.local_addr, opts.advertise_addr.as_deref()),
+        &opts.tls,
+    );
     let owner = Owner::current();
     let started = chrono::Utc::now();
     let keys = Keys::new(&opts.namespace);
@@ -181,6 +196,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
             mgr_rx.clone(),
             opts.agent_id.clone(),
             owner.instance_id.clone(),
+            opts.tls.clone(),
             tasks.token(),
         )
         .instrument(span.clone()),
@@ -246,6 +262,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
             snapshot: snap_tx,
             current_manager: mgr_tx,
             kernels: kernels.clone(),
+            tls: opts.tls.clone(),
         }
         .run(tasks.token())
         .instrument(span.clone()),
@@ -268,18 +285,20 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         );
         let stop = tasks.token();
         let fatal = fatal_tx.clone();
+        let tls = opts.tls.clone();
         tasks.spawn(
             "grpc",
             async move {
                 let names = ["deckhand.v1.AgentService"];
-                if let Err(e) = rpc::serve(bound, routes, &names, stop).await {
+                if let Err(e) = rpc::serve(bound, routes, &names, &tls, stop).await {
                     let _ = fatal.send(e.into()).await;
                 }
             }
             .instrument(span.clone()),
         );
     }
-    span.in_scope(|| tracing::info!(address = %address, version = crate::VERSION, "agent started"));
+    let mode = tls_mode(&opts.tls);
+    span.in_scope(|| tracing::info!(address = %address, version = crate::VERSION, tls = mode, "agent started"));
 
     let outcome = tokio::select! {
         _ = shutdown::signal() => {

@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 
 use crate::kernel::Kernels;
-use crate::rpc::channel;
 use crate::rpc::pb::manager_service_client::ManagerServiceClient;
 use crate::rpc::pb::ReportEventsRequest;
+use crate::rpc::{self, channel};
+use crate::tls::TlsFiles;
 
 const BATCH: usize = 500;
 
@@ -20,6 +22,7 @@ pub async fn run(
     mut manager: watch::Receiver<String>,
     agent_id: String,
     instance_id: String,
+    tls: TlsFiles,
     stop: CancellationToken,
 ) {
     let log = kernels.events();
@@ -27,6 +30,9 @@ pub async fn run(
     let mut acked = 0u64;
     let mut backoff = Duration::from_millis(200);
     let mut failing = false;
+    // One channel per manager address, reused across batches (a TLS handshake per batch
+    // would be wasted); a lazy channel reconnects by itself.
+    let mut client: Option<(String, ManagerServiceClient<Channel>)> = None;
     loop {
         let addr = manager.borrow_and_update().clone();
         let batch = log.unacknowledged(BATCH);
@@ -44,13 +50,25 @@ pub async fn run(
             instance_id: instance_id.clone(),
             events: batch,
         };
+        let reuse = client
+            .as_ref()
+            .filter(|(a, _)| *a == addr)
+            .map(|(_, c)| c.clone());
+        let current = match reuse {
+            Some(c) => Ok(c),
+            None => channel(&addr, Duration::from_secs(5), &tls).map(|ch| {
+                let c = ManagerServiceClient::new(ch);
+                client = Some((addr.clone(), c.clone()));
+                c
+            }),
+        };
         let sent = async {
-            let ch = channel(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-            ManagerServiceClient::new(ch)
+            current
+                .map_err(|e| e.to_string())?
                 .report_events(req)
                 .await
                 .map(|r| r.into_inner().last_seq)
-                .map_err(|s| s.message().to_string())
+                .map_err(|s| rpc::status_text(&s))
         };
         match sent.await {
             Ok(taken) => {

@@ -5,13 +5,16 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::common::EtcdArgs;
+use super::common::{EtcdArgs, TlsArgs};
 use crate::agent::{self, AgentOptions};
 
 #[derive(Debug, Clone, Args)]
 pub struct AgentArgs {
     #[command(flatten)]
     pub etcd: EtcdArgs,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     /// Directory holding the kernels' scratch homes (created if missing).
     #[arg(
@@ -40,20 +43,22 @@ pub struct AgentArgs {
 }
 
 impl AgentArgs {
-    pub fn options(&self) -> AgentOptions {
-        AgentOptions {
-            etcd: self.etcd.options(),
+    /// The resolved options; TLS files are read and checked here.
+    pub fn options(&self) -> anyhow::Result<AgentOptions> {
+        Ok(AgentOptions {
+            etcd: self.etcd.options()?,
+            tls: self.tls.server()?,
             namespace: self.etcd.namespace.clone(),
             agent_id: self.agent_id.clone().unwrap_or_else(crate::host::hostname),
             scratch_root: self.scratch_root.clone(),
             rpc_listen_addr: self.rpc_listen_addr.clone(),
             advertise_addr: self.advertise_addr.clone(),
-        }
+        })
     }
 }
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
-    let opts = args.options();
+    let opts = args.options()?;
     if args.print_config {
         let mut t = toml::Table::new();
         t.insert("etcd-addr".into(), opts.etcd.endpoints.clone().into());
@@ -72,6 +77,19 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         }
         if let Some(u) = &opts.etcd.user {
             t.insert("etcd-user".into(), u.clone().into());
+        }
+        let files = [
+            ("etcd-ca", &opts.etcd.tls.ca),
+            ("etcd-cert", &opts.etcd.tls.cert),
+            ("etcd-key", &opts.etcd.tls.key),
+            ("tls-ca", &opts.tls.ca),
+            ("tls-cert", &opts.tls.cert),
+            ("tls-key", &opts.tls.key),
+        ];
+        for (name, path) in files {
+            if let Some(p) = path {
+                t.insert(name.into(), p.display().to_string().into());
+            }
         }
         print!("{}", toml::to_string(&t)?);
         return Ok(ExitCode::SUCCESS);

@@ -13,6 +13,7 @@ use clap::{Args, Subcommand};
 use futures::StreamExt;
 use tonic::transport::Channel;
 
+use super::common::TlsArgs;
 use crate::rpc::channel;
 use crate::rpc::pb::agent_service_client::AgentServiceClient;
 use crate::rpc::pb::{
@@ -38,6 +39,8 @@ pub struct Common {
     /// How many kernels (or array tasks).
     #[arg(long, default_value_t = 50)]
     pub n: u32,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -101,10 +104,11 @@ fn spec(image: &str, command: &[&str]) -> KernelSpec {
     }
 }
 
-async fn agent_client(addr: &str) -> anyhow::Result<AgentServiceClient<Channel>> {
+async fn agent_client(c: &Common) -> anyhow::Result<AgentServiceClient<Channel>> {
     Ok(AgentServiceClient::new(channel(
-        addr,
+        &c.agent_addr,
         Duration::from_secs(300),
+        &c.tls.client()?,
     )?))
 }
 
@@ -157,7 +161,7 @@ async fn cleanup(tag: &str, agent: &mut AgentServiceClient<Channel>, kernel_ids:
 
 async fn start(c: Common) -> anyhow::Result<ExitCode> {
     let tag = uuid::Uuid::new_v4().to_string();
-    let mut agent = agent_client(&c.agent_addr).await?;
+    let mut agent = agent_client(&c).await?;
     let docker = Docker::connect().await?;
     let cmd = ["sleep", "600"];
     let mut kernel_ids = Vec::new();
@@ -241,7 +245,7 @@ async fn start(c: Common) -> anyhow::Result<ExitCode> {
 
 async fn array(c: Common, max_parallel: u32) -> anyhow::Result<ExitCode> {
     let tag = uuid::Uuid::new_v4().to_string();
-    let mut agent = agent_client(&c.agent_addr).await?;
+    let mut agent = agent_client(&c).await?;
     let cmd = ["true"];
     let s = spec(&c.image, &cmd);
     let array_id = s.kernel_id.clone();

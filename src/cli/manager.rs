@@ -5,13 +5,16 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::common::EtcdArgs;
+use super::common::{EtcdArgs, TlsArgs};
 use crate::manager::{self, ManagerOptions};
 
 #[derive(Debug, Clone, Args)]
 pub struct ManagerArgs {
     #[command(flatten)]
     pub etcd: EtcdArgs,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     /// Address the manager's gRPC services listen on.
     #[arg(long, env = "DECKHAND_LISTEN", default_value = "0.0.0.0:5001")]
@@ -45,7 +48,8 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
 
 pub async fn run(args: ManagerArgs) -> anyhow::Result<ExitCode> {
     manager::run(ManagerOptions {
-        etcd: args.etcd.options(),
+        etcd: args.etcd.options()?,
+        tls: args.tls.server()?,
         namespace: args.etcd.namespace.clone(),
         manager_id: args
             .manager_id

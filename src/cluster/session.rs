@@ -79,17 +79,32 @@ pub enum SessionError {
     /// Another live process holds the registration key.
     #[error("{0}")]
     Conflict(String),
+    /// etcd refused the credentials before the session was ever up.
+    #[error("{0}")]
+    Auth(String),
 }
 
 /// A transient failure (back to connect) or a fatal one.
 enum Failure {
     Transient(String),
+    /// etcd refused the credentials: fatal at start, retried once the session was up.
+    Auth(String),
     Fatal(SessionError),
 }
 
 impl From<etcd_client::Error> for Failure {
     fn from(e: etcd_client::Error) -> Self {
-        Failure::Transient(e.to_string())
+        Failure::Transient(etcd::describe(&e))
+    }
+}
+
+impl From<etcd::ConnectError> for Failure {
+    fn from(e: etcd::ConnectError) -> Self {
+        if e.is_auth() {
+            Failure::Auth(e.to_string())
+        } else {
+            Failure::Transient(e.to_string())
+        }
     }
 }
 
@@ -151,7 +166,8 @@ impl Session {
             let err = match self.serve(&stop, &mut up).await {
                 Ok(()) => return Ok(()),
                 Err(Failure::Fatal(e)) => return Err(e),
-                Err(Failure::Transient(e)) => e,
+                Err(Failure::Auth(e)) if !ever_up => return Err(SessionError::Auth(e)),
+                Err(Failure::Auth(e) | Failure::Transient(e)) => e,
             };
             if down_since.is_none() {
                 down_since = Some(Instant::now());

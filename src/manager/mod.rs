@@ -21,6 +21,7 @@ use crate::rpc::pb::cluster_service_server::ClusterServiceServer;
 use crate::rpc::pb::manager_service_server::ManagerServiceServer;
 use crate::rpc::{self, ServeError};
 use crate::shutdown::{self, Tasks};
+use crate::tls::TlsFiles;
 
 use service::ManagerRpc;
 use table::AgentTable;
@@ -29,6 +30,8 @@ use table::AgentTable;
 #[derive(Debug, Clone)]
 pub struct ManagerOptions {
     pub etcd: EtcdOptions,
+    /// TLS of the gRPC server and of the forwarding clients to agents (`--tls-*`).
+    pub tls: TlsFiles,
     pub namespace: String,
     pub manager_id: String,
     pub listen: String,
@@ -55,7 +58,10 @@ pub async fn run(opts: ManagerOptions) -> Result<(), ManagerError> {
     let span =
         tracing::info_span!("manager", manager_id = %opts.manager_id, namespace = %opts.namespace);
     let bound = rpc::bind(&opts.listen).await?;
-    let address = advertised(bound.local_addr, opts.advertise_addr.as_deref());
+    let address = rpc::advertised_uri(
+        advertised(bound.local_addr, opts.advertise_addr.as_deref()),
+        &opts.tls,
+    );
     let keys = Keys::new(&opts.namespace);
     let owner = Owner::current();
     let record = ManagerRecord {
@@ -129,6 +135,7 @@ pub async fn run(opts: ManagerOptions) -> Result<(), ManagerError> {
             table,
             kernels: Arc::new(Mutex::new(kernels::KernelDirectory::default())),
             events: tokio::sync::broadcast::channel(1024).0,
+            tls: opts.tls.clone(),
         };
         let limit = crate::kernel::engine::MAX_MESSAGE;
         let routes = tonic::service::Routes::new(
@@ -143,18 +150,20 @@ pub async fn run(opts: ManagerOptions) -> Result<(), ManagerError> {
         );
         let stop = tasks.token();
         let fatal = fatal_tx.clone();
+        let tls = opts.tls.clone();
         tasks.spawn(
             "grpc",
             async move {
                 let names = ["deckhand.v1.ManagerService", "deckhand.v1.ClusterService"];
-                if let Err(e) = rpc::serve(bound, routes, &names, stop).await {
+                if let Err(e) = rpc::serve(bound, routes, &names, &tls, stop).await {
                     let _ = fatal.send(e.into()).await;
                 }
             }
             .instrument(span.clone()),
         );
     }
-    span.in_scope(|| tracing::info!(address = %address, "manager started"));
+    let mode = crate::agent::tls_mode(&opts.tls);
+    span.in_scope(|| tracing::info!(address = %address, tls = mode, "manager started"));
     let outcome = tokio::select! {
         _ = shutdown::signal() => Ok(()),
         Some(e) = fatal_rx.recv() => Err(e),

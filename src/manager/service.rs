@@ -24,6 +24,7 @@ use crate::rpc::pb::{
     ReportEventsRequest, ReportEventsResponse, RunKernelRequest, SyncKernelsRequest,
     UploadFileRequest, UploadFileResponse, WatchKernelEventsRequest,
 };
+use crate::tls::TlsFiles;
 
 type OutputStream = Pin<Box<dyn Stream<Item = Result<OutputChunk, Status>> + Send>>;
 
@@ -39,6 +40,8 @@ pub struct ManagerRpc {
     pub kernels: Arc<Mutex<KernelDirectory>>,
     /// Kernel events as agents report them, for `WatchKernelEvents`.
     pub events: tokio::sync::broadcast::Sender<KernelEvent>,
+    /// TLS of the forwarding connections to agents.
+    pub tls: TlsFiles,
 }
 
 impl ManagerRpc {
@@ -62,13 +65,14 @@ impl ManagerRpc {
             .collect())
     }
 
-    fn client(agent: &AgentSummary) -> Result<AgentServiceClient<Channel>, Status> {
+    fn client(&self, agent: &AgentSummary) -> Result<AgentServiceClient<Channel>, Status> {
         let addr = agent
             .identity
             .as_ref()
             .map(|i| i.address.clone())
             .unwrap_or_default();
-        let ch = channel(&addr, FORWARD_TIMEOUT).map_err(|e| Status::unavailable(e.to_string()))?;
+        let ch = channel(&addr, FORWARD_TIMEOUT, &self.tls)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(AgentServiceClient::new(ch)
             .max_decoding_message_size(crate::kernel::engine::MAX_MESSAGE)
             .max_encoding_message_size(crate::kernel::engine::MAX_MESSAGE))
@@ -80,7 +84,8 @@ impl ManagerRpc {
     async fn sync_with(&self, agent_id: &str, address: &str) {
         let known = self.directory().located_at(agent_id);
         let sent = async {
-            let ch = channel(address, Duration::from_secs(10)).map_err(|e| e.to_string())?;
+            let ch =
+                channel(address, Duration::from_secs(10), &self.tls).map_err(|e| e.to_string())?;
             AgentServiceClient::new(ch)
                 .sync_kernels(SyncKernelsRequest {
                     known_kernel_ids: known,
@@ -134,7 +139,7 @@ impl ManagerRpc {
             }
         }
         for a in self.agents()? {
-            let Ok(mut c) = Self::client(&a) else {
+            let Ok(mut c) = self.client(&a) else {
                 continue;
             };
             let found = c
@@ -265,7 +270,7 @@ impl ClusterService for ManagerRpc {
         };
         let mut last_err = None;
         for agent in candidates {
-            let mut client = Self::client(&agent)?;
+            let mut client = self.client(&agent)?;
             match client.create_kernel(create.clone()).await {
                 Ok(resp) => {
                     let resp = resp.into_inner();
@@ -288,7 +293,7 @@ impl ClusterService for ManagerRpc {
     ) -> Result<Response<ListKernelsResponse>, Status> {
         let agents = self.agents()?;
         let calls = agents.iter().map(|a| async move {
-            let mut c = Self::client(a).ok()?;
+            let mut c = self.client(a).ok()?;
             let r = tokio::time::timeout(
                 Duration::from_secs(5),
                 c.list_kernels(ListKernelsRequest {}),
@@ -311,7 +316,7 @@ impl ClusterService for ManagerRpc {
     async fn get_kernel(&self, req: Request<KernelRef>) -> Result<Response<KernelInfo>, Status> {
         let req = req.into_inner();
         let agent = self.holder(&req.kernel_id).await?;
-        Self::client(&agent)?.get_kernel(req).await
+        self.client(&agent)?.get_kernel(req).await
     }
 
     async fn control_kernel(
@@ -322,7 +327,7 @@ impl ClusterService for ManagerRpc {
         let agent = self.holder(&req.kernel_id).await?;
         let id = req.kernel_id.clone();
         let remove = req.action == KernelAction::Remove as i32;
-        let resp = Self::client(&agent)?.control_kernel(req).await?;
+        let resp = self.client(&agent)?.control_kernel(req).await?;
         if remove {
             self.directory().forget(&id);
         }
@@ -337,7 +342,7 @@ impl ClusterService for ManagerRpc {
     ) -> Result<Response<OutputStream>, Status> {
         let req = req.into_inner();
         let agent = self.holder(&req.kernel_id).await?;
-        let s = Self::client(&agent)?.kernel_logs(req).await?.into_inner();
+        let s = self.client(&agent)?.kernel_logs(req).await?.into_inner();
         Ok(Response::new(Box::pin(s.map(|r| r))))
     }
 
@@ -378,7 +383,7 @@ impl ClusterService for ManagerRpc {
     ) -> Result<Response<OutputStream>, Status> {
         let req = req.into_inner();
         let agent = self.holder(&req.kernel_id).await?;
-        let s = Self::client(&agent)?.exec_kernel(req).await?.into_inner();
+        let s = self.client(&agent)?.exec_kernel(req).await?.into_inner();
         Ok(Response::new(Box::pin(s.map(|r| r))))
     }
 
@@ -388,7 +393,7 @@ impl ClusterService for ManagerRpc {
     ) -> Result<Response<UploadFileResponse>, Status> {
         let req = req.into_inner();
         let agent = self.holder(&req.kernel_id).await?;
-        Self::client(&agent)?.upload_file(req).await
+        self.client(&agent)?.upload_file(req).await
     }
 
     async fn download_file(
@@ -397,7 +402,7 @@ impl ClusterService for ManagerRpc {
     ) -> Result<Response<DownloadFileResponse>, Status> {
         let req = req.into_inner();
         let agent = self.holder(&req.kernel_id).await?;
-        Self::client(&agent)?.download_file(req).await
+        self.client(&agent)?.download_file(req).await
     }
 
     async fn list_files(
@@ -406,6 +411,6 @@ impl ClusterService for ManagerRpc {
     ) -> Result<Response<ListFilesResponse>, Status> {
         let req = req.into_inner();
         let agent = self.holder(&req.kernel_id).await?;
-        Self::client(&agent)?.list_files(req).await
+        self.client(&agent)?.list_files(req).await
     }
 }

@@ -13,4 +13,4 @@ pub mod pb {
         tonic::include_file_descriptor_set!("deckhand_descriptor");
 }
 
-pub use server::{bind, channel, serve, Bound, ServeError};
+pub use server::{advertised_uri, bind, channel, serve, status_text, Bound, ServeError};

@@ -1,6 +1,7 @@
 //! Serving and dialing gRPC: every deckhand server also answers `grpc.health.v1` and server
 //! reflection, binds before it reports ready (so a taken port is a clear error at start),
-//! and stops when the shutdown token is cancelled.
+//! and stops when the shutdown token is cancelled. With TLS files ([`TlsFiles`]) a server
+//! serves TLS (mutual TLS when they hold a CA) and a channel dials `https`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use tonic::transport::{Channel, Endpoint, Server};
 use tonic_health::ServingStatus;
 
 use super::pb::FILE_DESCRIPTOR_SET;
+use crate::tls::{append_sources, error_chain, TlsFiles};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -30,6 +32,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("invalid gRPC address `{addr}`: {reason}")]
     Address { addr: String, reason: String },
+    #[error("gRPC TLS setup failed: {0}")]
+    Tls(String),
 }
 
 /// A bound, not yet serving gRPC listener.
@@ -57,11 +61,14 @@ pub async fn bind(addr: &str) -> Result<Bound, ServeError> {
 }
 
 /// Serves `routes` plus health and reflection on a bound listener until `stop` is
-/// cancelled. `service_names` are reported SERVING by the health service.
+/// cancelled. `service_names` are reported SERVING by the health service. With an identity
+/// in `tls` every connection is TLS; with a CA too, clients must present a certificate
+/// signed by it.
 pub async fn serve(
     bound: Bound,
     routes: Routes,
     service_names: &[&str],
+    tls: &TlsFiles,
     stop: CancellationToken,
 ) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -77,7 +84,13 @@ pub async fn serve(
     let addr = bound.local_addr;
     let mut routes = routes;
     routes = routes.add_service(health_service).add_service(reflection);
-    Server::builder()
+    let mut server = Server::builder();
+    if let Some(config) = tls.server_config() {
+        server = server
+            .tls_config(config)
+            .map_err(|e| ServeError::Tls(error_chain(&e)))?;
+    }
+    server
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(bound.listener), async move {
@@ -87,17 +100,52 @@ pub async fn serve(
         .map_err(|source| ServeError::Serve { addr, source })
 }
 
+/// A gRPC status for messages: its message, plus the transport error behind it (why a TLS
+/// handshake was refused is said only there).
+pub fn status_text(status: &tonic::Status) -> String {
+    let mut text = status.message().to_string();
+    append_sources(&mut text, std::error::Error::source(status));
+    text
+}
+
+/// The address peers should dial for a server on `address` (`HOST:PORT`): `https://…`
+/// when it serves TLS, as is otherwise (an explicit scheme is kept).
+pub fn advertised_uri(address: String, tls: &TlsFiles) -> String {
+    if tls.has_identity() && !address.contains("://") {
+        format!("https://{address}")
+    } else {
+        address
+    }
+}
+
 /// A lazily connecting channel to a deckhand gRPC server at `HOST:PORT` (or a full URI).
-pub fn channel(addr: &str, request_timeout: Duration) -> Result<Channel, ServeError> {
+/// Without a scheme it dials `https` when `tls` is enabled, else plain `http`; an explicit
+/// `https://` without TLS files verifies the server against the system's roots.
+pub fn channel(
+    addr: &str,
+    request_timeout: Duration,
+    tls: &TlsFiles,
+) -> Result<Channel, ServeError> {
     let uri = if addr.contains("://") {
         addr.to_string()
+    } else if tls.is_enabled() {
+        format!("https://{addr}")
     } else {
         format!("http://{addr}")
     };
-    let endpoint = Endpoint::from_shared(uri).map_err(|e| ServeError::Address {
+    let bad = |reason: String| ServeError::Address {
         addr: addr.to_string(),
-        reason: e.to_string(),
-    })?;
+        reason,
+    };
+    let mut endpoint = Endpoint::from_shared(uri.clone()).map_err(|e| bad(error_chain(&e)))?;
+    if uri.starts_with("https://") {
+        let config = tls
+            .client_config()
+            .unwrap_or_else(|| tonic::transport::ClientTlsConfig::new().with_native_roots());
+        endpoint = endpoint
+            .tls_config(config)
+            .map_err(|e| ServeError::Tls(error_chain(&e)))?;
+    }
     Ok(endpoint
         .connect_timeout(Duration::from_secs(2))
         .timeout(request_timeout)

@@ -7,6 +7,8 @@
 //! in parallel.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -15,12 +17,21 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-/// A free loopback port (bound and released; good enough for tests).
+/// A free loopback port for a server a test starts. Taken below the kernel's ephemeral
+/// range (32768+), so no outgoing connection can grab it between this check and the server's
+/// bind; each test process walks its own stretch of 10000-30000, and every port handed out
+/// is bound once to check it is free.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = (std::process::id() % 200) * 100;
+    for _ in 0..20_000 {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (10_000 + (start + offset) % 20_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range");
 }
 
 /// A namespace no other test uses.
@@ -58,18 +69,41 @@ pub struct Etcd {
     dir: TempDir,
     pub port: u16,
     peer_port: u16,
+    /// Extra etcd flags (TLS files, …).
+    extra: Vec<String>,
+    /// Set when etcd serves clients over TLS: how the harness itself connects.
+    tls: Option<etcd_client::TlsOptions>,
 }
 
 impl Etcd {
     pub async fn start() -> Self {
+        Self::start_with(Vec::new(), None).await
+    }
+
+    /// etcd with `extra` flags; with `tls` it serves clients on https (`extra` names the
+    /// certificate files) and the harness connects with those options.
+    pub async fn start_with(extra: Vec<String>, tls: Option<etcd_client::TlsOptions>) -> Self {
         let mut etcd = Self {
             child: None,
             dir: tempfile::tempdir().expect("temp dir"),
             port: free_port(),
             peer_port: free_port(),
+            extra,
+            tls,
         };
         etcd.launch().await;
         etcd
+    }
+
+    fn connect_options(&self) -> Option<etcd_client::ConnectOptions> {
+        self.tls
+            .clone()
+            .map(|t| etcd_client::ConnectOptions::new().with_tls(t))
+    }
+
+    /// etcd's own log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
     }
 
     pub fn addr(&self) -> String {
@@ -77,7 +111,8 @@ impl Etcd {
     }
 
     async fn launch(&mut self) {
-        let client = format!("http://127.0.0.1:{}", self.port);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", self.port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::File::create(self.dir.path().join("etcd.log")).expect("etcd log");
         let child = Command::new("etcd")
@@ -96,16 +131,19 @@ impl Etcd {
                 &peer,
             ])
             .args(["--initial-cluster", &format!("test={peer}")])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("cannot start etcd: install Debian's etcd-server (scripts/test.sh does)");
         self.child = Some(child);
         let addr = self.addr();
+        let options = self.connect_options();
         wait_for(Duration::from_secs(20), "etcd to answer", || {
             let addr = addr.clone();
+            let options = options.clone();
             async move {
-                let mut c = etcd_client::Client::connect([addr], None).await.ok()?;
+                let mut c = etcd_client::Client::connect([addr], options).await.ok()?;
                 c.status().await.ok().map(|_| ())
             }
         })
@@ -131,7 +169,7 @@ impl Etcd {
     }
 
     pub async fn client(&self) -> etcd_client::Client {
-        etcd_client::Client::connect([self.addr()], None)
+        etcd_client::Client::connect([self.addr()], self.connect_options())
             .await
             .expect("etcd client")
     }
@@ -211,6 +249,16 @@ impl Cluster {
     /// A cluster with its own etcd.
     pub async fn start(test: &str) -> Self {
         let etcd = Etcd::start().await;
+        Self {
+            etcd_addr: etcd.addr(),
+            etcd: Some(etcd),
+            ns: namespace(test),
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// A cluster on an etcd the test started itself (with TLS, auth, …).
+    pub fn on(etcd: Etcd, test: &str) -> Self {
         Self {
             etcd_addr: etcd.addr(),
             etcd: Some(etcd),
