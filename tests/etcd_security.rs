@@ -27,25 +27,7 @@ fn config<'a>(flags: &'a [String], action: &[&'a str]) -> Vec<&'a str> {
 }
 
 fn agent(c: &Cluster, id: &str, extra: &[String]) -> Proc {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let scratch = path(&c.dir.path().join(format!("scratch-{id}")));
-    c.spawn(
-        &format!("agent-{id}"),
-        &with(
-            &[
-                "agent",
-                "--agent-id",
-                id,
-                "--rpc-listen-addr",
-                &listen,
-                "--scratch-root",
-                &scratch,
-            ],
-            extra,
-        ),
-        port,
-    )
+    c.agent_with(id, c.dir.path().join(format!("scratch-{id}")), extra, &[])
 }
 
 /// A failed command that exited cleanly with an error (no panic); its stderr.

@@ -39,25 +39,7 @@ fn manager(c: &Cluster, tls: &[String]) -> Proc {
 }
 
 fn agent(c: &Cluster, id: &str, tls: &[String]) -> Proc {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let scratch = path(&c.dir.path().join(format!("scratch-{id}")));
-    c.spawn(
-        &format!("agent-{id}"),
-        &args(
-            &[
-                "agent",
-                "--agent-id",
-                id,
-                "--rpc-listen-addr",
-                &listen,
-                "--scratch-root",
-                &scratch,
-            ],
-            tls,
-        ),
-        port,
-    )
+    c.agent_with(id, c.dir.path().join(format!("scratch-{id}")), tls, &[])
 }
 
 /// `deckhand nodes --json` with `tls` flags, or None while it fails.

@@ -209,10 +209,15 @@ pub async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
 
 /// Validates every key; lists all problems at once.
 fn refuse_invalid(flat: &FlatTree) -> anyhow::Result<()> {
-    let problems: Vec<String> = flat
-        .iter()
-        .filter_map(|(k, v)| schema::validate(k, v).err().map(|e| e.to_string()))
-        .collect();
+    refuse(
+        flat.iter()
+            .filter_map(|(k, v)| schema::validate(k, v).err().map(|e| e.to_string()))
+            .collect(),
+    )
+}
+
+/// Fails naming every problem, if there are any.
+fn refuse(problems: Vec<String>) -> anyhow::Result<()> {
     if !problems.is_empty() {
         bail!(
             "nothing written; {} problem(s):\n  {}",
@@ -244,19 +249,13 @@ async fn read_layer(client: &mut etcd_client::Client, prefix: &str) -> anyhow::R
 /// entry that was already broken.
 fn refuse_incomplete(flat: &FlatTree, only: &str) -> anyhow::Result<()> {
     let (_, problems) = crate::config::cluster::ClusterConfig::from_tree(flat);
-    let problems: Vec<String> = problems
-        .iter()
-        .filter(|p| p.key().starts_with(only))
-        .map(ToString::to_string)
-        .collect();
-    if !problems.is_empty() {
-        bail!(
-            "nothing written; {} problem(s):\n  {}",
-            problems.len(),
-            problems.join("\n  ")
-        );
-    }
-    Ok(())
+    refuse(
+        problems
+            .iter()
+            .filter(|p| p.key().starts_with(only))
+            .map(ToString::to_string)
+            .collect(),
+    )
 }
 
 fn print_tree(flat: &FlatTree, key: Option<&str>, json: bool) -> anyhow::Result<()> {

@@ -331,22 +331,30 @@ impl Cluster {
 
     /// [`agent_on`](Self::agent_on) with extra environment variables (`DOCKER_HOST`).
     pub fn agent_on_env(&self, id: &str, scratch: PathBuf, env: &[(&str, &str)]) -> Proc {
+        self.agent_with::<&str>(id, scratch, &[], env)
+    }
+
+    /// An agent with extra flags (`--tls-cert …`) and environment variables.
+    pub fn agent_with<S: AsRef<str>>(
+        &self,
+        id: &str,
+        scratch: PathBuf,
+        extra: &[S],
+        env: &[(&str, &str)],
+    ) -> Proc {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
-        self.spawn_env(
-            &format!("agent-{id}"),
-            &[
-                "agent",
-                "--agent-id",
-                id,
-                "--rpc-listen-addr",
-                &listen,
-                "--scratch-root",
-                scratch.to_str().unwrap_or_default(),
-            ],
-            port,
-            env,
-        )
+        let mut args = vec![
+            "agent",
+            "--agent-id",
+            id,
+            "--rpc-listen-addr",
+            &listen,
+            "--scratch-root",
+            scratch.to_str().unwrap_or_default(),
+        ];
+        args.extend(extra.iter().map(AsRef::as_ref));
+        self.spawn_env(&format!("agent-{id}"), &args, port, env)
     }
 
     /// A manager with id `id` on a free port; extra flags appended.
