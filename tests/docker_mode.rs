@@ -688,6 +688,16 @@ async fn bad_docker_entries_are_refused_when_written_and_ignored_with_one_line_i
         &["config", "set", "docker/volumes/v/dest", "/home/config"],
         "/home/config",
     );
+    // `put --merge` checks the entries it touches as they will be: one field of a complete
+    // entry is fine, a field of a missing entry is not.
+    let file = k.c.dir.path().join("merge.toml");
+    std::fs::write(&file, "[docker.volumes.v]\nmode = \"rw\"\n").unwrap();
+    k.c.cli_ok(&["config", "put", "--merge", file.to_str().unwrap()]);
+    std::fs::write(&file, "[docker.volumes.w]\nmode = \"rw\"\n").unwrap();
+    refuse(
+        &["config", "put", "--merge", file.to_str().unwrap()],
+        "docker/volumes/w",
+    );
 
     // Written straight into etcd past the CLI: ignored, with one log line naming the key.
     let mut etcd = k.c.etcd_client().await;

@@ -315,7 +315,9 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
             shutdown_kernels.stop_all().await;
         }
         // Give the reporter a moment to hand the last events to the manager (if one is known).
-        let flushed = shutdown_manager.borrow().is_empty()
+        // Read the watch in its own statement: its guard must not live across the await.
+        let manager_known = !shutdown_manager.borrow().is_empty();
+        let flushed = !manager_known
             || tokio::time::timeout(
                 std::time::Duration::from_secs(3),
                 shutdown_kernels.events().delivered(),

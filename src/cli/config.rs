@@ -79,8 +79,16 @@ pub async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("{} is not valid TOML", file.display()))?;
             let flat = tree::flatten(&table)?;
             refuse_invalid(&flat)?;
-            refuse_incomplete(&flat, "")?;
             let mut client = args.etcd.connect().await?;
+            if merge {
+                // What the layer will hold: entries the file touches must be whole then.
+                let mut merged = read_layer(&mut client, &prefix).await?;
+                merged.extend(flat.clone());
+                let touched: Vec<String> = flat.keys().map(|k| entry_of(k)).collect();
+                refuse_incomplete(&merged, &touched)?;
+            } else {
+                refuse_incomplete(&flat, &[])?;
+            }
             let mut ops = Vec::new();
             if !merge {
                 // etcd refuses a delete-range overlapping a put in one transaction: delete
@@ -150,13 +158,7 @@ pub async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
             };
             refuse_invalid(&writes)?;
             current.extend(writes.clone());
-            let entry_of = |k: &str| {
-                schema::collection_prefixes()
-                    .find(|p| k.starts_with(p.as_str()))
-                    .and_then(|p| k[p.len()..].split('/').next().map(|e| format!("{p}{e}")))
-                    .unwrap_or_else(|| k.to_string())
-            };
-            refuse_incomplete(&current, &entry_of(&key))?;
+            refuse_incomplete(&current, &[entry_of(&key)])?;
             // Fields of a replaced entry that the new value does not have are deleted one by
             // one (etcd refuses a delete-range overlapping a put in one transaction).
             let mut ops: Vec<TxnOp> = stale
@@ -243,16 +245,25 @@ async fn read_layer(client: &mut etcd_client::Client, prefix: &str) -> anyhow::R
     Ok(flat)
 }
 
+/// The collection entry a key belongs to (`docker/volumes/v/src` → `docker/volumes/v`), or
+/// the key itself.
+fn entry_of(key: &str) -> String {
+    schema::collection_prefixes()
+        .find(|p| key.starts_with(p.as_str()))
+        .and_then(|p| key[p.len()..].split('/').next().map(|e| format!("{p}{e}")))
+        .unwrap_or_else(|| key.to_string())
+}
+
 /// Refuses entries that are incomplete or clash with each other (a volume without `dest`,
-/// two registries for one host), as the agent would ignore them. Only problems with keys
-/// under `only` (everything when empty) count, so a `set` is not blocked by an unrelated
+/// two registries for one host), as the agent would ignore them. Only problems in the
+/// `touched` entries count (all when empty), so a write is not blocked by an unrelated
 /// entry that was already broken.
-fn refuse_incomplete(flat: &FlatTree, only: &str) -> anyhow::Result<()> {
+fn refuse_incomplete(flat: &FlatTree, touched: &[String]) -> anyhow::Result<()> {
     let (_, problems) = crate::config::cluster::ClusterConfig::from_tree(flat);
     refuse(
         problems
             .iter()
-            .filter(|p| p.key().starts_with(only))
+            .filter(|p| touched.is_empty() || touched.contains(&entry_of(p.key())))
             .map(ToString::to_string)
             .collect(),
     )

@@ -1023,12 +1023,12 @@ impl Kernels {
     }
 
     /// Removes a process's data once no kernel of this agent refers to it any more.
-    async fn release_process_data(&self, data: &ProcessData) {
-        let still_used = self
-            .lock()
-            .kernels
-            .values()
-            .any(|e| e.rec.process_data.as_ref() == Some(data));
+    /// Removes a process's data once no kernel of this agent belongs to the process any
+    /// more — including kernels still queued or pulling, which have not mounted it yet.
+    async fn release_process_data(&self, process_id: &str, data: &ProcessData) {
+        let still_used = self.lock().kernels.values().any(|e| {
+            e.rec.spec.process_id == process_id || e.rec.process_data.as_ref() == Some(data)
+        });
         if still_used {
             return;
         }
@@ -1641,7 +1641,7 @@ impl Kernels {
             rec.reason = "removed".into();
             self.emit(&rec);
             if let Some(data) = &rec.process_data {
-                self.release_process_data(data).await;
+                self.release_process_data(&rec.spec.process_id, data).await;
             }
         }
         Ok(())

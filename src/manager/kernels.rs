@@ -47,6 +47,11 @@ impl KernelDirectory {
             != Some(instance_id.to_string())
     }
 
+    /// Forgets that `agent_id` was reconciled, so the next heartbeat tries again.
+    pub fn sync_failed(&mut self, agent_id: &str) {
+        self.synced.remove(agent_id);
+    }
+
     /// Kernel (and array) ids this directory places on `agent_id`.
     pub fn located_at(&self, agent_id: &str) -> Vec<String> {
         self.location

@@ -113,7 +113,8 @@ impl ManagerRpc {
                 );
             }
             Err(e) => {
-                tracing::warn!(agent_id, error = %e, "cannot reconcile kernels with the agent")
+                tracing::warn!(agent_id, error = %e, "cannot reconcile kernels with the agent; trying again on its next heartbeat");
+                self.directory().sync_failed(agent_id);
             }
         }
     }

@@ -261,6 +261,14 @@ impl Images {
         old.sort();
         let mut removed = Vec::new();
         for (_, image) in old {
+            // A kernel may have asked for it since the list was made.
+            let still_old = lock(&self.usage)
+                .images
+                .get(&image)
+                .is_some_and(|used| *used < cutoff);
+            if !still_old {
+                continue;
+            }
             let opts = RemoveImageOptions {
                 force: false,
                 noprune: false,

@@ -86,9 +86,10 @@ impl Kernels {
                     if rec.slots.is_some() =>
                 {
                     if let Some(cid) = container {
-                        let st = self.0.docker.inspect(cid).await?;
-                        if st.running && rec.state == KernelState::Creating {
-                            // Started just before the crash: it is running, keep it.
+                        let st = self.0.docker.inspect(cid).await.unwrap_or_default();
+                        if st.exists && st.started_at_ms > 0 && rec.state == KernelState::Creating {
+                            // Started just before the crash: it runs (or ran) — never run it
+                            // twice; the first resync reports an exit.
                             let mut t = self.lock();
                             let started = st.started_at_ms;
                             let cid = cid.clone();
@@ -98,14 +99,19 @@ impl Kernels {
                             });
                             continue;
                         }
-                        self.0.docker.remove(cid, true).await?;
+                        // A half-made container; if this fails, the relaunch's name-conflict
+                        // path removes it.
+                        if let Err(e) = self.0.docker.remove(cid, true).await {
+                            tracing::warn!(kernel_id = %rec.id, error = %e, "cannot remove a half-made container before relaunching");
+                        }
                     }
-                    self.restart_creation(&rec.id, rec.state);
-                    out.relaunched.push(rec.id.clone());
+                    if self.restart_creation(&rec.id, rec.state) {
+                        out.relaunched.push(rec.id.clone());
+                    }
                 }
                 KernelState::Held if container.is_none() => {
-                    self.restart_creation(&rec.id, rec.state);
-                    out.relaunched.push(rec.id.clone());
+                    let relaunched = self.restart_creation(&rec.id, rec.state);
+                    out.relaunched.extend(relaunched.then(|| rec.id.clone()));
                 }
                 _ => {}
             }
@@ -153,13 +159,18 @@ impl Kernels {
         Ok(out)
     }
 
-    /// Puts a kernel whose creation was interrupted back to PREPARING and creates it again.
-    fn restart_creation(&self, id: &str, was: KernelState) {
+    /// Puts a kernel whose creation was interrupted back to PREPARING and creates it again —
+    /// unless something (a stop or removal arriving meanwhile) changed it since recovery
+    /// looked. Returns whether it was relaunched.
+    fn restart_creation(&self, id: &str, was: KernelState) -> bool {
         {
             let mut t = self.lock();
             let Some(e) = t.kernels.get_mut(id) else {
-                return;
+                return false;
             };
+            if e.rec.state != was {
+                return false;
+            }
             e.rec.state = KernelState::Preparing;
             e.rec.container_id.clear();
             e.rec.reason =
@@ -172,6 +183,7 @@ impl Kernels {
         let me = self.clone();
         let id = id.to_string();
         self.spawn(async move { me.launch(id).await });
+        true
     }
 
     /// Takes in a container of ours that has no record (lost with a crash between creating
@@ -315,10 +327,8 @@ impl Kernels {
                 t.kernels.keys().cloned().collect(),
                 t.kernels
                     .values()
-                    .filter_map(|e| match &e.rec.process_data {
-                        Some(ProcessData::Dir(d)) => Some(d.clone()),
-                        _ => None,
-                    })
+                    .map(|e| e.rec.spec.process_id.clone())
+                    .filter(|p| !p.is_empty())
                     .collect(),
             )
         };
@@ -350,7 +360,7 @@ impl Kernels {
             .flatten();
         for entry in dirs {
             let path = entry.path().display().to_string();
-            if processes.contains(&path) {
+            if processes.contains(entry.file_name().to_string_lossy().as_ref()) {
                 continue;
             }
             if std::fs::remove_dir_all(entry.path()).is_ok() {
