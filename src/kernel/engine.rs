@@ -780,6 +780,12 @@ impl Kernels {
     /// fallback taken), with its current state.
     fn note(&self, id: &str, reason: String, pull: Option<pb::PullProgress>) {
         let Ok(rec) = self.record(id) else { return };
+        // Progress is only informative: while no manager takes events, it may fill at most a
+        // tenth of the log, so it never pushes out state changes.
+        let log = &self.0.events;
+        if pull.is_some() && log.backlog() > log.capacity() / 10 {
+            return;
+        }
         if pull.is_none() {
             tracing::info!(kernel_id = %id, state = %rec.state, "{reason}");
         }

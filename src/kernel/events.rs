@@ -102,6 +102,17 @@ impl EventLog {
         }
     }
 
+    /// Events kept that no manager has confirmed yet.
+    pub fn backlog(&self) -> usize {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let unconfirmed = (g.next_seq - 1).saturating_sub(g.acked) as usize;
+        unconfirmed.min(g.kept.len())
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     pub fn dropped(&self) -> u64 {
         self.inner.lock().map(|g| g.dropped).unwrap_or(0)
     }
@@ -133,6 +144,7 @@ mod tests {
         assert_eq!(log.dropped(), 2);
         log.acknowledge(4);
         assert_eq!(log.unacknowledged(10).len(), 1);
+        assert_eq!(log.backlog(), 1);
         assert_eq!(
             log.after(0, 10).len(),
             3,
