@@ -911,8 +911,15 @@ impl Kernels {
             timeout: cfg.docker.pull_timeout,
             inactivity_timeout: cfg.docker.pull_inactivity_timeout,
         };
-        let pull = self.0.images.pull(image, asked, opts);
-        match self.follow_pull(&rec.id, image, pull).await {
+        let pull = self.0.images.pull(image, asked, opts.clone());
+        let mut result = self.follow_pull(&rec.id, image, pull).await;
+        if result.is_ok() && self.0.images.local_id(image).await?.is_none() {
+            // A pull that served this kernel, but its image is gone since (collected or
+            // pruned): pull again.
+            let pull = self.0.images.pull(image, Instant::now(), opts);
+            result = self.follow_pull(&rec.id, image, pull).await;
+        }
+        match result {
             Ok(()) => {}
             Err(e) => match (policy, local) {
                 (CacheUsage::RemoteFirst, Some(local_id)) => {
