@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{
     build_variant, docker_inspect, docker_ok, image_id, untag, wait_for, KernelCluster, Registry,
-    TEST_IMAGE,
+    Tags, TEST_IMAGE,
 };
 use deckhand::rpc::pb::agent_service_client::AgentServiceClient;
 use deckhand::rpc::pb::cluster_service_client::ClusterServiceClient;
@@ -94,6 +94,7 @@ async fn cache_policies_decide_which_image_runs_with_the_registry_changed_unchan
     let ns = k.c.ns.clone();
     let local = build_variant(&format!("{ns}-local"), "");
     let remote = build_variant(&format!("{ns}-remote"), "");
+    let _tags = Tags(vec![local.clone(), remote.clone()]);
     let (local_id, remote_id) = (image_id(&local), image_id(&remote));
     assert_ne!(local_id, remote_id);
     // The registry has `remote`; the same reference points at `local` on this host.
@@ -308,6 +309,7 @@ async fn pull_progress_reaches_the_events_and_the_run_progress_bar_and_ends_at_1
         &format!("{ns}-big"),
         "RUN head -c 25165824 /dev/urandom > /blob",
     );
+    let _tags = Tags(vec![big.clone()]);
     let image = reg.push(&big, &format!("big/{ns}:v1"), false);
     untag(&big);
     assert!(image_id(&image).is_empty(), "the image must not be cached");
@@ -581,6 +583,7 @@ async fn unused_images_are_collected_and_images_in_use_are_kept() {
     );
     docker_ok(&["tag", TEST_IMAGE, &old]);
     docker_ok(&["tag", TEST_IMAGE, &used]);
+    let _tags = Tags(vec![old.clone(), used.clone()]);
     let a = k.run_detached(&[&old, "true"]);
     k.wait_state(&a, "DONE", T).await;
     k.c.cli_ok(&["rm", &a]);

@@ -724,9 +724,23 @@ pub fn docker_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// Removes one local tag (the image goes when it was its last tag and no container uses it).
+/// Removes one local tag, also one a container uses (the image goes with its last tag).
 pub fn untag(reference: &str) {
-    let _ = Command::new("docker").args(["rmi", reference]).output();
+    let _ = Command::new("docker")
+        .args(["rmi", "-f", reference])
+        .output();
+}
+
+/// Local image tags a test made, removed (forcibly: a container may still use them) when
+/// dropped — also when the test fails.
+pub struct Tags(pub Vec<String>);
+
+impl Drop for Tags {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            let _ = Command::new("docker").args(["rmi", "-f", t]).output();
+        }
+    }
 }
 
 /// The id of local image `reference`, empty if absent.
