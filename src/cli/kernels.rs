@@ -268,7 +268,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let Some(first) = resp.kernels.first().cloned() else {
         bail!("the agent returned no kernel");
     };
-    if first.state() == KernelState::Failed {
+    // FAILED without ever running: it could not start. A kernel that ran and already exited
+    // (non-zero) is followed like any other: its output, then its exit code.
+    let ran = first.started_at_ms > 0 || first.exit_code.is_some();
+    if first.state() == KernelState::Failed && !ran {
         eprintln!("kernel {} FAILED: {}", first.kernel_id, first.reason);
         return Ok(ExitCode::from(125));
     }

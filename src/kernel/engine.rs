@@ -1025,14 +1025,22 @@ impl Kernels {
                 })?;
             ProcessData::Dir(dir.display().to_string())
         };
-        let mut t = self.lock();
-        let e = t
-            .kernels
-            .get_mut(id)
-            .ok_or_else(|| KernelError::NotFound(id.into()))?;
-        e.rec.process_data = Some(data);
-        self.persist(&e.rec);
-        Ok(e.rec.clone())
+        let recorded = {
+            let mut t = self.lock();
+            t.kernels.get_mut(id).map(|e| {
+                e.rec.process_data = Some(data.clone());
+                self.persist(&e.rec);
+                e.rec.clone()
+            })
+        };
+        match recorded {
+            Some(rec) => Ok(rec),
+            None => {
+                // Removed while its data was being made: do not leave the data behind.
+                self.release_process_data(pid, &data).await;
+                Err(KernelError::NotFound(id.into()))
+            }
+        }
     }
 
     /// Removes a process's data once no kernel of this agent refers to it any more.

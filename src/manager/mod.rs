@@ -135,6 +135,7 @@ pub async fn run(opts: ManagerOptions) -> Result<(), ManagerError> {
             table,
             kernels: Arc::new(Mutex::new(kernels::KernelDirectory::default())),
             events: tokio::sync::broadcast::channel(1024).0,
+            channels: Arc::default(),
             tls: opts.tls.clone(),
         };
         let limit = crate::kernel::engine::MAX_MESSAGE;

@@ -1,6 +1,7 @@
 //! The manager's gRPC services: `ManagerService` (heartbeats from agents) and
 //! `ClusterService` (queries from the CLI).
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -42,6 +43,9 @@ pub struct ManagerRpc {
     pub events: tokio::sync::broadcast::Sender<KernelEvent>,
     /// TLS of the forwarding connections to agents.
     pub tls: TlsFiles,
+    /// One lazily (re)connecting channel per agent address, shared by every forwarded call
+    /// (one TLS handshake per agent, not per call).
+    pub channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
 impl ManagerRpc {
@@ -71,8 +75,24 @@ impl ManagerRpc {
             .as_ref()
             .map(|i| i.address.clone())
             .unwrap_or_default();
-        let ch = channel(&addr, FORWARD_TIMEOUT, &self.tls)
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let cached = self
+            .channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&addr)
+            .cloned();
+        let ch = match cached {
+            Some(ch) => ch,
+            None => {
+                let ch = channel(&addr, FORWARD_TIMEOUT, &self.tls)
+                    .map_err(|e| Status::unavailable(e.to_string()))?;
+                self.channels
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(addr, ch.clone());
+                ch
+            }
+        };
         Ok(AgentServiceClient::new(ch)
             .max_decoding_message_size(crate::kernel::engine::MAX_MESSAGE)
             .max_encoding_message_size(crate::kernel::engine::MAX_MESSAGE))
