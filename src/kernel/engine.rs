@@ -744,6 +744,9 @@ impl Kernels {
             if e.rec.finished_at_ms == 0 {
                 e.rec.finished_at_ms = now_ms();
             }
+            // Docker may stamp a very short-lived container's FinishedAt before its
+            // StartedAt; a kernel never ends before it started.
+            e.rec.finished_at_ms = e.rec.finished_at_ms.max(e.rec.started_at_ms);
         }
         self.persist(&e.rec);
         self.emit(&e.rec);
