@@ -161,11 +161,7 @@ async fn etcd_over_mutual_tls_needs_the_etcd_flags() {
     );
     wait_for(Duration::from_secs(30), "agent a1 ALIVE", || {
         let out = c.cli(&with(&["nodes", "--json"], &tls));
-        let alive = serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
-            .ok()
-            .and_then(|ns| ns.into_iter().find(|n| n["id"] == "a1"))
-            .filter(|n| n["state"] == "ALIVE")
-            .map(|_| ());
+        let alive = common::alive_in(&out, "a1");
         async move { alive }
     })
     .await;

@@ -215,11 +215,7 @@ async fn tls_without_client_certificates_and_flags_from_the_environment() {
             .stdout(std::process::Stdio::piped())
             .output()
             .unwrap();
-        let alive = serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
-            .ok()
-            .and_then(|ns| ns.into_iter().find(|n| n["id"] == "a1"))
-            .filter(|n| n["state"] == "ALIVE")
-            .map(|_| ());
+        let alive = common::alive_in(&out, "a1");
         async move { alive }
     })
     .await;

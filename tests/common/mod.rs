@@ -556,6 +556,16 @@ pub fn build_fake_nvml(dir: &Path) -> PathBuf {
     out
 }
 
+/// `Some(())` when `deckhand nodes --json` output `out` shows agent `id` ALIVE.
+pub fn alive_in(out: &Output, id: &str) -> Option<()> {
+    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+        .ok()?
+        .into_iter()
+        .find(|n| n["id"] == id)
+        .filter(|n| n["state"] == "ALIVE")
+        .map(|_| ())
+}
+
 /// Counts lines of `log` containing `needle`.
 pub fn count_lines(log: &str, needle: &str) -> usize {
     log.lines().filter(|l| l.contains(needle)).count()
