@@ -134,6 +134,7 @@ async fn malformed_requests_are_refused_naming_the_field_and_change_nothing() {
     r.ports = vec![PortSpec {
         container_port: 8080,
         protocol: "tcp".into(),
+        ..Default::default()
     }];
     agent
         .create_kernel(CreateKernelRequest {
@@ -386,6 +387,7 @@ async fn malformed_requests_are_refused_naming_the_field_and_change_nothing() {
                 s.ports = vec![PortSpec {
                     container_port: 70000,
                     protocol: "tcp".into(),
+                    ..Default::default()
                 }]
             }),
             Code::InvalidArgument,
@@ -397,6 +399,7 @@ async fn malformed_requests_are_refused_naming_the_field_and_change_nothing() {
                 s.ports = vec![PortSpec {
                     container_port: 80,
                     protocol: "sctp".into(),
+                    ..Default::default()
                 }]
             }),
             Code::InvalidArgument,

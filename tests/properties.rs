@@ -89,7 +89,7 @@ proptest! {
     /// No sequence of operations leaves a final state, skips holding resources in a live
     /// one, or gives slots back twice.
     #[test]
-    fn the_state_machine_never_leaks_or_revives(ops in proptest::collection::vec(0usize..11, 0..40)) {
+    fn the_state_machine_never_leaks_or_revives(ops in proptest::collection::vec(0usize..12, 0..40)) {
         let all = [
             Transition::PullStarted,
             Transition::PullFinished,
@@ -99,6 +99,7 @@ proptest! {
             Transition::Started,
             Transition::Suspend,
             Transition::Resume,
+            Transition::Restarted,
             Transition::Terminate,
             Transition::Exited { success: true },
             Transition::Fail,

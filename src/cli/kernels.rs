@@ -12,7 +12,7 @@ use comfy_table::{presets::NOTHING, Table};
 use futures::StreamExt;
 
 use super::common::ManagerArgs;
-use super::output::{ago, print_json};
+use super::output::{ago, bytes, print_json};
 use crate::rpc::pb::{
     ArraySpec, ControlKernelRequest, CreateKernelRequest, ExecRequest, FileRequest, KernelAction,
     KernelInfo, KernelLogsRequest, KernelRef, KernelSpec, KernelState, ListKernelsRequest,
@@ -60,9 +60,15 @@ pub struct RunArgs {
     /// Also write stderr here (relative: inside the kernel's /home/work).
     #[arg(long, default_value = "")]
     pub error: String,
-    /// Expose a container port on a host port from config/container/port_range: PORT[/udp].
+    /// Expose a container port: [HOSTIP:][HOSTPORT:]PORT[/udp], as Docker writes it. The host
+    /// port lies in config/container/port_range; without one the agent picks a free one.
     #[arg(short = 'p', long = "port")]
     pub ports: Vec<String>,
+    /// Feed this file to the command's standard input (DRMAA2 inputPath): an absolute path
+    /// inside config/container/stage_in_dirs, or a file in the kernel's /home/work (with
+    /// --hold: upload it with `files put`, then release).
+    #[arg(long, default_value = "")]
+    pub input: String,
     #[arg(long, default_value = "")]
     pub network: String,
     #[arg(long)]
@@ -82,6 +88,7 @@ pub struct RunArgs {
     /// GPUs: `all`, a count, or comma-separated UUIDs.
     #[arg(long, default_value = "")]
     pub gpus: String,
+    /// Size of /dev/shm, as Docker reads sizes (`64m`).
     #[arg(long = "shm-size", default_value = "")]
     pub shm_size: String,
     /// NAME=SOFT[:HARD] (repeatable), e.g. memlock=-1.
@@ -89,8 +96,18 @@ pub struct RunArgs {
     pub ulimits: Vec<String>,
     #[arg(long, default_value_t = 0.0)]
     pub cpus: f64,
+    /// Memory limit, as Docker reads sizes: `16m` is 16 MiB, `1g` 1 GiB.
     #[arg(short = 'm', long, default_value = "")]
     pub memory: String,
+    /// Memory plus swap (`-1`: unlimited swap); without it a kernel gets no swap.
+    #[arg(long = "memory-swap", default_value = "")]
+    pub memory_swap: String,
+    /// A tmpfs mount PATH[:OPTIONS], e.g. `/scratch:rw,size=64m` (repeatable).
+    #[arg(long = "tmpfs", value_name = "PATH[:OPTIONS]")]
+    pub tmpfs: Vec<String>,
+    /// Storage driver option KEY=VALUE, e.g. `size=20g` (repeatable).
+    #[arg(long = "storage-opt", value_name = "KEY=VALUE")]
+    pub storage_opt: Vec<String>,
     #[arg(long = "pids-limit", default_value_t = 0)]
     pub pids_limit: i64,
     /// Create but do not start until `deckhand release`.
@@ -157,6 +174,35 @@ pub fn parse_array(s: &str) -> anyhow::Result<ArraySpec> {
     })
 }
 
+/// Docker's `-p [HOSTIP:][HOSTPORT:]CONTAINERPORT[/PROTO]` (an IPv6 host address in
+/// brackets: `[::1]:30080:80`).
+pub fn parse_port(p: &str) -> anyhow::Result<PortSpec> {
+    let bad = || anyhow::anyhow!("--port `{p}`: expected [HOSTIP:][HOSTPORT:]PORT[/udp]");
+    let (rest, protocol) = p.split_once('/').unwrap_or((p, "tcp"));
+    let (ip, rest) = match rest.strip_prefix('[') {
+        Some(v6) => {
+            let (ip, rest) = v6.split_once("]:").ok_or_else(bad)?;
+            (ip, rest)
+        }
+        None => match rest.matches(':').count() {
+            2 => rest.split_once(':').ok_or_else(bad)?,
+            0 | 1 => ("", rest),
+            _ => return Err(bad()),
+        },
+    };
+    let (host, container) = rest.split_once(':').unwrap_or(("", rest));
+    Ok(PortSpec {
+        container_port: container.parse().map_err(|_| bad())?,
+        protocol: protocol.to_string(),
+        host_port: if host.is_empty() {
+            0
+        } else {
+            host.parse().map_err(|_| bad())?
+        },
+        host_ip: ip.to_string(),
+    })
+}
+
 impl RunArgs {
     pub fn spec(&self) -> anyhow::Result<KernelSpec> {
         let stage_in = self
@@ -182,15 +228,7 @@ impl RunArgs {
         let ports = self
             .ports
             .iter()
-            .map(|p| {
-                let (port, proto) = p.split_once('/').unwrap_or((p, "tcp"));
-                Ok(PortSpec {
-                    container_port: port
-                        .parse()
-                        .with_context(|| format!("--port `{p}`: expected PORT[/udp]"))?,
-                    protocol: proto.to_string(),
-                })
-            })
+            .map(|p| parse_port(p))
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(KernelSpec {
             kernel_id: self
@@ -228,6 +266,10 @@ impl RunArgs {
             stop_grace_period: self.stop_timeout.clone(),
             cache_usage: self.cache_usage.clone().unwrap_or_default(),
             process_id: self.process_id.clone(),
+            memory_swap: self.memory_swap.clone(),
+            tmpfs: self.tmpfs.clone(),
+            storage_opt: pairs("--storage-opt", &self.storage_opt)?,
+            input_path: self.input.clone(),
         })
     }
 }
@@ -363,8 +405,8 @@ pub fn progress_line(p: &PullProgress) -> String {
         "#".repeat(filled),
         "-".repeat(width - filled),
         fraction * 100.0,
-        bytesize::ByteSize::b(p.bytes_done).display().iec(),
-        bytesize::ByteSize::b(p.bytes_total).display().iec(),
+        bytes(p.bytes_done),
+        bytes(p.bytes_total),
         p.layers_done,
         p.layers_total,
     )
@@ -490,7 +532,16 @@ pub async fn ps(args: PsArgs) -> anyhow::Result<ExitCode> {
         let ports: Vec<String> = k
             .ports
             .iter()
-            .map(|p| format!("{}->{}/{}", p.host_port, p.container_port, p.protocol))
+            .map(|p| {
+                let ip = if p.host_ip.is_empty() {
+                    String::new()
+                } else if p.host_ip.contains(':') {
+                    format!("[{}]:", p.host_ip)
+                } else {
+                    format!("{}:", p.host_ip)
+                };
+                format!("{ip}{}->{}/{}", p.host_port, p.container_port, p.protocol)
+            })
             .collect();
         t.add_row([
             k.kernel_id.clone(),
@@ -712,8 +763,8 @@ pub async fn files(args: FilesArgs) -> anyhow::Result<ExitCode> {
                 bail!(
                     "{} is {}; uploads are at most {} (copy bigger data through a stage-in dir)",
                     local.display(),
-                    bytesize::ByteSize(size).display().iec(),
-                    bytesize::ByteSize(limit).display().iec()
+                    bytes(size),
+                    bytes(limit)
                 );
             }
             let content = std::fs::read(&local)

@@ -2,11 +2,9 @@
 
 use std::time::Duration;
 
-use bytesize::ByteSize;
-
 /// `16.0 GiB`.
 pub fn bytes(n: u64) -> String {
-    ByteSize::b(n).display().iec().to_string()
+    crate::config::schema::show_bytes(n)
 }
 
 /// `3s ago`, `2m 5s ago`, `never` for 0.

@@ -550,13 +550,50 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
     })
 }
 
-/// Parses `1024`, `512MiB`, `16 GB`.
+/// Parses a size the way Docker does (go-units `RAMInBytes`): a number, optionally with a
+/// space, then an optional unit `b k m g t p` — case-insensitive, with or without a trailing
+/// `b`/`ib` — all powers of 1024. `16m`, `16MB` and `16MiB` are each 16 MiB (16777216), as in
+/// `docker run -m 16m`; `1.5g` is 1.5 GiB. This is the one size parser: run flags, spec
+/// fields and settings all read sizes through it.
 pub fn parse_bytes(value: &str) -> Result<u64, String> {
-    value
-        .trim()
-        .parse::<bytesize::ByteSize>()
-        .map(|b| b.as_u64())
-        .map_err(|_| format!("`{value}` is not a size; write it like `512MiB` or `16GiB`"))
+    let bad = |why: &str| {
+        format!("`{value}` is not a size ({why}); write it like `512m`, `512MiB` or `16g` (powers of 1024, as Docker reads them)")
+    };
+    let v = value.trim();
+    // The number ends at the last digit, dot or space; what follows is the unit.
+    let Some(sep) = v.rfind(|c: char| c.is_ascii_digit() || c == '.' || c == ' ') else {
+        return Err(bad("no number"));
+    };
+    let (num, unit) = v.split_at(sep + 1);
+    let num = num.trim_end();
+    if num.is_empty() || !num.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(bad("not a number"));
+    }
+    let n: f64 = num.parse().map_err(|_| bad("not a number"))?;
+    let unit = unit.to_ascii_lowercase();
+    let shift = match unit.as_bytes() {
+        [] | [b'b'] => 0,
+        [u] | [u, b'b'] | [u, b'i', b'b'] => match u {
+            b'k' => 10,
+            b'm' => 20,
+            b'g' => 30,
+            b't' => 40,
+            b'p' => 50,
+            _ => return Err(bad(&format!("unknown unit `{unit}`"))),
+        },
+        _ => return Err(bad(&format!("unknown unit `{unit}`"))),
+    };
+    let bytes = n * (1u64 << shift) as f64;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(bad("too large"));
+    }
+    Ok(bytes as u64)
+}
+
+/// A size for people, in binary units (`16 MiB`, `1.5 GiB`), so what is shown reads back
+/// through [`parse_bytes`] as the same amount.
+pub fn show_bytes(n: u64) -> String {
+    bytesize::ByteSize::b(n).display().iec().to_string()
 }
 
 pub fn parse_bool(value: &str) -> Result<bool, String> {
@@ -653,6 +690,39 @@ mod tests {
         assert!(validate("resource/reserved_cpu", "NaN").is_err());
         assert!(validate("gpu/nvml_library", "lib.so").is_err());
         assert!(validate("docker/fake_gpus/0/id", "GPU-not-a-uuid").is_err());
+    }
+
+    #[test]
+    fn sizes_read_as_docker_reads_them() {
+        // The literal values of `docker run -m 16m` and `--shm-size 10g`.
+        assert_eq!(parse_bytes("16m"), Ok(16_777_216));
+        assert_eq!(parse_bytes("10g"), Ok(10_737_418_240));
+        for same in [
+            "16M",
+            "16mb",
+            "16MB",
+            "16MiB",
+            "16mib",
+            "16 MiB",
+            "16777216",
+            "16777216b",
+        ] {
+            assert_eq!(parse_bytes(same), Ok(16 << 20), "{same}");
+        }
+        assert_eq!(parse_bytes("1k"), Ok(1024));
+        assert_eq!(parse_bytes("2t"), Ok(2 << 40));
+        assert_eq!(parse_bytes("1p"), Ok(1 << 50));
+        assert_eq!(parse_bytes("1.5g"), Ok(3 << 29));
+        assert_eq!(parse_bytes("0"), Ok(0));
+        for bad in [
+            "", "m", "lots", "-1m", "16x", "16mbb", "16ibm", "16 m b", "1e3", "16gbit",
+        ] {
+            let err = parse_bytes(bad).unwrap_err();
+            assert!(err.contains(&format!("`{bad}`")), "{bad}: {err}");
+        }
+        // What is shown reads back as the same amount.
+        assert_eq!(show_bytes(16 << 20), "16.0 MiB");
+        assert_eq!(parse_bytes(&show_bytes(10 << 30)), Ok(10 << 30));
     }
 
     #[test]

@@ -72,7 +72,7 @@ pub fn body(
         port_bindings.insert(
             key,
             Some(vec![PortBinding {
-                host_ip: None,
+                host_ip: (!p.host_ip.is_empty()).then(|| p.host_ip.clone()),
                 host_port: Some(p.host.to_string()),
             }]),
         );
@@ -124,8 +124,21 @@ pub fn body(
         }),
         nano_cpus: (spec.cpus > 0.0).then_some((spec.cpus * 1e9) as i64),
         memory: spec.memory.map(|m| m as i64),
-        // No swap beyond the limit: a kernel over its memory is OOM-killed, not slowed.
-        memory_swap: spec.memory.map(|m| m as i64),
+        // Without --memory-swap, no swap beyond the limit: a kernel over its memory is
+        // OOM-killed, not slowed.
+        memory_swap: spec.memory_swap.or(spec.memory.map(|m| m as i64)),
+        tmpfs: (!spec.tmpfs.is_empty()).then(|| {
+            spec.tmpfs
+                .iter()
+                .map(|t| (t.path.clone(), t.options.clone()))
+                .collect()
+        }),
+        storage_opt: (!spec.storage_opt.is_empty()).then(|| {
+            spec.storage_opt
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }),
         pids_limit: spec.pids_limit,
         ..Default::default()
     };
@@ -143,6 +156,10 @@ pub fn body(
         labels: Some(labels),
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
         stop_timeout: Some(spec.stop_grace_period.as_secs() as i64),
+        // An input file is fed through an attached stdin that closes once it is sent.
+        open_stdin: (!spec.input_path.is_empty()).then_some(true),
+        stdin_once: (!spec.input_path.is_empty()).then_some(true),
+        attach_stdin: (!spec.input_path.is_empty()).then_some(true),
         host_config: Some(host_config),
         ..Default::default()
     }

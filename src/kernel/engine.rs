@@ -30,9 +30,12 @@ use super::spec::{self, ArrayRange, GpuRequest, Spec, SpecError};
 use super::state::{KernelState, Transition};
 use crate::agent::status::Snapshot;
 use crate::config::cluster::CacheUsage;
+use crate::config::schema::show_bytes;
 use crate::config::ClusterConfig;
 use crate::rpc::pb;
-use crate::runtime::docker::{Chunk, ChunkStream, ContainerEvent, Docker, EngineError};
+use crate::runtime::docker::{
+    Chunk, ChunkStream, ContainerEvent, ContainerStatus, Docker, EngineError,
+};
 use crate::runtime::images::{Images, Progress, PullOptions, PullState};
 
 mod recovery;
@@ -393,7 +396,9 @@ impl Kernels {
             created_at_ms: now_ms(),
             started_at_ms: 0,
             finished_at_ms: 0,
+            granted: slots.clone(),
             slots,
+            restart_count: 0,
             ports,
             scratch_dir: self.0.scratch.kernel_dir(id)?.display().to_string(),
             process_data: None,
@@ -507,6 +512,7 @@ impl Kernels {
                 match self.allocate(&t, &spec, &cfg) {
                     Ok((slots, ports, real)) => {
                         let e = t.kernels.get_mut(&task_id).expect("checked above");
+                        e.rec.granted = Some(slots.clone());
                         e.rec.slots = Some(slots);
                         e.rec.ports = ports;
                         e.rec.real_gpus = real;
@@ -594,9 +600,9 @@ impl Kernels {
         if memory > mem_free {
             return Err(KernelError::Exhausted(format!(
                 "memory: {} requested, {} of {} free on this agent",
-                bytesize::ByteSize(memory),
-                bytesize::ByteSize(mem_free),
-                bytesize::ByteSize(mem_total)
+                show_bytes(memory),
+                show_bytes(mem_free),
+                show_bytes(mem_total)
             )));
         }
         let free: Vec<&(String, bool)> = gpus
@@ -660,18 +666,40 @@ impl Kernels {
         let real = !chosen.is_empty() && chosen.iter().all(|(_, real)| *real);
         let (lo, hi) = cfg.kernel.port_range;
         let mut ports = Vec::new();
+        // Ports asked for by number first, so a chosen one never takes them.
+        let held_by_kernels = ports_used.clone();
+        ports_used.extend(spec.ports.iter().map(|p| p.host).filter(|h| *h != 0));
         let mut next = lo;
-        for p in &spec.ports {
-            let host = loop {
-                if next > hi || next == 0 {
+        for (i, p) in spec.ports.iter().enumerate() {
+            let host = if p.host != 0 {
+                let taken_by_kernel = held_by_kernels.contains(&p.host);
+                if taken_by_kernel || !port_bindable(&p.host_ip, p.host, &p.protocol) {
                     return Err(KernelError::Exhausted(format!(
-                        "ports: no free host port left in config/container/port_range {lo}-{hi}"
+                        "ports[{i}].host_port: {}/{} is in use on this host{}",
+                        p.host,
+                        p.protocol,
+                        if taken_by_kernel {
+                            " (by another kernel)"
+                        } else {
+                            ""
+                        }
                     )));
                 }
-                let candidate = next;
-                next = next.wrapping_add(1);
-                if !ports_used.contains(&candidate) && port_bindable(candidate, &p.protocol) {
-                    break candidate;
+                p.host
+            } else {
+                loop {
+                    if next > hi || next == 0 {
+                        return Err(KernelError::Exhausted(format!(
+                            "ports: no free host port left in config/container/port_range {lo}-{hi}"
+                        )));
+                    }
+                    let candidate = next;
+                    next = next.wrapping_add(1);
+                    if !ports_used.contains(&candidate)
+                        && port_bindable(&p.host_ip, candidate, &p.protocol)
+                    {
+                        break candidate;
+                    }
                 }
             };
             ports_used.insert(host);
@@ -679,6 +707,7 @@ impl Kernels {
                 container: p.container,
                 host,
                 protocol: p.protocol.clone(),
+                host_ip: p.host_ip.clone(),
             });
         }
         Ok((
@@ -1075,11 +1104,18 @@ impl Kernels {
 
     async fn start_container(&self, id: &str) -> Result<(), KernelError> {
         let rec = self.record(id)?;
+        let input = match self.input_file(&rec)? {
+            Some(path) => Some((path, self.0.docker.attach_stdin(&rec.container_id).await?)),
+            None => None,
+        };
         self.0
             .docker
             .start(&rec.container_id)
             .await
             .map_err(|e| name_network(e, &rec, &self.config()))?;
+        if let Some((path, stdin)) = input {
+            self.spawn(feed_input(rec.id.clone(), path, stdin));
+        }
         let st = self.0.docker.inspect(&rec.container_id).await?;
         {
             let mut t = self.lock();
@@ -1106,6 +1142,28 @@ impl Kernels {
             self.spawn(async move { me.copy_output(rec2).await });
         }
         Ok(())
+    }
+
+    /// The host file a kernel's stdin comes from (DRMAA2 `inputPath`), if it has one: an
+    /// absolute path (checked by spec validation) or a file in its work dir, which must
+    /// exist by now (INVALID_ARGUMENT naming `input_path` otherwise).
+    fn input_file(&self, rec: &Record) -> Result<Option<PathBuf>, KernelError> {
+        let p = &rec.spec.input_path;
+        if p.is_empty() {
+            return Ok(None);
+        }
+        if Path::new(p).is_absolute() {
+            return Ok(Some(PathBuf::from(p)));
+        }
+        let work = self.0.scratch.work_dir(&rec.id)?;
+        match scratch::resolve_inside(&work, p, true) {
+            Ok(path) if path.is_file() => Ok(Some(path)),
+            _ => Err(SpecError::invalid(
+                "input_path",
+                format!("`{p}` is not a file in the kernel's work dir; upload it with `deckhand files put` first"),
+            )
+            .into()),
+        }
     }
 
     /// Writes the kernel's stdout/stderr to its output/error files as they come.
@@ -1268,6 +1326,13 @@ impl Kernels {
                     } else if !st.paused && state == KernelState::Suspended {
                         let _ = self.transition(&mut t, &kid, Transition::Resume, |_| {});
                     }
+                    drop(t);
+                    // Restarts that happened while nobody listened.
+                    if st.restarting && state == KernelState::Running {
+                        self.on_restart(&kid, st.exit_code, &st);
+                    } else if !st.restarting && state == KernelState::Restarting {
+                        self.restarted_running(&kid, &st);
+                    }
                 }
                 continue;
             } else if st.started_at_ms > 0 {
@@ -1306,7 +1371,10 @@ impl Kernels {
                     .await
                     .unwrap_or_default();
                 if st.exists && (st.running || st.restarting) {
-                    return; // restarted by its restart policy
+                    // Its restart policy starts it again: RESTARTING until it runs.
+                    let code = ev.exit_code.unwrap_or(st.exit_code);
+                    self.on_restart(id, code, &st);
+                    return;
                 }
                 let code = if st.exists {
                     st.exit_code
@@ -1322,6 +1390,8 @@ impl Kernels {
                 }
                 let oom = st.oom_killed || e.rec.oom_killed;
                 let stopping = e.rec.state == KernelState::Terminating;
+                let restarts = st.restart_count.max(e.rec.restart_count);
+                let policy = restart_policy_shown(&e.rec.spec);
                 if e.rec.state == KernelState::Creating {
                     let started = st.started_at_ms;
                     let _ = self.transition(&mut t, id, Transition::Started, |r| {
@@ -1334,7 +1404,7 @@ impl Kernels {
                 } else {
                     String::new()
                 };
-                let reason = if oom {
+                let mut reason = if oom {
                     "out of memory: the kernel was OOM-killed".to_string()
                 } else if stopping {
                     format!("stopped on request (exit code {code})")
@@ -1345,14 +1415,36 @@ impl Kernels {
                 } else {
                     format!("exited with code {code}")
                 };
+                if restarts > 0 && !stopping {
+                    reason.push_str(&format!(
+                        " after {restarts} restarts (restart policy `{policy}` gave up)"
+                    ));
+                }
                 let finished = st.finished_at_ms;
                 let _ = self.transition(&mut t, id, Transition::Exited { success }, |r| {
+                    r.restart_count = restarts;
                     r.exit_code = Some(code as i32);
                     r.signal = signal;
                     r.oom_killed = oom;
                     r.reason = reason;
                     r.finished_at_ms = finished;
                 });
+            }
+            // Back from a restart by its restart policy (a first start is recorded by the
+            // launch itself).
+            "start"
+                if self.lock().kernels.get(id).map(|e| e.rec.state)
+                    == Some(KernelState::Restarting) =>
+            {
+                let st = self
+                    .0
+                    .docker
+                    .inspect(&ev.container_id)
+                    .await
+                    .unwrap_or_default();
+                if st.running && !st.restarting {
+                    self.restarted_running(id, &st);
+                }
             }
             "oom" => {
                 if let Some(e) = self.lock().kernels.get_mut(id) {
@@ -1381,6 +1473,56 @@ impl Kernels {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// The container exited and Docker's restart policy restarts it: RESTARTING (DRMAA2
+    /// QUEUED) with the exit code and the restart count; slots stay held. If it already
+    /// runs again, RUNNING at once.
+    fn on_restart(&self, id: &str, code: i64, st: &ContainerStatus) {
+        {
+            let mut t = self.lock();
+            let Some(e) = t.kernels.get(id) else { return };
+            if e.rec.state == KernelState::Creating {
+                let started = st.started_at_ms;
+                let _ = self.transition(&mut t, id, Transition::Started, |r| {
+                    r.started_at_ms = started
+                });
+            }
+            let Some(e) = t.kernels.get(id) else { return };
+            if e.rec.state == KernelState::Running {
+                let policy = restart_policy_shown(&e.rec.spec);
+                let count = st.restart_count.max(e.rec.restart_count + 1);
+                let _ = self.transition(&mut t, id, Transition::Restarted, |r| {
+                    r.exit_code = Some(code as i32);
+                    r.restart_count = count;
+                    r.reason = format!(
+                        "exited with code {code}; restart policy `{policy}` starts it again (restart {count})"
+                    );
+                });
+                if let Some(e) = t.kernels.get_mut(id) {
+                    e.cgroup = None;
+                }
+            }
+        }
+        if st.running && !st.restarting {
+            self.restarted_running(id, st);
+        }
+    }
+
+    /// A restarting kernel runs again.
+    fn restarted_running(&self, id: &str, st: &ContainerStatus) {
+        let mut t = self.lock();
+        if t.kernels.get(id).map(|e| e.rec.state) != Some(KernelState::Restarting) {
+            return;
+        }
+        let count = st.restart_count;
+        let _ = self.transition(&mut t, id, Transition::Started, |r| {
+            r.restart_count = r.restart_count.max(count);
+            r.reason = format!("running again after restart {}", r.restart_count);
+        });
+        if let Some(e) = t.kernels.get_mut(id) {
+            e.cgroup = CgroupPaths::of_pid(st.pid);
         }
     }
 
@@ -1594,7 +1736,10 @@ impl Kernels {
                 let grace = grace.unwrap_or(e.rec.spec.stop_grace_period);
                 let cid = e.rec.container_id.clone();
                 let rx = e.state.subscribe();
-                let reason = if matches!(was, KernelState::Running | KernelState::Suspended) {
+                let reason = if matches!(
+                    was,
+                    KernelState::Running | KernelState::Suspended | KernelState::Restarting
+                ) {
                     "stop requested".to_string()
                 } else {
                     "cancelled before it started".to_string()
@@ -1609,6 +1754,18 @@ impl Kernels {
                     let _ = self.0.docker.unpause(&cid).await;
                 }
                 self.0.docker.stop(&cid, grace).await?;
+            }
+            KernelState::Restarting => {
+                // Stopping cancels the restart; the process had already exited, so no `die`
+                // follows: look once more and record the end.
+                self.0.docker.stop(&cid, grace).await?;
+                self.on_event(ContainerEvent {
+                    container_id: cid.clone(),
+                    kernel_id: id.to_string(),
+                    action: "die".into(),
+                    exit_code: None,
+                })
+                .await;
             }
             KernelState::Terminating => {}
             _ => {
@@ -1716,6 +1873,11 @@ impl Kernels {
     }
 
     async fn release(&self, id: &str) -> Result<(), KernelError> {
+        // A held kernel's input file must be there before it may start; it stays HELD.
+        let rec = self.record(id)?;
+        if rec.state == KernelState::Held {
+            self.input_file(&rec)?;
+        }
         {
             let mut t = self.lock();
             self.transition(&mut t, id, Transition::Release, |_| {})?;
@@ -1783,7 +1945,7 @@ impl Kernels {
                 format!(
                     "{} bytes; uploads are at most {}",
                     content.len(),
-                    bytesize::ByteSize(MAX_UPLOAD as u64).display().iec()
+                    show_bytes(MAX_UPLOAD as u64)
                 ),
             )
             .into());
@@ -1812,8 +1974,8 @@ impl Kernels {
         if meta.len() > MAX_DOWNLOAD {
             return Err(KernelError::Exhausted(format!(
                 "path `{path}`: {} is over the {} download limit",
-                bytesize::ByteSize(meta.len()),
-                bytesize::ByteSize(MAX_DOWNLOAD)
+                show_bytes(meta.len()),
+                show_bytes(MAX_DOWNLOAD)
             )));
         }
         tokio::fs::read(&target)
@@ -1953,10 +2115,43 @@ fn config_files(rec: &Record, agent_id: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn port_bindable(port: u16, protocol: &str) -> bool {
+/// Copies the input file into the kernel's stdin, then closes it (the command reads EOF).
+async fn feed_input(
+    kernel_id: String,
+    path: PathBuf,
+    mut stdin: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+) {
+    let sent = async {
+        let mut file = tokio::fs::File::open(&path).await?;
+        let n = tokio::io::copy(&mut file, &mut stdin).await?;
+        stdin.shutdown().await?;
+        Ok::<u64, std::io::Error>(n)
+    };
+    match sent.await {
+        Ok(n) => tracing::debug!(kernel_id = %kernel_id, bytes = n, "input fed to stdin"),
+        Err(e) => {
+            tracing::warn!(kernel_id = %kernel_id, input = %path.display(), error = %e, "cannot feed the input file to stdin")
+        }
+    }
+}
+
+/// Whether `port` can be bound on `ip` (every address when empty) right now.
+fn port_bindable(ip: &str, port: u16, protocol: &str) -> bool {
+    let ip: std::net::IpAddr = ip
+        .parse()
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     match protocol {
-        "udp" => std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok(),
-        _ => std::net::TcpListener::bind(("0.0.0.0", port)).is_ok(),
+        "udp" => std::net::UdpSocket::bind((ip, port)).is_ok(),
+        _ => std::net::TcpListener::bind((ip, port)).is_ok(),
+    }
+}
+
+/// `always`, `on-failure:2`: the policy as the user wrote it.
+fn restart_policy_shown(spec: &Spec) -> String {
+    if spec.restart_retries > 0 {
+        format!("{}:{}", spec.restart_policy, spec.restart_retries)
+    } else {
+        spec.restart_policy.clone()
     }
 }
 

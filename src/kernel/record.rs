@@ -21,6 +21,9 @@ pub struct HostPort {
     pub container: u16,
     pub host: u16,
     pub protocol: String,
+    /// The host address bound; empty: every address.
+    #[serde(default)]
+    pub host_ip: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,6 +54,13 @@ pub struct Record {
     pub finished_at_ms: i64,
     /// Held while the kernel is live; `None` once it ended (or before it was placed).
     pub slots: Option<Slots>,
+    /// What the kernel was given, kept after it ends (DRMAA2 JobInfo `slots`); records of
+    /// earlier versions have none and show `slots` instead.
+    #[serde(default)]
+    pub granted: Option<Slots>,
+    /// How many times Docker's restart policy restarted the container.
+    #[serde(default)]
+    pub restart_count: u32,
     /// Held until the kernel is removed.
     pub ports: Vec<HostPort>,
     pub scratch_dir: String,
@@ -88,6 +98,7 @@ pub fn state_pb(s: KernelState) -> pb::KernelState {
         KernelState::Held => P::Held,
         KernelState::Running => P::Running,
         KernelState::Suspended => P::Suspended,
+        KernelState::Restarting => P::Restarting,
         KernelState::Terminating => P::Terminating,
         KernelState::Done => P::Done,
         KernelState::Failed => P::Failed,
@@ -97,7 +108,11 @@ pub fn state_pb(s: KernelState) -> pb::KernelState {
 
 impl Record {
     pub fn info(&self, agent_id: &str, usage: Option<pb::KernelUsage>) -> pb::KernelInfo {
-        let slots = self.slots.clone().unwrap_or_default();
+        let slots = self
+            .granted
+            .clone()
+            .or_else(|| self.slots.clone())
+            .unwrap_or_default();
         pb::KernelInfo {
             kernel_id: self.id.clone(),
             name: self.name.clone(),
@@ -126,6 +141,7 @@ impl Record {
                     container_port: p.container.into(),
                     host_port: p.host.into(),
                     protocol: p.protocol.clone(),
+                    host_ip: p.host_ip.clone(),
                 })
                 .collect(),
             array_id: self.array_id.clone().unwrap_or_default(),
@@ -133,6 +149,7 @@ impl Record {
             usage,
             spec: Some(self.shown_spec.clone()),
             scratch_dir: self.scratch_dir.clone(),
+            restart_count: self.restart_count,
         }
     }
 }

@@ -3,9 +3,11 @@
 //!
 //! ```text
 //! PREPARING → (PULLING) → CREATING → HELD? → RUNNING ⇄ SUSPENDED → TERMINATING → DONE | FAILED | CANCELLED
+//!                                               RUNNING ⇄ RESTARTING
 //! ```
 //! Any live state may fail (FAILED) or be cancelled before it runs (CANCELLED); a container
-//! exiting by itself goes straight to DONE (exit 0) or FAILED.
+//! exiting by itself goes straight to DONE (exit 0) or FAILED, unless its restart policy
+//! starts it again (RESTARTING, back to RUNNING when it runs; DRMAA2 reads it QUEUED).
 
 use std::fmt;
 
@@ -20,6 +22,8 @@ pub enum KernelState {
     Running,
     /// Paused with the cgroup freezer (`docker pause`).
     Suspended,
+    /// Exited; its restart policy starts it again. Slots stay held.
+    Restarting,
     Terminating,
     Done,
     Failed,
@@ -39,6 +43,8 @@ pub enum Transition {
     Started,
     Suspend,
     Resume,
+    /// The container exited and its restart policy will start it again.
+    Restarted,
     /// A stop was requested (grace period, then kill).
     Terminate,
     /// The container ended; `success` is exit code 0 and not OOM-killed.
@@ -86,13 +92,17 @@ impl KernelState {
                 }
             }
             (Held, Release) => Creating,
-            (Creating, Started) => Running,
+            (Creating | Restarting, Started) => Running,
+            (Running, Restarted) => Restarting,
             (Running, Suspend) => Suspended,
             (Suspended, Resume) => Running,
             (Preparing | Pulling | Creating | Held, Terminate) => Cancelled,
-            (Running | Suspended, Terminate) => Terminating,
-            (Running | Suspended | Terminating, Exited { success: true }) => Done,
-            (Running | Suspended | Terminating | Creating, Exited { success: false }) => Failed,
+            (Running | Suspended | Restarting, Terminate) => Terminating,
+            (Running | Suspended | Restarting | Terminating, Exited { success: true }) => Done,
+            (
+                Running | Suspended | Restarting | Terminating | Creating,
+                Exited { success: false },
+            ) => Failed,
             (s, Fail) if !s.is_final() => Failed,
             (s, t) => {
                 return Err(TransitionError {
@@ -116,7 +126,10 @@ impl KernelState {
 
     pub fn drmaa2(self) -> Drmaa2State {
         match self {
-            Self::Preparing | Self::Pulling | Self::Creating => Drmaa2State::Queued,
+            // The DRMAA2 Docker tracker reads Docker's "restarting" as Queued.
+            Self::Preparing | Self::Pulling | Self::Creating | Self::Restarting => {
+                Drmaa2State::Queued
+            }
             Self::Held => Drmaa2State::QueuedHeld,
             Self::Running | Self::Terminating => Drmaa2State::Running,
             Self::Suspended => Drmaa2State::Suspended,
@@ -150,6 +163,7 @@ impl Transition {
             Self::Started => "start",
             Self::Suspend => "suspend",
             Self::Resume => "resume",
+            Self::Restarted => "restart",
             Self::Terminate => "stop",
             Self::Exited { .. } => "report an exit of",
             Self::Fail => "fail",
@@ -166,6 +180,7 @@ impl fmt::Display for KernelState {
             Self::Held => "HELD",
             Self::Running => "RUNNING",
             Self::Suspended => "SUSPENDED",
+            Self::Restarting => "RESTARTING",
             Self::Terminating => "TERMINATING",
             Self::Done => "DONE",
             Self::Failed => "FAILED",
@@ -232,6 +247,18 @@ mod tests {
     }
 
     #[test]
+    fn a_restarting_kernel_reads_queued_and_runs_again_or_ends() {
+        let r = Running.apply(Restarted).unwrap();
+        assert_eq!(r, Restarting);
+        assert_eq!(r.drmaa2(), Drmaa2State::Queued);
+        assert!(r.holds_resources());
+        assert_eq!(r.apply(Started), Ok(Running));
+        assert_eq!(r.apply(Exited { success: false }), Ok(Failed));
+        assert_eq!(r.apply(Terminate), Ok(Terminating));
+        assert!(r.apply(Suspend).is_err());
+    }
+
+    #[test]
     fn final_states_accept_nothing() {
         let all = [
             PullStarted,
@@ -241,6 +268,7 @@ mod tests {
             Started,
             Suspend,
             Resume,
+            Restarted,
             Terminate,
             Exited { success: true },
             Fail,

@@ -281,7 +281,7 @@ impl ClusterService for ManagerRpc {
                     "no alive agent in namespace `{}` has room for cpu {}, memory {}, gpus {}",
                     self.namespace,
                     need.cpu,
-                    bytesize::ByteSize(need.memory_bytes),
+                    crate::config::schema::show_bytes(need.memory_bytes),
                     need.gpus
                 )));
             }

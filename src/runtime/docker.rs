@@ -70,6 +70,8 @@ pub struct ContainerStatus {
     pub started_at_ms: i64,
     pub finished_at_ms: i64,
     pub exists: bool,
+    /// How many times the restart policy restarted the container.
+    pub restart_count: u32,
 }
 
 /// A container event of interest: `die`, `oom`, `pause`, `unpause`, `start`, `destroy`.
@@ -179,6 +181,21 @@ impl Docker {
         Ok(self.api.create_container(Some(opts), body).await?.id)
     }
 
+    /// Attaches to a created container's stdin (opened with `open_stdin` + `stdin_once`):
+    /// what is written reaches the command's standard input, and shutting the writer down
+    /// closes it. Attach before start, so no byte is missed.
+    pub async fn attach_stdin(
+        &self,
+        id: &str,
+    ) -> Result<std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>, EngineError> {
+        let opts = bollard::query_parameters::AttachContainerOptions {
+            stdin: true,
+            stream: true,
+            ..Default::default()
+        };
+        Ok(self.api.attach_container(id, Some(opts)).await?.input)
+    }
+
     pub async fn start(&self, id: &str) -> Result<(), EngineError> {
         Ok(self.api.start_container(id, None).await?)
     }
@@ -245,6 +262,7 @@ impl Docker {
         let s = c.state.unwrap_or_default();
         Ok(ContainerStatus {
             exists: true,
+            restart_count: c.restart_count.unwrap_or(0).max(0) as u32,
             running: s.running.unwrap_or(false)
                 || matches!(s.status, Some(ContainerStateStatusEnum::RUNNING)),
             paused: s.paused.unwrap_or(false),

@@ -263,12 +263,14 @@ impl Kernels {
                         container,
                         host: h,
                         protocol: protocol.to_string(),
+                        host_ip: b.host_ip.unwrap_or_default(),
                     });
                 }
             }
         }
         let running = state.running.unwrap_or(false);
         let paused = state.paused.unwrap_or(false);
+        let restarting = state.restarting.unwrap_or(false);
         let started = state
             .started_at
             .as_deref()
@@ -279,6 +281,7 @@ impl Kernels {
         // A container that ran and stopped is recorded RUNNING: the first sync reports its
         // real end. One that never started waits HELD (nothing is started behind anyone).
         let rec_state = match (running, paused, started > 0) {
+            _ if restarting => KernelState::Restarting,
             (true, true, _) => KernelState::Suspended,
             (true, false, _) | (false, _, true) => KernelState::Running,
             (false, _, false) => KernelState::Held,
@@ -308,7 +311,9 @@ impl Kernels {
                 .unwrap_or_else(now_ms),
             started_at_ms: started,
             finished_at_ms: 0,
+            granted: Some(slots.clone()),
             slots: Some(slots),
+            restart_count: info.restart_count.unwrap_or(0).max(0) as u32,
             ports,
             scratch_dir,
             process_data: None,

@@ -12,6 +12,12 @@ use crate::config::cluster::{CacheUsage, KernelSettings};
 use crate::config::schema;
 use crate::rpc::pb;
 
+pub mod ports;
+pub mod sizes;
+
+pub use ports::Port;
+pub use sizes::Tmpfs;
+
 /// Where kernels find their home and config.
 pub const WORK_DIR: &str = "/home/work";
 pub const CONFIG_DIR: &str = "/home/config";
@@ -75,12 +81,6 @@ pub struct BindMount {
     pub read_only: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Port {
-    pub container: u16,
-    pub protocol: String,
-}
-
 /// A validated kernel spec.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Spec {
@@ -109,6 +109,17 @@ pub struct Spec {
     pub ulimits: Vec<Ulimit>,
     pub cpus: f64,
     pub memory: Option<u64>,
+    /// Docker's memory+swap; `None`: no swap beyond `memory`; -1: unlimited.
+    #[serde(default)]
+    pub memory_swap: Option<i64>,
+    #[serde(default)]
+    pub tmpfs: Vec<Tmpfs>,
+    /// Storage driver options, sizes in bytes.
+    #[serde(default)]
+    pub storage_opt: BTreeMap<String, String>,
+    /// Fed to the command's stdin: relative to the work dir, or an absolute host path.
+    #[serde(default)]
+    pub input_path: String,
     pub pids_limit: Option<i64>,
     pub hold: bool,
     pub stop_grace_period: Duration,
@@ -311,40 +322,8 @@ pub fn validate(spec: &pb::KernelSpec, cfg: &KernelSettings) -> Result<Spec, Spe
     }
     output_file("output_path", &spec.output_path, cfg)?;
     output_file("error_path", &spec.error_path, cfg)?;
-    let mut ports: Vec<Port> = Vec::new();
-    if spec.ports.len() > 64 {
-        return Err(SpecError::invalid("ports", "at most 64 exposed ports"));
-    }
-    for (i, p) in spec.ports.iter().enumerate() {
-        let field = format!("ports[{i}]");
-        if p.container_port == 0 || p.container_port > 65535 {
-            return Err(SpecError::invalid(
-                format!("{field}.container_port"),
-                format!("{} is not a port (1-65535)", p.container_port),
-            ));
-        }
-        let protocol = match p.protocol.as_str() {
-            "" | "tcp" => "tcp",
-            "udp" => "udp",
-            other => {
-                return Err(SpecError::invalid(
-                    format!("{field}.protocol"),
-                    format!("`{other}`: expected tcp or udp"),
-                ))
-            }
-        };
-        let port = Port {
-            container: p.container_port as u16,
-            protocol: protocol.into(),
-        };
-        if ports.contains(&port) {
-            return Err(SpecError::invalid(
-                format!("{field}.container_port"),
-                format!("{}/{protocol} is exposed twice", p.container_port),
-            ));
-        }
-        ports.push(port);
-    }
+    let ports = ports::validate(&spec.ports, cfg)?;
+    input_file(spec, cfg)?;
     let host_ns = |field: &str, value: &str| -> Result<(), SpecError> {
         if value == "host" && !cfg.allow_host_namespaces {
             return Err(SpecError::forbidden(
@@ -402,8 +381,8 @@ pub fn validate(spec: &pb::KernelSpec, cfg: &KernelSettings) -> Result<Spec, Spe
         host_ns(field, v)?;
     }
     let gpus = gpu_request(&spec.gpus)?;
-    let shm_size = bytes_field("shm_size", &spec.shm_size)?;
-    let memory = bytes_field("memory", &spec.memory)?;
+    let shm_size = sizes::bytes_field("shm_size", &spec.shm_size)?;
+    let memory = sizes::bytes_field("memory", &spec.memory)?;
     if let Some(m) = memory {
         if m < 6 << 20 {
             return Err(SpecError::invalid(
@@ -458,6 +437,10 @@ pub fn validate(spec: &pb::KernelSpec, cfg: &KernelSettings) -> Result<Spec, Spe
         ulimits: ulimits(&spec.ulimits)?,
         cpus: spec.cpus,
         memory,
+        memory_swap: sizes::memory_swap(&spec.memory_swap, memory)?,
+        tmpfs: sizes::tmpfs(&spec.tmpfs)?,
+        storage_opt: sizes::storage_opt(&spec.storage_opt)?,
+        input_path: spec.input_path.clone(),
         pids_limit: (spec.pids_limit > 0).then_some(spec.pids_limit),
         hold: spec.submit_as_hold,
         stop_grace_period,
@@ -604,7 +587,7 @@ pub fn image_reference(r: &str) -> Result<(), SpecError> {
 }
 
 /// An absolute container path without `..`.
-fn container_path(field: &str, p: &str) -> Result<(), SpecError> {
+pub(crate) fn container_path(field: &str, p: &str) -> Result<(), SpecError> {
     let path = Path::new(p);
     if !path.is_absolute()
         || p.contains('\0')
@@ -673,6 +656,44 @@ fn output_file(field: &str, p: &str, cfg: &KernelSettings) -> Result<(), SpecErr
         let dir = path.parent().unwrap_or(path);
         let dir = dir.to_str().unwrap_or_default();
         allowed_host_path(field, dir, cfg)?;
+    }
+    Ok(())
+}
+
+/// DRMAA2 `inputPath`: a file fed to the command's stdin. Absolute: a regular file inside
+/// `container/stage_in_dirs`, which must exist now. Relative: a file in the kernel's work
+/// dir, which is empty until the kernel exists — so only a held kernel can have it (upload
+/// it, then release); its presence is checked at release.
+fn input_file(spec: &pb::KernelSpec, cfg: &KernelSettings) -> Result<(), SpecError> {
+    const FIELD: &str = "input_path";
+    let p = spec.input_path.as_str();
+    if p.is_empty() {
+        return Ok(());
+    }
+    let path = Path::new(p);
+    if p.contains('\0') || path.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(SpecError::invalid(
+            FIELD,
+            format!("`{p}` may not contain `..`"),
+        ));
+    }
+    if path.is_absolute() {
+        let real = allowed_host_path(FIELD, p, cfg)?;
+        if !real.is_file() {
+            return Err(SpecError::invalid(
+                FIELD,
+                format!("`{p}` is not a regular file"),
+            ));
+        }
+    } else if !spec.submit_as_hold {
+        return Err(SpecError::invalid(
+            FIELD,
+            format!(
+                "`{p}` is relative to the kernel's work dir, which is empty when the kernel starts; \
+                 give an absolute path inside config/container/stage_in_dirs, or hold the kernel, \
+                 upload the file with `files put` and release it"
+            ),
+        ));
     }
     Ok(())
 }
@@ -747,20 +768,6 @@ fn gpu_request(v: &str) -> Result<GpuRequest, SpecError> {
         ids.push(id);
     }
     Ok(GpuRequest::Ids(ids))
-}
-
-fn bytes_field(field: &str, v: &str) -> Result<Option<u64>, SpecError> {
-    if v.trim().is_empty() {
-        return Ok(None);
-    }
-    let b = schema::parse_bytes(v).map_err(|r| SpecError::invalid(field, r))?;
-    if b > 1 << 50 {
-        return Err(SpecError::invalid(
-            field,
-            format!("`{v}` is absurdly large"),
-        ));
-    }
-    Ok(Some(b))
 }
 
 const ULIMITS: &[&str] = &[
