@@ -13,9 +13,10 @@ mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
+use common::supervisord::Supervisord;
 use common::{alive_in, deckhand_bin, docker_inspect, free_port, wait_for, Cluster, TEST_IMAGE};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -70,125 +71,6 @@ fn toml_file(name: &str, values: &[(&str, toml::Value)]) -> String {
         table.insert((*key).to_string(), value.clone());
     }
     toml::to_string(&table).expect("TOML")
-}
-
-/// A real supervisord with a config of its own under `dir` (socket, logs, pid file), as
-/// Debian's `/etc/supervisor/supervisord.conf` lays it out with `conf.d/` included.
-struct Supervisord {
-    child: Option<Child>,
-    conf: PathBuf,
-    dir: PathBuf,
-}
-
-impl Supervisord {
-    /// Starts supervisord over `programs` (file name, contents) placed in `dir/conf.d/`.
-    fn start(dir: &Path, programs: &[(&str, String)]) -> Self {
-        std::fs::create_dir_all(dir.join("conf.d")).unwrap();
-        std::fs::create_dir_all(dir.join("log")).unwrap();
-        for (name, text) in programs {
-            std::fs::write(dir.join("conf.d").join(name), text).unwrap();
-        }
-        let d = dir.display();
-        let conf = dir.join("supervisord.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "[unix_http_server]\nfile={d}/supervisor.sock\nchmod=0700\n\n\
-                 [supervisord]\nlogfile={d}/supervisord.log\npidfile={d}/supervisord.pid\n\
-                 childlogdir={d}/log\nnodaemon=true\n\n\
-                 [rpcinterface:supervisor]\n\
-                 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n\
-                 [supervisorctl]\nserverurl=unix://{d}/supervisor.sock\n\n\
-                 [include]\nfiles = conf.d/*.conf\n"
-            ),
-        )
-        .unwrap();
-        // Started with the soft descriptor limit most hosts give (1024), so that the limit
-        // the programs get is the one `minfds` asks for.
-        let child = Command::new("prlimit")
-            .args(["--nofile=1024:", "--", "supervisord", "-c"])
-            .arg(&conf)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("supervisord.stderr")).unwrap())
-            .spawn()
-            .expect("supervisord: install Debian's supervisor (scripts/deps.sh does)");
-        Self {
-            child: Some(child),
-            conf,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn ctl(&self, args: &[&str]) -> Output {
-        Command::new("supervisorctl")
-            .arg("-c")
-            .arg(&self.conf)
-            .args(args)
-            .output()
-            .expect("supervisorctl")
-    }
-
-    /// The pid of `program` while supervisord says it is RUNNING.
-    fn running_pid(&self, program: &str) -> Option<u32> {
-        let out = self.ctl(&["status", program]);
-        let status = String::from_utf8_lossy(&out.stdout);
-        let (_, rest) = status.split_once(" RUNNING ")?;
-        let pid = rest.trim().strip_prefix("pid ")?.split(',').next()?;
-        pid.parse().ok()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("supervisord.log")).unwrap_or_default()
-    }
-
-    /// Prints supervisord's log and every program's, for a failed test.
-    fn print_logs(&self) {
-        let stderr = std::fs::read_to_string(self.dir.join("supervisord.stderr"));
-        eprintln!("--- supervisord stderr\n{}", stderr.unwrap_or_default());
-        eprintln!("--- supervisord.log\n{}", self.log());
-        for entry in std::fs::read_dir(self.dir.join("log"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-            eprintln!("--- {}\n{text}", entry.path().display());
-        }
-    }
-
-    /// A program's log (`stdout_logfile`, moved under `dir/log/`).
-    fn program_log(&self, file: &str) -> String {
-        std::fs::read_to_string(self.dir.join("log").join(file)).unwrap_or_default()
-    }
-}
-
-impl Drop for Supervisord {
-    /// SIGTERM to supervisord stops every program with its own stop signal and timeout; if
-    /// that does not end it in time, it and whatever it still runs are killed.
-    fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if std::thread::panicking() {
-            self.print_logs();
-        }
-        let programs: Vec<u32> = [AGENT, MANAGER]
-            .iter()
-            .filter_map(|p| self.running_pid(p))
-            .collect();
-        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(45);
-        while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        for pid in programs {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-        }
-    }
 }
 
 /// One line of `/proc/<pid>/<file>` that starts with `prefix`.
@@ -397,7 +279,9 @@ async fn the_agent_under_supervisord_comes_back_after_kill_9_with_its_kernel_and
     assert_eq!(docker_inspect(&container, "{{.State.Running}}"), "true");
 
     // supervisorctl stop: SIGTERM, a clean exit in time, the key gone, the kernel running.
+    let stopping = std::time::Instant::now();
     let out = sup.ctl(&["stop", AGENT]);
+    eprintln!("supervisorctl stop {AGENT}: {:?}", stopping.elapsed());
     assert!(
         String::from_utf8_lossy(&out.stdout).contains(&format!("{AGENT}: stopped")),
         "{out:?}"
@@ -415,6 +299,22 @@ async fn the_agent_under_supervisord_comes_back_after_kill_9_with_its_kernel_and
     );
     assert_eq!(docker_inspect(&container, "{{.State.Running}}"), "true");
     assert!(sup.program_log("agent.log").contains("signal received"));
+
+    // The manager's program stops cleanly too, and its key goes with it.
+    let out = sup.ctl(&["stop", MANAGER]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("{MANAGER}: stopped")),
+        "{out:?}"
+    );
+    assert!(
+        sup.log()
+            .contains(&format!("stopped: {MANAGER} (exit status 0)")),
+        "{}",
+        sup.log()
+    );
+    let mut etcd = c.etcd_client().await;
+    let key = format!("/deckhand/{}/nodes/managers/m1", c.ns);
+    assert_eq!(etcd.get(key, None).await.unwrap().count(), 0);
 }
 
 /// The value of `key=` in `text` (the first setting line, comments skipped).
