@@ -63,7 +63,8 @@ fn assert_no_host_paths(name: &str, text: &str, comment: char) {
     }
 }
 
-/// `deploy/<name>` (TOML) with `values` set; keys the shipped file sets must be there.
+/// `deploy/<name>` (TOML, which must parse) with `values` set: the keys it sets are replaced,
+/// the ones it leaves commented out are added.
 fn toml_file(name: &str, values: &[(&str, toml::Value)]) -> String {
     let mut table: toml::Table = toml::from_str(&deploy_file(name))
         .unwrap_or_else(|e| panic!("deploy/{name} does not parse: {e}"));
