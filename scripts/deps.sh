@@ -2,12 +2,14 @@
 # Installs what deckhand's demo and tests need on a fresh Debian machine, skipping what is
 # already there: protoc, etcd (server and etcdctl), busybox-static (for the local test
 # image), Debian's docker-registry and htpasswd (private registry tests), a C compiler (the
-# fake NVML test library). Then builds the local test image from busybox-static, since no
-# image can be pulled here. Safe to run again.
+# fake NVML test library), supervisor and systemd (tests/deploy.rs runs the deploy files
+# under a real supervisord and checks the units with systemd-analyze verify). Then builds
+# the local test image from busybox-static, since no image can be pulled here. Safe to run
+# again.
 set -euo pipefail
 
 need=()
-for pkg in protobuf-compiler libprotobuf-dev etcd-server etcd-client busybox-static docker-registry apache2-utils gcc; do
+for pkg in protobuf-compiler libprotobuf-dev etcd-server etcd-client busybox-static docker-registry apache2-utils gcc supervisor systemd; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 have() { command -v "$1" >/dev/null 2>&1; }

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod pki;
+pub mod supervisord;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
