@@ -94,6 +94,56 @@ async fn the_only_gpu_removed_and_asked_for_again_at_once_is_never_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gpu_kernel_that_ended_or_was_stopped_frees_its_gpu_for_the_next_at_once() {
+    let k = KernelCluster::start_with(
+        "place-end",
+        &[(
+            "docker/fake_gpus/0/id",
+            "GPU-00000000-0000-0000-0000-0000000000d1",
+        )],
+    )
+    .await;
+    wait_for(T, "1 GPU in the agent's slots", || async {
+        (k.c.node("a1")?["slots"]["total"]["gpus"] == 1).then_some(())
+    })
+    .await;
+    // Ends at once on SIGTERM.
+    let long = [
+        "--gpus",
+        "1",
+        TEST_IMAGE,
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; while true; do sleep 0.1; done",
+    ];
+    let short = ["--gpus", "1", TEST_IMAGE, "sh", "-c", "sleep 0.3"];
+    let mut refusals = Vec::new();
+    for round in 0..20 {
+        // Even rounds: the kernel ends by itself, as a job does (a workflow engine submits
+        // the next one when it sees the end). Odd rounds: it is stopped.
+        let ended = round % 2 == 0;
+        let args: &[&str] = if ended { &short } else { &long };
+        let id = match try_run(&k.c, args) {
+            Ok(id) => id,
+            Err(e) => {
+                refusals.push(format!("round {round}: {e}"));
+                continue;
+            }
+        };
+        if ended {
+            k.wait_state(&id, "DONE", T).await;
+        } else {
+            k.c.cli_ok(&["stop", &id]);
+        }
+    }
+    // The last kernel ended; one more must fit at once.
+    if let Err(e) = try_run(&k.c, &long) {
+        refusals.push(format!("after the rounds: {e}"));
+    }
+    assert!(refusals.is_empty(), "{refusals:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_for_one_kernel_removed_and_asked_for_again_at_once_is_never_refused() {
     let k = KernelCluster::start("place-mem").await;
     // Keep back all memory but 96 MiB: one kernel of 64 MiB fits, two do not.
