@@ -49,7 +49,7 @@ proptest! {
             ..Default::default()
         };
         s.env.insert(env_key.clone(), "v".into());
-        if let Ok(v) = spec::validate(&s, &KernelSettings::default()) {
+        if let Ok(v) = spec::validate(&s.into(), &KernelSettings::default()) {
             prop_assert!(spec::image_reference(&image).is_ok());
             prop_assert!(v.cpus.is_finite() && (0.0..=4096.0).contains(&v.cpus));
             prop_assert!(v.memory.is_none_or(|m| m >= 6 << 20));

@@ -17,7 +17,9 @@ use tonic::transport::Channel;
 use super::status::{Snapshot, StatusCollector};
 use crate::cluster::{ManagerRecord, Mirror};
 use crate::config::ClusterConfig;
-use crate::kernel::Kernels;
+use crate::kernel::slots::Capacity;
+use crate::kernel::Supervisor;
+use crate::rpc::convert;
 use crate::rpc::pb::manager_service_client::ManagerServiceClient;
 use crate::rpc::pb::{AgentIdentity, HeartbeatRequest};
 use crate::rpc::{self, channel};
@@ -32,10 +34,12 @@ pub struct Heartbeat {
     pub collector: StatusCollector,
     /// The latest snapshot, for `GetInfo`.
     pub snapshot: watch::Sender<Arc<Snapshot>>,
+    /// What the host offers kernels, for the supervisor's slot calculation.
+    pub capacity: watch::Sender<Arc<Capacity>>,
     /// The manager currently reported to (address), for `GetInfo`.
     pub current_manager: watch::Sender<String>,
     /// Allocated slots and per-kernel usage come from here.
-    pub kernels: Kernels,
+    pub kernels: Supervisor,
     /// TLS of the connections to managers.
     pub tls: TlsFiles,
 }
@@ -76,10 +80,7 @@ impl Heartbeat {
                 }
             }
             let cfg = self.config.borrow_and_update().clone();
-            let snap = self
-                .collector
-                .collect(&cfg, &self.kernels.allocated())
-                .await;
+            let snap = self.collector.collect(&cfg, self.kernels.allocated()).await;
             self.identity.region = cfg.region.clone();
             self.identity.scaling_group = cfg.scaling_group.clone();
             let req = HeartbeatRequest {
@@ -89,8 +90,16 @@ impl Heartbeat {
                 slots: Some(snap.slots),
                 heartbeat_interval_ms: period.as_millis() as u64,
                 sequence: sequence + 1,
-                kernels: self.kernels.usage(),
+                kernels: convert::usages(self.kernels.usage()),
             };
+            let cap = super::status::capacity(&snap.host, &snap.gpus);
+            self.capacity.send_if_modified(|c| {
+                let changed = **c != cap;
+                if changed {
+                    *c = Arc::new(cap);
+                }
+                changed
+            });
             self.snapshot.send_replace(Arc::new(snap));
             let timeout = period.clamp(Duration::from_millis(500), Duration::from_secs(5));
             if let Some(addr) = links.send(req, timeout).await {

@@ -23,12 +23,13 @@ use crate::cluster::keys::validate_name;
 use crate::cluster::{AgentRecord, EtcdOptions, Keys, Owner, Registration, Session, SessionError};
 use crate::config::ClusterConfig;
 use crate::host::HostSampler;
-use crate::kernel::scratch::Scratch;
-use crate::kernel::{EngineOptions, Kernels};
+use crate::kernel::slots::Capacity;
+use crate::kernel::{Supervisor, SupervisorOptions};
 use crate::rpc::pb::agent_service_server::AgentServiceServer;
 use crate::rpc::pb::AgentIdentity;
 use crate::rpc::{self, ServeError};
-use crate::runtime::Docker;
+use crate::runtime::docker::{Docker, DockerRuntime};
+use crate::runtime::Runtimes;
 use crate::shutdown::{self, Tasks};
 use crate::tls::TlsFiles;
 
@@ -64,7 +65,7 @@ pub enum AgentError {
     #[error(transparent)]
     Session(#[from] SessionError),
     #[error("{0}")]
-    Docker(#[from] crate::runtime::EngineError),
+    Docker(#[from] crate::runtime::docker::EngineError),
 }
 
 /// The address peers should dial: the listener's, with an unspecified IP replaced by the
@@ -171,21 +172,25 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let mut loaded_for_registration = loaded_rx.clone();
     let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
     let (mgr_tx, mgr_rx) = watch::channel(String::new());
-    let scratch = Scratch::new(&opts.scratch_root).map_err(|source| AgentError::ScratchRoot {
+    let (cap_tx, cap_rx) = watch::channel(Arc::new(Capacity::default()));
+    let scratch_error = |source| AgentError::ScratchRoot {
         path: opts.scratch_root.clone(),
         source,
-    })?;
+    };
     let docker = Docker::connect().await?;
-    let kernels = Kernels::new(EngineOptions {
-        docker: docker.clone(),
-        namespace: opts.namespace.clone(),
+    let docker_runtime =
+        DockerRuntime::new(docker, &opts.namespace, &opts.agent_id, &opts.scratch_root)
+            .map_err(scratch_error)?;
+    let kernels = Supervisor::new(SupervisorOptions {
+        runtimes: Runtimes::new(Arc::new(docker_runtime)),
         agent_id: opts.agent_id.clone(),
-        scratch,
+        state_dir: opts.scratch_root.clone(),
         creation_concurrency: cfg_rx.borrow().kernel.creation_concurrency,
         config: cfg_rx.clone(),
-        capacity: snap_rx.clone(),
+        capacity: cap_rx,
         event_capacity: crate::kernel::events::DEFAULT_CAPACITY,
-    });
+    })
+    .map_err(scratch_error)?;
     tasks.spawn(
         "kernels",
         kernels.clone().run(tasks.token()).instrument(span.clone()),
@@ -261,6 +266,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
             managers,
             collector: StatusCollector::new(HostSampler::new(&opts.scratch_root)),
             snapshot: snap_tx,
+            capacity: cap_tx,
             current_manager: mgr_tx,
             kernels: kernels.clone(),
             tls: opts.tls.clone(),
@@ -278,12 +284,11 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
             snapshot: snap_rx,
             current_manager: mgr_rx,
             kernels,
-            docker,
         };
         let routes = tonic::service::Routes::new(
             AgentServiceServer::new(svc)
-                .max_decoding_message_size(crate::kernel::engine::MAX_MESSAGE)
-                .max_encoding_message_size(crate::kernel::engine::MAX_MESSAGE),
+                .max_decoding_message_size(crate::rpc::MAX_MESSAGE)
+                .max_encoding_message_size(crate::rpc::MAX_MESSAGE),
         );
         let stop = tasks.token();
         let fatal = fatal_tx.clone();

@@ -5,20 +5,31 @@
 
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use crate::kernel::Kernels;
+use crate::kernel::Supervisor;
 use crate::rpc::pb::manager_service_client::ManagerServiceClient;
 use crate::rpc::pb::ReportEventsRequest;
-use crate::rpc::{self, channel};
+use crate::rpc::{self, channel, convert};
 use crate::tls::TlsFiles;
 
 const BATCH: usize = 500;
 
+/// Delays between failed deliveries: 200 ms doubling to 5 s.
+fn retry_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .with_factor(2.0)
+        .without_max_times()
+        .build()
+}
+
 pub async fn run(
-    kernels: Kernels,
+    kernels: Supervisor,
     mut manager: watch::Receiver<String>,
     agent_id: String,
     instance_id: String,
@@ -28,7 +39,7 @@ pub async fn run(
     let log = kernels.events();
     let mut latest = log.latest();
     let mut acked = 0u64;
-    let mut backoff = Duration::from_millis(200);
+    let mut delays = retry_backoff();
     let mut failing = false;
     // One channel per manager address, reused across batches (a TLS handshake per batch
     // would be wasted); a lazy channel reconnects by itself.
@@ -48,7 +59,7 @@ pub async fn run(
         let req = ReportEventsRequest {
             agent_id: agent_id.clone(),
             instance_id: instance_id.clone(),
-            events: batch,
+            events: batch.into_iter().map(convert::event).collect(),
         };
         let reuse = client
             .as_ref()
@@ -79,19 +90,19 @@ pub async fn run(
                     tracing::info!(manager = %addr, "kernel events delivered again");
                     failing = false;
                 }
-                backoff = Duration::from_millis(200);
+                delays = retry_backoff();
             }
             Err(e) => {
                 if !failing {
                     tracing::warn!(manager = %addr, error = %e, "cannot deliver kernel events; keeping them");
                     failing = true;
                 }
+                let wait = delays.next().unwrap_or(Duration::from_secs(5));
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     r = manager.changed() => if r.is_err() { return },
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }

@@ -9,7 +9,8 @@ use tonic::{Request, Response, Status};
 
 use super::status::Snapshot;
 use crate::config::ClusterConfig;
-use crate::kernel::{KernelError, Kernels};
+use crate::kernel::Supervisor;
+use crate::rpc::convert;
 use crate::rpc::pb::agent_service_server::AgentService;
 use crate::rpc::pb::{
     AgentIdentity, ControlKernelRequest, ControlKernelResponse, CreateKernelRequest,
@@ -19,7 +20,7 @@ use crate::rpc::pb::{
     ListKernelsResponse, OutputChunk, SyncKernelsRequest, SyncKernelsResponse, UploadFileRequest,
     UploadFileResponse, WatchEventsRequest,
 };
-use crate::runtime::Docker;
+use crate::runtime::Exec;
 
 pub type OutputStream = Pin<Box<dyn Stream<Item = Result<OutputChunk, Status>> + Send>>;
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<KernelEvent, Status>> + Send>>;
@@ -29,9 +30,13 @@ pub struct AgentRpc {
     pub config: watch::Receiver<Arc<ClusterConfig>>,
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
     pub current_manager: watch::Receiver<String>,
-    pub kernels: Kernels,
-    /// The engine, for what is not a kernel's (the image list).
-    pub docker: Docker,
+    pub kernels: Supervisor,
+}
+
+impl AgentRpc {
+    fn id(&self) -> &str {
+        &self.identity.agent_id
+    }
 }
 
 #[tonic::async_trait]
@@ -45,7 +50,7 @@ impl AgentService for AgentRpc {
         let mut identity = self.identity.clone();
         identity.region = cfg.region.clone();
         identity.scaling_group = cfg.scaling_group.clone();
-        let slots = super::status::slots(&snap.host, &snap.gpus, &cfg, &self.kernels.allocated());
+        let slots = super::status::slots(&snap.host, &snap.gpus, &cfg, self.kernels.allocated());
         Ok(Response::new(GetInfoResponse {
             identity: Some(identity),
             host: Some(snap.host.clone()),
@@ -60,7 +65,8 @@ impl AgentService for AgentRpc {
         &self,
         req: Request<CreateKernelRequest>,
     ) -> Result<Response<CreateKernelResponse>, Status> {
-        let kernels = self.kernels.create(req.into_inner()).await?;
+        let req = convert::create_request(req.into_inner())?;
+        let kernels = convert::kernel_infos(self.kernels.create(req).await?, self.id());
         Ok(Response::new(CreateKernelResponse {
             kernels,
             agent_id: self.identity.agent_id.clone(),
@@ -69,7 +75,7 @@ impl AgentService for AgentRpc {
 
     async fn get_kernel(&self, req: Request<KernelRef>) -> Result<Response<KernelInfo>, Status> {
         let id = req.into_inner().kernel_id;
-        let mut list = self.kernels.get(&id)?;
+        let mut list = convert::kernel_infos(self.kernels.get(&id)?, self.id());
         if list.len() == 1 && list[0].kernel_id == id {
             return Ok(Response::new(list.remove(0)));
         }
@@ -83,7 +89,7 @@ impl AgentService for AgentRpc {
         _req: Request<ListKernelsRequest>,
     ) -> Result<Response<ListKernelsResponse>, Status> {
         Ok(Response::new(ListKernelsResponse {
-            kernels: self.kernels.list(),
+            kernels: convert::kernel_infos(self.kernels.list(), self.id()),
         }))
     }
 
@@ -91,7 +97,8 @@ impl AgentService for AgentRpc {
         &self,
         req: Request<ControlKernelRequest>,
     ) -> Result<Response<ControlKernelResponse>, Status> {
-        let kernels = self.kernels.control(req.into_inner()).await?;
+        let req = convert::control(req.into_inner());
+        let kernels = convert::kernel_infos(self.kernels.control(req).await?, self.id());
         Ok(Response::new(ControlKernelResponse { kernels }))
     }
 
@@ -121,12 +128,13 @@ impl AgentService for AgentRpc {
         req: Request<ExecRequest>,
     ) -> Result<Response<OutputStream>, Status> {
         let r = req.into_inner();
-        let (exec_id, output) = self
-            .kernels
-            .exec(&r.kernel_id, r.command, r.env, r.working_dir)
-            .await?;
-        let kernels = self.kernels.clone();
-        let body = output.map(|c| {
+        let exec = Exec {
+            command: r.command,
+            env: r.env,
+            working_dir: r.working_dir,
+        };
+        let run = self.kernels.exec(&r.kernel_id, exec).await?;
+        let body = run.output.map(|c| {
             c.map(|c| OutputChunk {
                 data: c.data.to_vec(),
                 stderr: c.stderr,
@@ -134,8 +142,9 @@ impl AgentService for AgentRpc {
             })
             .map_err(|e| Status::unavailable(e.to_string()))
         });
+        let exit_code = run.exit_code;
         let tail = futures::stream::once(async move {
-            let code = kernels.exec_exit_code(&exec_id).await.unwrap_or(-1);
+            let code = exit_code.await.unwrap_or(-1);
             Ok(OutputChunk {
                 data: Vec::new(),
                 stderr: false,
@@ -171,7 +180,12 @@ impl AgentService for AgentRpc {
         req: Request<FileRequest>,
     ) -> Result<Response<ListFilesResponse>, Status> {
         let r = req.into_inner();
-        let entries = self.kernels.list_files(&r.kernel_id, &r.path)?;
+        let entries = self
+            .kernels
+            .list_files(&r.kernel_id, &r.path)?
+            .into_iter()
+            .map(convert::file_entry)
+            .collect();
         Ok(Response::new(ListFilesResponse { entries }))
     }
 
@@ -180,22 +194,24 @@ impl AgentService for AgentRpc {
         req: Request<SyncKernelsRequest>,
     ) -> Result<Response<SyncKernelsResponse>, Status> {
         let req = req.into_inner();
-        Ok(Response::new(
-            self.kernels
-                .sync(&req.known_kernel_ids, req.destroy_unknown)
-                .await?,
-        ))
+        let outcome = self
+            .kernels
+            .sync(&req.known_kernel_ids, req.destroy_unknown)
+            .await?;
+        Ok(Response::new(convert::sync_outcome(outcome, self.id())))
     }
 
     async fn list_images(
         &self,
         _req: Request<ListImagesRequest>,
     ) -> Result<Response<ListImagesResponse>, Status> {
-        let local = self
-            .docker
-            .list_images()
-            .await
-            .map_err(|e| Status::from(KernelError::Engine(e)))?;
+        // The job categories: images of the default runtime (Docker).
+        let runtime = self
+            .kernels
+            .runtimes()
+            .get("")
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let local = runtime.images().await?;
         let images = local
             .into_iter()
             .map(|i| ImageInfo {
@@ -229,7 +245,7 @@ impl AgentService for AgentRpc {
             let out = match r {
                 Ok(ev) if ev.seq > last => {
                     last = ev.seq;
-                    Some(Ok(ev))
+                    Some(Ok(convert::event(ev)))
                 }
                 Ok(_) => None,
                 Err(e) => Some(Err(Status::data_loss(format!(
@@ -238,7 +254,8 @@ impl AgentService for AgentRpc {
             };
             async move { out }
         });
-        let s = futures::stream::iter(replay.into_iter().map(Ok)).chain(live);
+        let s =
+            futures::stream::iter(replay.into_iter().map(|e| Ok(convert::event(e)))).chain(live);
         Ok(Response::new(Box::pin(s)))
     }
 }

@@ -4,7 +4,9 @@
 use crate::config::ClusterConfig;
 use crate::host::gpu::GpuProbe;
 use crate::host::HostSampler;
-use crate::rpc::pb::{GpuInventory, HostStatus, ResourceSlots, SlotAmounts};
+use crate::kernel::slots::{summary, Amounts, Capacity, Gpu};
+use crate::rpc::convert;
+use crate::rpc::pb::{GpuInventory, HostStatus, ResourceSlots};
 
 /// One collected status.
 #[derive(Debug, Clone, Default)]
@@ -28,7 +30,7 @@ impl StatusCollector {
         }
     }
 
-    pub async fn collect(&mut self, cfg: &ClusterConfig, allocated: &SlotAmounts) -> Snapshot {
+    pub async fn collect(&mut self, cfg: &ClusterConfig, allocated: Amounts) -> Snapshot {
         let host = self.host.sample();
         let gpus = self
             .gpus
@@ -39,38 +41,33 @@ impl StatusCollector {
     }
 }
 
-/// Total, reserved, allocated and free slots. GPUs that NVML could not read are not
-/// schedulable and do not count.
+/// What the host offers kernels, as the supervisor reads it: CPUs, memory, and the GPUs
+/// that can be scheduled (a device NVML could not read is not one).
+pub fn capacity(host: &HostStatus, gpus: &GpuInventory) -> Capacity {
+    Capacity {
+        cpu_count: host.cpu_count,
+        memory_total: host.memory_total_bytes,
+        gpus: gpus
+            .devices
+            .iter()
+            .filter(|d| d.error.is_empty())
+            .map(|d| Gpu {
+                uuid: d.uuid.clone(),
+                real: !d.fake,
+            })
+            .collect(),
+    }
+}
+
+/// Total, reserved, allocated and free slots, from the one slot calculation
+/// ([`crate::kernel::slots`]).
 pub fn slots(
     host: &HostStatus,
     gpus: &GpuInventory,
     cfg: &ClusterConfig,
-    allocated: &SlotAmounts,
+    allocated: Amounts,
 ) -> ResourceSlots {
-    let total = SlotAmounts {
-        cpu: f64::from(host.cpu_count),
-        memory_bytes: host.memory_total_bytes,
-        gpus: gpus.devices.iter().filter(|d| d.error.is_empty()).count() as u32,
-    };
-    let reserved = SlotAmounts {
-        cpu: cfg.reserved.cpu,
-        memory_bytes: cfg.reserved.memory,
-        gpus: 0,
-    };
-    let free = SlotAmounts {
-        cpu: (total.cpu - reserved.cpu - allocated.cpu).max(0.0),
-        memory_bytes: total
-            .memory_bytes
-            .saturating_sub(reserved.memory_bytes)
-            .saturating_sub(allocated.memory_bytes),
-        gpus: total.gpus.saturating_sub(allocated.gpus),
-    };
-    ResourceSlots {
-        total: Some(total),
-        reserved: Some(reserved),
-        allocated: Some(*allocated),
-        free: Some(free),
-    }
+    convert::slots(summary(&capacity(host, gpus), &cfg.reserved, allocated))
 }
 
 #[cfg(test)]
@@ -79,7 +76,7 @@ mod tests {
     use crate::rpc::pb::GpuDevice;
 
     #[test]
-    fn free_slots_subtract_reserved_and_never_go_negative() {
+    fn a_broken_gpu_is_not_a_slot() {
         let host = HostStatus {
             cpu_count: 4,
             memory_total_bytes: 8 << 30,
@@ -98,7 +95,7 @@ mod tests {
         let mut cfg = ClusterConfig::default();
         cfg.reserved.cpu = 1.5;
         cfg.reserved.memory = 16 << 30;
-        let s = slots(&host, &gpus, &cfg, &SlotAmounts::default());
+        let s = slots(&host, &gpus, &cfg, Amounts::default());
         let free = s.free.unwrap();
         assert_eq!(free.cpu, 2.5);
         assert_eq!(free.memory_bytes, 0);

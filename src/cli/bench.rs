@@ -20,7 +20,7 @@ use crate::rpc::pb::{
     ArraySpec, ControlKernelRequest, CreateKernelRequest, KernelAction, KernelSpec, KernelState,
     WatchEventsRequest,
 };
-use crate::runtime::Docker;
+use crate::runtime::docker::Docker;
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {

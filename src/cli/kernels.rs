@@ -758,7 +758,7 @@ pub async fn files(args: FilesArgs) -> anyhow::Result<ExitCode> {
             let size = std::fs::metadata(&local)
                 .with_context(|| format!("cannot read {}", local.display()))?
                 .len();
-            let limit = crate::kernel::engine::MAX_UPLOAD as u64;
+            let limit = crate::runtime::MAX_UPLOAD as u64;
             if size > limit {
                 bail!(
                     "{} is {}; uploads are at most {} (copy bigger data through a stage-in dir)",

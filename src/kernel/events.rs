@@ -7,7 +7,37 @@ use std::sync::Mutex;
 
 use tokio::sync::{broadcast, watch};
 
-use crate::rpc::pb::KernelEvent;
+use super::state::KernelState;
+use crate::runtime::PullProgress;
+
+/// One lifecycle transition (or a note about a kernel: a pull's progress, a fallback).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelEvent {
+    /// Numbered by the log, from 1, per agent process.
+    pub seq: u64,
+    pub kernel_id: String,
+    pub state: KernelState,
+    pub reason: String,
+    pub at_ms: i64,
+    pub exit_code: Option<i32>,
+    pub agent_id: String,
+    pub pull: Option<PullProgress>,
+}
+
+impl Default for KernelEvent {
+    fn default() -> Self {
+        Self {
+            seq: 0,
+            kernel_id: String::new(),
+            state: KernelState::Preparing,
+            reason: String::new(),
+            at_ms: 0,
+            exit_code: None,
+            agent_id: String::new(),
+            pull: None,
+        }
+    }
+}
 
 /// Events kept for a manager that is away.
 pub const DEFAULT_CAPACITY: usize = 10_000;

@@ -1,21 +1,37 @@
-//! Kernels: manager-driven compute requests run as containers.
+//! Kernels: manager-driven compute requests, supervised independently of where they run
+//! (a [`Runtime`](crate::runtime::Runtime) carries them out). Nothing here knows Docker,
+//! gRPC or the wire types; the gRPC edge converts ([`crate::rpc::convert`]).
 //!
+//! - [`supervisor`]: the public API and the concurrency rules;
+//! - [`table`]: the table of kernels and the one place state changes;
+//! - [`launch`]: create (validate, allocate, prepare, create, start);
+//! - [`arrays`]: job arrays and their parallelism cap;
+//! - [`control`]: stop, remove, signal, suspend/resume, release, logs, exec, files, sync;
+//! - [`observe`]: runtime events, resync, restarts, exits;
+//! - [`recovery`]: after a restart, records against the runtime's instances;
+//! - [`slots`]: the one slot calculation (allocation and heartbeats);
 //! - [`state`]: the lifecycle state machine (with the DRMAA2 mapping);
-//! - [`spec`]: validation of what a caller asks for;
-//! - [`scratch`]: scratch homes and the persisted registry under the scratch root;
-//! - [`container`]: the Docker create body for a kernel;
-//! - [`engine`]: the table of kernels, slots/GPUs/ports, Docker events, job arrays;
+//! - [`spec`]: the template as asked, and its validation;
+//! - [`record`], [`registry`]: what is known of a kernel, and where it is persisted;
 //! - [`events`]: the numbered event log delivered to the manager and to watchers;
-//! - [`cgroup`]: per-kernel CPU and memory from cgroups.
+//! - [`error`]: what operations fail with.
 
-pub mod cgroup;
-pub mod container;
-pub mod engine;
+pub mod arrays;
+pub mod control;
+pub mod error;
 pub mod events;
+pub mod launch;
+pub mod observe;
 pub mod record;
-pub mod scratch;
+pub mod recovery;
+pub mod registry;
+pub mod slots;
 pub mod spec;
 pub mod state;
+pub mod supervisor;
+pub mod table;
 
-pub use engine::{EngineOptions, KernelError, Kernels};
+pub use control::{Action, Control, SyncOutcome};
+pub use error::KernelError;
 pub use state::{Drmaa2State, KernelState, Transition, TransitionError};
+pub use supervisor::{KernelView, Supervisor, SupervisorOptions};

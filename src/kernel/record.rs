@@ -1,11 +1,15 @@
-//! What the agent knows about one kernel: the [`Record`] kept in memory and persisted under
-//! the scratch root on every lifecycle change, and its wire form ([`pb::KernelInfo`]).
+//! What the agent knows about one kernel: the [`Record`] kept in memory and persisted by the
+//! [`registry`](super::registry) on every lifecycle change. Runtime-independent: where the
+//! kernel runs is an opaque [`Handle`] its runtime wrote.
+//!
+//! Records written by earlier versions (before the runtime seam) carried Docker's container
+//! id and process data as fields of their own; they load into a version-0 Docker handle.
 
 use serde::{Deserialize, Serialize};
 
-use super::spec::Spec;
+use super::spec::{ArrayRange, Spec, Template};
 use super::state::KernelState;
-use crate::rpc::pb;
+use crate::runtime::Handle;
 
 /// Slots a live kernel holds; given back exactly once, when it ends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -16,6 +20,7 @@ pub struct Slots {
     pub gpus: Vec<String>,
 }
 
+/// A host port a kernel holds until it is removed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostPort {
     pub container: u16,
@@ -35,16 +40,27 @@ pub struct Record {
     pub task_index: u32,
     /// On array tasks: the array's range (its parallelism cap survives a restart).
     #[serde(default)]
-    pub array_range: Option<crate::kernel::spec::ArrayRange>,
+    pub array_range: Option<ArrayRange>,
     /// The spec as given, secret values replaced by `***` (what inspect shows).
-    pub shown_spec: pb::KernelSpec,
-    /// Tells an identical repeated create from a conflicting one.
+    pub shown_spec: Template,
+    /// SHA-256 of the whole create request (secrets included, never shown): tells an
+    /// identical repeated create from a conflicting one, stable across builds.
+    #[serde(default)]
+    pub digest: String,
+    /// The fingerprint of records written before `digest` (a hash that is not stable across
+    /// Rust releases); such records are compared by their shown spec instead.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub fingerprint: u64,
     pub spec: Spec,
+    /// The runtime that runs the kernel; empty in records of earlier versions (Docker).
+    #[serde(default)]
+    pub runtime: String,
     /// Whether the GPUs are NVML devices (device request) or fake ones (env only).
     pub real_gpus: bool,
     pub state: KernelState,
-    pub container_id: String,
+    /// Where the kernel runs, once its runtime created it.
+    #[serde(default)]
+    pub handle: Option<Handle>,
     pub exit_code: Option<i32>,
     pub signal: String,
     pub oom_killed: bool,
@@ -58,110 +74,152 @@ pub struct Record {
     /// earlier versions have none and show `slots` instead.
     #[serde(default)]
     pub granted: Option<Slots>,
-    /// How many times Docker's restart policy restarted the container.
+    /// How many times the runtime's restart policy restarted the kernel.
     #[serde(default)]
     pub restart_count: u32,
     /// Held until the kernel is removed.
     pub ports: Vec<HostPort>,
-    pub scratch_dir: String,
-    /// Where the kernel's process data lives, decided when its container was made.
+    /// The kernel's home on this host, where its runtime has one.
     #[serde(default)]
-    pub process_data: Option<ProcessData>,
+    pub scratch_dir: String,
+    /// Records of earlier versions: Docker's container id and process data.
+    #[serde(default, skip_serializing)]
+    container_id: String,
+    #[serde(default, skip_serializing)]
+    process_data: Option<serde_json::Value>,
 }
 
-/// Process data shared by the kernels of one `process_id`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ProcessData {
-    /// A named Docker volume (`docker/shared_process_volume = true`).
-    Volume(String),
-    /// A host directory under the scratch root.
-    Dir(String),
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
-pub const MASK: &str = "***";
-
-/// The spec with every secret value replaced by `***`.
-pub fn masked(spec: &pb::KernelSpec) -> pb::KernelSpec {
-    let mut s = spec.clone();
-    for v in s.secret_env.values_mut() {
-        *v = MASK.into();
-    }
-    s
-}
-
-pub fn state_pb(s: KernelState) -> pb::KernelState {
-    use pb::KernelState as P;
-    match s {
-        KernelState::Preparing => P::Preparing,
-        KernelState::Pulling => P::Pulling,
-        KernelState::Creating => P::Creating,
-        KernelState::Held => P::Held,
-        KernelState::Running => P::Running,
-        KernelState::Suspended => P::Suspended,
-        KernelState::Restarting => P::Restarting,
-        KernelState::Terminating => P::Terminating,
-        KernelState::Done => P::Done,
-        KernelState::Failed => P::Failed,
-        KernelState::Cancelled => P::Cancelled,
-    }
-}
+/// The runtime of records written before there was a choice.
+pub const LEGACY_RUNTIME: &str = "docker";
 
 impl Record {
-    pub fn info(&self, agent_id: &str, usage: Option<pb::KernelUsage>) -> pb::KernelInfo {
-        let slots = self
-            .granted
-            .clone()
-            .or_else(|| self.slots.clone())
-            .unwrap_or_default();
-        pb::KernelInfo {
-            kernel_id: self.id.clone(),
-            name: self.name.clone(),
-            agent_id: agent_id.to_string(),
-            state: state_pb(self.state) as i32,
-            drmaa2_state: self.state.drmaa2().as_str().into(),
-            image: self.spec.image.clone(),
-            container_id: self.container_id.clone(),
-            exit_code: self.exit_code,
-            signal: self.signal.clone(),
-            oom_killed: self.oom_killed,
-            reason: self.reason.clone(),
-            created_at_ms: self.created_at_ms,
-            started_at_ms: self.started_at_ms,
-            finished_at_ms: self.finished_at_ms,
-            slots: Some(pb::SlotAmounts {
-                cpu: slots.cpu,
-                memory_bytes: slots.memory,
-                gpus: slots.gpus.len() as u32,
-            }),
-            gpus: slots.gpus,
-            ports: self
-                .ports
-                .iter()
-                .map(|p| pb::PortBinding {
-                    container_port: p.container.into(),
-                    host_port: p.host.into(),
-                    protocol: p.protocol.clone(),
-                    host_ip: p.host_ip.clone(),
-                })
-                .collect(),
-            array_id: self.array_id.clone().unwrap_or_default(),
-            task_index: self.task_index,
-            usage,
-            spec: Some(self.shown_spec.clone()),
-            scratch_dir: self.scratch_dir.clone(),
-            restart_count: self.restart_count,
+    /// A new PREPARING record; `slots` is `None` for array tasks, which get their slots when
+    /// their turn comes.
+    pub fn new(id: &str, shown: &Template, spec: Spec, digest: &str, runtime: &str) -> Self {
+        Self {
+            id: id.to_string(),
+            name: shown.name.clone(),
+            slug: shown.slug.clone(),
+            array_id: None,
+            task_index: 0,
+            array_range: None,
+            shown_spec: shown.masked(),
+            digest: digest.to_string(),
+            fingerprint: 0,
+            spec,
+            runtime: runtime.to_string(),
+            real_gpus: false,
+            state: KernelState::Preparing,
+            handle: None,
+            exit_code: None,
+            signal: String::new(),
+            oom_killed: false,
+            reason: String::new(),
+            created_at_ms: now_ms(),
+            started_at_ms: 0,
+            finished_at_ms: 0,
+            slots: None,
+            granted: None,
+            restart_count: 0,
+            ports: Vec::new(),
+            scratch_dir: String::new(),
+            container_id: String::new(),
+            process_data: None,
         }
+    }
+
+    /// Brings a record read from disk to the current layout: the runtime named, the
+    /// container id and process data of earlier versions inside a version-0 handle.
+    pub fn upgraded(mut self) -> Self {
+        if self.runtime.is_empty() {
+            self.runtime = LEGACY_RUNTIME.into();
+        }
+        if self.handle.is_none() && !self.container_id.is_empty() {
+            let data = match self.process_data.take() {
+                Some(p) => serde_json::json!({ "process_data": p }),
+                None => serde_json::Value::Null,
+            };
+            self.handle = Some(Handle {
+                runtime: self.runtime.clone(),
+                version: 0,
+                instance: std::mem::take(&mut self.container_id),
+                data,
+            });
+        }
+        self
+    }
+
+    /// The runtime's id of the kernel's instance (a container id), empty before it exists.
+    pub fn instance(&self) -> &str {
+        self.handle.as_ref().map_or("", |h| h.instance.as_str())
+    }
+
+    /// Whether a create with `digest` and shown template `shown` asks for this very kernel.
+    pub fn same_request(&self, digest: &str, shown: &Template) -> bool {
+        if self.digest.is_empty() {
+            // Written before digests: its masked template is what can be compared.
+            let mut mine = self.shown_spec.clone();
+            mine.kernel_id = shown.kernel_id.clone();
+            return mine == shown.masked();
+        }
+        self.digest == digest
     }
 }
 
-/// Listing order: oldest first, array tasks by index.
-pub fn sort_kernels(list: &mut [pb::KernelInfo]) {
-    list.sort_by(|a, b| {
-        (a.created_at_ms, &a.array_id, a.task_index, &a.kernel_id).cmp(&(
-            b.created_at_ms,
-            &b.array_id,
-            b.task_index,
-            &b.kernel_id,
-        ))
-    });
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record as deckhand wrote it before the runtime seam (fields trimmed to the ones that
+    /// matter): it must still load, its container inside a Docker handle.
+    const LEGACY: &str = r#"{"id":"3f2b7c1e-0c4d-4e8a-9b1a-2d5e6f7a8b9c","name":"","slug":"",
+        "array_id":null,"task_index":0,"shown_spec":{"kernel_id":"3f2b7c1e-0c4d-4e8a-9b1a-2d5e6f7a8b9c",
+        "image":"deckhand-test/busybox:latest","secret_env":{"K":"***"},"ports":[{"container_port":80,"protocol":"tcp"}]},
+        "fingerprint":1234567,"spec":{"image":"deckhand-test/busybox:latest","command":[],"env":{},
+        "working_dir":"","hostname":"","user":"1000:1000","stage_in":[],"output_path":"","error_path":"",
+        "ports":[{"container":80,"protocol":"tcp"}],"network_mode":"","privileged":false,"restart_policy":"no",
+        "restart_retries":0,"ipc_mode":"private","uts_mode":"","pid_mode":"","auto_remove":false,"gpus":"None",
+        "shm_size":null,"ulimits":[],"cpus":0.5,"memory":null,"pids_limit":null,"hold":false,
+        "stop_grace_period":{"secs":10,"nanos":0}},"real_gpus":false,"state":"Running",
+        "container_id":"abc123","exit_code":null,"signal":"","oom_killed":false,"reason":"",
+        "created_at_ms":1,"started_at_ms":2,"finished_at_ms":0,"slots":{"cpu":0.5,"memory":0,"gpus":[]},
+        "ports":[{"container":80,"host":30001,"protocol":"tcp"}],"scratch_dir":"/s/x",
+        "process_data":{"Dir":"/s/processes/p1"}}"#;
+
+    #[test]
+    fn records_of_earlier_versions_load_into_a_docker_handle() {
+        let rec: Record = serde_json::from_str(LEGACY).expect("a legacy record loads");
+        let rec = rec.upgraded();
+        assert_eq!(rec.runtime, "docker");
+        let h = rec.handle.as_ref().expect("handle");
+        assert_eq!(
+            (h.runtime.as_str(), h.version, h.instance.as_str()),
+            ("docker", 0, "abc123")
+        );
+        assert_eq!(h.data["process_data"]["Dir"], "/s/processes/p1");
+        assert_eq!(rec.state, KernelState::Running);
+        assert_eq!(rec.ports[0].host, 30001);
+        assert_eq!(rec.shown_spec.secret_env["K"], "***");
+        // Saved again, it is in the new layout and loads the same.
+        let again: Record = serde_json::from_str(&serde_json::to_string(&rec).unwrap()).unwrap();
+        assert_eq!(again.upgraded().handle, rec.handle);
+    }
+
+    #[test]
+    fn a_legacy_record_is_the_same_request_when_its_shown_spec_matches() {
+        let rec: Record = serde_json::from_str::<Record>(LEGACY).unwrap().upgraded();
+        let mut asked = rec.shown_spec.clone();
+        asked.secret_env.insert("K".into(), "anything".into());
+        assert!(rec.same_request("new-digest", &asked));
+        asked.image = "other".into();
+        assert!(!rec.same_request("new-digest", &asked));
+    }
 }

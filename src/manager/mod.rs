@@ -141,7 +141,7 @@ pub async fn run(opts: ManagerOptions) -> Result<(), ManagerError> {
             channels: Arc::default(),
             tls: opts.tls.clone(),
         };
-        let limit = crate::kernel::engine::MAX_MESSAGE;
+        let limit = crate::rpc::MAX_MESSAGE;
         let routes = tonic::service::Routes::new(
             ManagerServiceServer::new(svc.clone())
                 .max_decoding_message_size(limit)

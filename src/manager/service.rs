@@ -100,8 +100,8 @@ impl ManagerRpc {
             }
         };
         Ok(AgentServiceClient::new(ch)
-            .max_decoding_message_size(crate::kernel::engine::MAX_MESSAGE)
-            .max_encoding_message_size(crate::kernel::engine::MAX_MESSAGE))
+            .max_decoding_message_size(crate::rpc::MAX_MESSAGE)
+            .max_encoding_message_size(crate::rpc::MAX_MESSAGE))
     }
 
     /// `SyncKernels` with one agent: kernels it has that this manager did not know are
@@ -314,7 +314,7 @@ impl ClusterService for ManagerRpc {
             .flatten()
             .flatten()
             .collect();
-        crate::kernel::record::sort_kernels(&mut kernels);
+        crate::rpc::convert::sort_kernels(&mut kernels);
         Ok(Response::new(ListKernelsResponse { kernels }))
     }
 

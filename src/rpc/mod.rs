@@ -1,6 +1,7 @@
 //! The gRPC surface: code generated from `proto/deckhand/v1`, plus the pieces both servers
 //! share (health, reflection, channels to peers).
 
+pub mod convert;
 pub mod server;
 
 /// Generated messages and services of package `deckhand.v1`.
@@ -14,3 +15,7 @@ pub mod pb {
 }
 
 pub use server::{advertised_uri, bind, channel, serve, status_text, Bound, ServeError};
+
+/// The gRPC message size limit of both servers: an upload and its envelope. A larger
+/// message is refused from its length prefix (OUT_OF_RANGE), before it is read into memory.
+pub const MAX_MESSAGE: usize = crate::runtime::MAX_UPLOAD + (64 << 10);

@@ -1,7 +1,268 @@
-//! Where kernels run. Docker today ([`docker`]); the Vast.ai remote-instance runtime joins
-//! it later behind the same kernel engine.
+//! Where kernels run: the [`Runtime`] trait, the seam between the kernel lifecycle
+//! ([`crate::kernel`]) and whatever carries a kernel out.
+//!
+//! The supervisor calls a runtime and never looks behind it: it asks what the runtime can do
+//! ([`Capabilities`]), lets it check the runtime-specific part of a spec, prepares (image
+//! fetch, with progress), creates, starts, stops with a grace period and destroys; it follows
+//! the runtime's [`RuntimeEvent`]s and asks for a [`Status`] when it resynchronises. What a
+//! runtime needs to find its work again after a restart is an opaque, versioned [`Handle`]
+//! kept in the kernel's record. Operations a runtime cannot do answer
+//! [`RuntimeError::Unsupported`], which the caller sees as FAILED_PRECONDITION naming the
+//! runtime.
+//!
+//! - [`docker`]: kernels as local Docker containers (the default);
+//! - [`memory`]: an in-memory runtime for the supervisor's unit tests and the fleet benchmark.
 
 pub mod docker;
-pub mod images;
+pub mod memory;
+mod types;
 
-pub use docker::{Docker, EngineError};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use types::*;
+
+use crate::config::ClusterConfig;
+use crate::kernel::record::Record;
+use crate::kernel::spec::{Spec, SpecError};
+
+/// What a runtime can do beyond the lifecycle every runtime has (create, start, stop,
+/// destroy, status, events, listing, logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Capabilities {
+    /// Pause and unpause (`suspend`/`resume`).
+    pub suspend: bool,
+    /// Deliver a signal to the kernel's process.
+    pub signal: bool,
+    /// Run a command inside a running kernel.
+    pub exec: bool,
+    /// Upload, download and list files in the kernel's home.
+    pub files: bool,
+    /// Create without starting, start on `release` (`--hold`).
+    pub hold: bool,
+    /// Expose kernel ports on host ports of this agent.
+    pub host_ports: bool,
+    /// Kernels take this host's CPU, memory and GPU slots.
+    pub local_slots: bool,
+}
+
+/// One place where kernels run. Every method that touches the outside world is async and
+/// answers [`RuntimeError`]; optional operations default to [`RuntimeError::Unsupported`].
+#[async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// The runtime's name, as in `run --runtime NAME` and in records (`docker`).
+    fn name(&self) -> &'static str;
+
+    /// What the runtime talks to, for log lines (`Docker engine`).
+    fn backend(&self) -> &'static str;
+
+    fn capabilities(&self) -> Capabilities;
+
+    /// Checks the runtime-specific part of a validated spec, naming the field it refuses.
+    fn validate(&self, spec: &Spec, cfg: &ClusterConfig) -> Result<(), SpecError>;
+
+    /// How many kernels the runtime can hold at once, when it has its own bound (remote
+    /// instances); `None` when only the host's slots bound it.
+    fn capacity(&self, cfg: &ClusterConfig) -> Option<u32> {
+        let _ = cfg;
+        None
+    }
+
+    /// The kernel's home on this host (shown in `inspect`), where the runtime has one.
+    fn home(&self, kernel_id: &str) -> String {
+        let _ = kernel_id;
+        String::new()
+    }
+
+    /// Whether a held kernel can start now (its input file is there); a refusal leaves it
+    /// held.
+    fn ready_to_start(&self, rec: &Record) -> Result<(), RuntimeError> {
+        let _ = rec;
+        Ok(())
+    }
+
+    /// Whether the runtime's backend answers; control operations ask first, so none changes
+    /// state while it cannot be carried out.
+    async fn ping(&self) -> Result<(), RuntimeError>;
+
+    /// Makes what the kernel needs before it can be created available (its image), telling
+    /// `report` how it goes.
+    async fn prepare(
+        &self,
+        rec: &Record,
+        cfg: &ClusterConfig,
+        report: &Reporter,
+    ) -> Result<(), RuntimeError>;
+
+    /// Creates the kernel's instance, not started; the handle finds it again.
+    async fn create(&self, rec: &Record, cfg: &ClusterConfig) -> Result<Handle, RuntimeError>;
+
+    /// Starts a created instance. Work that follows the kernel while it runs (copying its
+    /// output to files, feeding its input) comes back for the supervisor to own.
+    async fn start(
+        &self,
+        rec: &Record,
+        handle: &Handle,
+        cfg: &ClusterConfig,
+    ) -> Result<Started, RuntimeError>;
+
+    /// Asks the kernel to end (SIGTERM), forcing it after `grace`.
+    async fn stop(&self, handle: &Handle, grace: Duration) -> Result<(), RuntimeError>;
+
+    /// Removes the instance; one already gone counts as removed.
+    async fn destroy(&self, handle: &Handle) -> Result<(), RuntimeError>;
+
+    /// Gives back what a removed kernel held outside its instance (its home, process data
+    /// no other kernel of its process still uses).
+    async fn release(&self, rec: &Record, process_still_used: bool, cfg: &ClusterConfig);
+
+    /// What the instance is doing now.
+    async fn status(&self, handle: &Handle) -> Result<Status, RuntimeError>;
+
+    /// Changes of this agent's instances, as they happen (never by polling where the
+    /// backend has events). The stream ends or errs when the backend goes away.
+    fn events(&self) -> EventStream;
+
+    /// The instances this runtime holds for this namespace and agent, recorded or not.
+    async fn list_owned(&self) -> Result<Vec<Owned>, RuntimeError>;
+
+    /// A record for an instance of ours that has none (lost in a crash), from what the
+    /// instance itself says.
+    async fn adopt(&self, owned: &Owned, cfg: &ClusterConfig) -> Result<Record, RuntimeError>;
+
+    /// After a restart: puts back what a live kernel needs beside its instance (a home that
+    /// vanished); returns what it did, for the kernel's events.
+    async fn restore(&self, rec: &Record, cfg: &ClusterConfig) -> Option<String> {
+        let _ = (rec, cfg);
+        None
+    }
+
+    /// After a restart: removes what this runtime left for kernels no record owns (homes,
+    /// process data); returns what it removed.
+    fn remove_orphans(&self, live: &[&Record], cfg: &ClusterConfig) -> Vec<String> {
+        let _ = (live, cfg);
+        Vec::new()
+    }
+
+    /// The kernel's output (stdout and stderr), all of it or the last `tail` lines.
+    fn logs(&self, handle: &Handle, follow: bool, tail: u32) -> Result<ChunkStream, RuntimeError>;
+
+    async fn signal(&self, handle: &Handle, signal: i32) -> Result<(), RuntimeError> {
+        let _ = (handle, signal);
+        Err(RuntimeError::Unsupported(self.name(), "signal"))
+    }
+
+    async fn suspend(&self, handle: &Handle) -> Result<(), RuntimeError> {
+        let _ = handle;
+        Err(RuntimeError::Unsupported(self.name(), "suspend"))
+    }
+
+    async fn resume(&self, handle: &Handle) -> Result<(), RuntimeError> {
+        let _ = handle;
+        Err(RuntimeError::Unsupported(self.name(), "resume"))
+    }
+
+    async fn exec(
+        &self,
+        rec: &Record,
+        handle: &Handle,
+        req: Exec,
+    ) -> Result<ExecOutput, RuntimeError> {
+        let _ = (rec, handle, req);
+        Err(RuntimeError::Unsupported(self.name(), "exec"))
+    }
+
+    /// CPU time and memory of a running kernel, cheaply (heartbeats ask for every kernel).
+    fn usage(&self, handle: &Handle) -> Option<Usage> {
+        let _ = handle;
+        None
+    }
+
+    async fn upload(
+        &self,
+        rec: &Record,
+        path: &str,
+        content: &[u8],
+        cfg: &ClusterConfig,
+    ) -> Result<u64, RuntimeError> {
+        let _ = (rec, path, content, cfg);
+        Err(RuntimeError::Unsupported(self.name(), "files"))
+    }
+
+    async fn download(&self, rec: &Record, path: &str) -> Result<Vec<u8>, RuntimeError> {
+        let _ = (rec, path);
+        Err(RuntimeError::Unsupported(self.name(), "files"))
+    }
+
+    fn list_files(&self, rec: &Record, path: &str) -> Result<Vec<FileEntry>, RuntimeError> {
+        let _ = (rec, path);
+        Err(RuntimeError::Unsupported(self.name(), "files"))
+    }
+
+    /// The images present where this runtime runs kernels (DRMAA2 job categories); reads
+    /// only.
+    async fn images(&self) -> Result<Vec<LocalImage>, RuntimeError> {
+        Err(RuntimeError::Unsupported(self.name(), "listing images"))
+    }
+
+    /// Long-lived housekeeping of the runtime (image garbage collection), owned and stopped
+    /// by the supervisor.
+    fn background(
+        self: Arc<Self>,
+        ctx: Background,
+    ) -> Option<futures::future::BoxFuture<'static, ()>> {
+        let _ = ctx;
+        None
+    }
+}
+
+/// The runtimes of one agent, by name; the first is the default.
+#[derive(Clone)]
+pub struct Runtimes {
+    by_name: BTreeMap<&'static str, Arc<dyn Runtime>>,
+    default: &'static str,
+}
+
+impl Runtimes {
+    pub fn new(default: Arc<dyn Runtime>) -> Self {
+        let name = default.name();
+        Self {
+            by_name: BTreeMap::from([(name, default)]),
+            default: name,
+        }
+    }
+
+    pub fn with(mut self, runtime: Arc<dyn Runtime>) -> Self {
+        self.by_name.insert(runtime.name(), runtime);
+        self
+    }
+
+    /// The runtime named `name` (empty: the default), or an error listing the ones there are.
+    pub fn get(&self, name: &str) -> Result<&Arc<dyn Runtime>, SpecError> {
+        let name = if name.is_empty() { self.default } else { name };
+        self.by_name.get(name).ok_or_else(|| {
+            SpecError::invalid(
+                "runtime",
+                format!(
+                    "`{name}`: this agent has {}",
+                    self.names().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })
+    }
+
+    pub fn default_name(&self) -> &'static str {
+        self.default
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.by_name.keys().copied()
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<dyn Runtime>> {
+        self.by_name.values()
+    }
+}

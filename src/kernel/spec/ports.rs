@@ -8,9 +8,8 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::SpecError;
+use super::{PortRequest, SpecError};
 use crate::config::cluster::KernelSettings;
-use crate::rpc::pb;
 
 /// Most ports one kernel may expose.
 pub const MAX_PORTS: usize = 64;
@@ -28,7 +27,7 @@ pub struct Port {
 }
 
 /// Validates the spec's ports: each names its field (`ports[1].host_port`) when refused.
-pub fn validate(ports: &[pb::PortSpec], cfg: &KernelSettings) -> Result<Vec<Port>, SpecError> {
+pub fn validate(ports: &[PortRequest], cfg: &KernelSettings) -> Result<Vec<Port>, SpecError> {
     if ports.len() > MAX_PORTS {
         return Err(SpecError::invalid(
             "ports",
@@ -144,8 +143,8 @@ pub fn host_addresses() -> Vec<IpAddr> {
 mod tests {
     use super::*;
 
-    fn port(container: u32, host: u32, ip: &str) -> pb::PortSpec {
-        pb::PortSpec {
+    fn port(container: u32, host: u32, ip: &str) -> PortRequest {
+        PortRequest {
             container_port: container,
             protocol: String::new(),
             host_port: host,
@@ -153,7 +152,7 @@ mod tests {
         }
     }
 
-    fn field_of(ports: &[pb::PortSpec]) -> String {
+    fn field_of(ports: &[PortRequest]) -> String {
         validate(ports, &KernelSettings::default())
             .unwrap_err()
             .field

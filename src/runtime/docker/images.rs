@@ -17,7 +17,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::docker::{Docker, EngineError};
+use super::client::{Docker, EngineError};
 use crate::config::cluster::Registry;
 
 /// How far a pull is.
@@ -241,7 +241,7 @@ impl Images {
 
     fn save(&self, u: &UsageFile) {
         let data = serde_json::to_vec(u).unwrap_or_default();
-        if let Err(e) = crate::kernel::scratch::write_private(&self.usage_path, &data) {
+        if let Err(e) = crate::kernel::registry::write_private(&self.usage_path, &data) {
             tracing::error!(path = %self.usage_path.display(), error = %e, "cannot save image usage");
         }
     }

@@ -1,5 +1,5 @@
 //! The Docker container for a kernel: a [`Record`] (validated spec plus the slots, GPUs and
-//! ports it was given) turned into a create body.
+//! ports it was given) turned into a create body, with the labels that find it again.
 
 use std::collections::HashMap;
 
@@ -8,13 +8,16 @@ use bollard::models::{
     RestartPolicyNameEnum,
 };
 
-use super::record::{ProcessData, Record};
-use super::spec::{CONFIG_DIR, WORK_DIR};
+use super::client::{LABEL_AGENT, LABEL_KERNEL, LABEL_NAMESPACE};
+use super::local::ProcessData;
 use crate::config::cluster::DockerSettings;
-use crate::runtime::docker::{LABEL_AGENT, LABEL_KERNEL, LABEL_NAMESPACE};
+use crate::kernel::record::Record;
+use crate::kernel::spec::{CONFIG_DIR, WORK_DIR};
 
 pub const LABEL_ARRAY: &str = "io.deckhand.array-id";
 pub const LABEL_SCRATCH: &str = "io.deckhand.scratch-dir";
+/// Where the kernel's process data is (`volume:NAME`, `dir:/PATH`), for recovery.
+pub const LABEL_PROCESS_DATA: &str = "io.deckhand.process-data";
 
 /// The engine-wide container name: unique per namespace and kernel id.
 pub fn container_name(namespace: &str, kernel_id: &str) -> String {
@@ -25,6 +28,7 @@ pub fn container_name(namespace: &str, kernel_id: &str) -> String {
 /// network, DNS, process data mount point).
 pub fn body(
     rec: &Record,
+    process_data: Option<&ProcessData>,
     namespace: &str,
     agent_id: &str,
     docker: &DockerSettings,
@@ -49,6 +53,9 @@ pub fn body(
     if let Some(a) = &rec.array_id {
         labels.insert(LABEL_ARRAY.into(), a.clone());
     }
+    if let Some(p) = process_data {
+        labels.insert(LABEL_PROCESS_DATA.into(), p.label());
+    }
     let mut binds = vec![
         format!("{}/work:{WORK_DIR}:rw", rec.scratch_dir),
         format!("{}/config:{CONFIG_DIR}:ro", rec.scratch_dir),
@@ -61,7 +68,7 @@ pub fn body(
         let mode = if v.read_only { "ro" } else { "rw" };
         binds.push(format!("{}:{}:{mode}", v.src.display(), v.dest));
     }
-    if let Some(ProcessData::Volume(source) | ProcessData::Dir(source)) = &rec.process_data {
+    if let Some(ProcessData::Volume(source) | ProcessData::Dir(source)) = process_data {
         binds.push(format!("{source}:{}:rw", docker.process_data_dest));
     }
     let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();

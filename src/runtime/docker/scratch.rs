@@ -1,13 +1,13 @@
-//! Scratch homes and the persisted kernel registry, both under the scratch root:
+//! Scratch homes of Docker kernels, under the scratch root:
 //!
 //! ```text
 //! <root>/<kernel-id>/            0700, kernel uid:gid
 //! <root>/<kernel-id>/work/       → /home/work (rw)
 //! <root>/<kernel-id>/config/     → /home/config (ro): environ.txt resource.txt kernel.json
-//! <root>/.deckhand/kernels/<kernel-id>.json   the registry record (0600, root)
 //! <root>/.deckhand/images.json  when kernels last used each image (image GC)
 //! <root>/processes/<process-id>/  process data shared by kernels of one process (0700)
 //! ```
+//! (The kernel registry, `<root>/.deckhand/kernels/`, belongs to the supervisor.)
 //! Every path that comes from a request is resolved here and refused when it would leave
 //! its directory (`..`, absolute paths, symlinks leading out).
 
@@ -16,14 +16,25 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use super::record::Record;
-
 #[derive(Debug, thiserror::Error)]
 pub enum PathError {
     #[error("path `{0}`: {1}")]
     Refused(String, &'static str),
     #[error("path `{0}`: {1}")]
     Io(String, std::io::Error),
+}
+
+impl From<PathError> for crate::runtime::RuntimeError {
+    fn from(e: PathError) -> Self {
+        let msg = e.to_string();
+        match e {
+            PathError::Refused(..) => Self::Invalid(msg),
+            PathError::Io(_, io) if io.kind() == std::io::ErrorKind::NotFound => {
+                Self::NotFound(msg)
+            }
+            PathError::Io(..) => Self::Failed(msg),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -35,10 +46,6 @@ impl Scratch {
     pub fn new(root: &Path) -> std::io::Result<Self> {
         fs::create_dir_all(root)?;
         let root = fs::canonicalize(root)?;
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(root.join(".deckhand/kernels"))?;
         Ok(Self { root })
     }
 
@@ -127,6 +134,54 @@ impl Scratch {
         Ok(dir)
     }
 
+    /// Removes scratch dirs named like kernels that `owned` does not hold (unless `keep`)
+    /// and process dirs no kernel of `processes` uses; returns what it removed.
+    pub fn remove_orphans(
+        &self,
+        owned: &std::collections::BTreeSet<&str>,
+        processes: &std::collections::BTreeSet<&str>,
+        keep: bool,
+    ) -> Vec<String> {
+        let mut removed = Vec::new();
+        let entries = fs::read_dir(&self.root).into_iter().flatten().flatten();
+        for entry in entries {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if crate::kernel::spec::validate_kernel_id(&name).is_err()
+                || owned.contains(name.as_str())
+            {
+                continue;
+            }
+            if keep {
+                tracing::info!(dir = %entry.path().display(), "scratch dir without a kernel kept (container/keep_scratch)");
+                continue;
+            }
+            match fs::remove_dir_all(entry.path()) {
+                Ok(()) => {
+                    tracing::warn!(dir = %entry.path().display(), "removed a scratch dir that no kernel owns");
+                    removed.push(entry.path().display().to_string());
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %entry.path().display(), error = %e, "cannot remove an orphan scratch dir")
+                }
+            }
+        }
+        let dirs = fs::read_dir(self.root.join("processes"))
+            .into_iter()
+            .flatten()
+            .flatten();
+        for entry in dirs {
+            let path = entry.path().display().to_string();
+            if processes.contains(entry.file_name().to_string_lossy().as_ref()) {
+                continue;
+            }
+            if fs::remove_dir_all(entry.path()).is_ok() {
+                tracing::warn!(dir = %path, "removed a process data dir that no kernel uses");
+                removed.push(path);
+            }
+        }
+        removed
+    }
+
     pub fn remove(&self, id: &str) -> std::io::Result<()> {
         let Ok(dir) = self.kernel_dir(id) else {
             return Ok(());
@@ -136,69 +191,10 @@ impl Scratch {
             _ => Ok(()),
         }
     }
-
-    fn record_path(&self, id: &str) -> PathBuf {
-        self.root
-            .join(".deckhand/kernels")
-            .join(format!("{id}.json"))
-    }
-
-    /// Writes the record atomically (temp file + rename), readable by root only.
-    pub fn save(&self, rec: &Record) -> std::io::Result<()> {
-        let data = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
-        write_private(&self.record_path(&rec.id), &data)
-    }
-
-    pub fn forget(&self, id: &str) -> std::io::Result<()> {
-        match fs::remove_file(self.record_path(id)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
-    }
-
-    /// Every persisted record; unreadable ones are returned as errors beside the rest.
-    pub fn load_all(&self) -> (Vec<Record>, Vec<String>) {
-        let mut out = Vec::new();
-        let mut bad = Vec::new();
-        let Ok(dir) = fs::read_dir(self.root.join(".deckhand/kernels")) else {
-            return (out, bad);
-        };
-        for entry in dir.flatten() {
-            let path = entry.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("json") {
-                continue;
-            }
-            match fs::read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|d| serde_json::from_slice::<Record>(&d).map_err(|e| e.to_string()))
-            {
-                Ok(r) => out.push(r),
-                Err(e) => bad.push(format!("{}: {e}", path.display())),
-            }
-        }
-        (out, bad)
-    }
 }
 
 fn chown(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     std::os::unix::fs::lchown(path, Some(uid), Some(gid))
-}
-
-/// Writes `data` to `path` atomically (temp file + rename), readable by its owner only.
-pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(data)?;
-    }
-    fs::rename(&tmp, path)
 }
 
 /// Resolves a request path inside `base` (a kernel's work dir): relative, no `..`, and after

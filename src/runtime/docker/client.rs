@@ -1,8 +1,7 @@
-//! The Docker engine, through bollard: the few calls the kernel engine needs, with errors
+//! The Docker engine, through bollard: the few calls the Docker runtime needs, with errors
 //! turned into messages that name the container and the engine's own words.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::time::Duration;
 
 use bollard::container::LogOutput;
@@ -13,6 +12,8 @@ use bollard::query_parameters::{
     ListImagesOptions, LogsOptions, RemoveContainerOptions, StopContainerOptions,
 };
 use futures::{Stream, StreamExt};
+
+use crate::runtime::{Chunk, ChunkStream, LocalImage, RuntimeError};
 
 /// Labels every kernel container carries.
 pub const LABEL_NAMESPACE: &str = "io.deckhand.namespace";
@@ -32,6 +33,17 @@ pub enum EngineError {
     Engine(String),
     #[error("Docker engine unreachable: {0}")]
     Unavailable(String),
+}
+
+impl From<EngineError> for RuntimeError {
+    fn from(e: EngineError) -> Self {
+        let msg = e.to_string();
+        match e {
+            EngineError::Unavailable(_) => Self::Unavailable(msg),
+            EngineError::NotFound(_) => Self::NotFound(msg),
+            EngineError::Conflict(_) | EngineError::Engine(_) => Self::Failed(msg),
+        }
+    }
 }
 
 impl From<bollard::errors::Error> for EngineError {
@@ -74,6 +86,14 @@ pub struct ContainerStatus {
     pub restart_count: u32,
 }
 
+/// A container of this agent, from a listing.
+#[derive(Debug, Clone)]
+pub struct Labelled {
+    pub id: String,
+    pub kernel_id: String,
+    pub labels: HashMap<String, String>,
+}
+
 /// A container event of interest: `die`, `oom`, `pause`, `unpause`, `start`, `destroy`.
 #[derive(Debug, Clone)]
 pub struct ContainerEvent {
@@ -82,24 +102,6 @@ pub struct ContainerEvent {
     pub action: String,
     pub exit_code: Option<i64>,
 }
-
-/// One local image under one reference (`repository:tag`; empty when untagged).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalImage {
-    pub reference: String,
-    pub id: String,
-    pub size_bytes: u64,
-    pub created_at_ms: i64,
-}
-
-/// One output chunk of logs or exec.
-#[derive(Debug, Clone)]
-pub struct Chunk {
-    pub data: bytes::Bytes,
-    pub stderr: bool,
-}
-
-pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, EngineError>> + Send>>;
 
 #[derive(Clone)]
 pub struct Docker {
@@ -285,12 +287,12 @@ impl Docker {
         })
     }
 
-    /// Ids and kernel ids of the containers carrying these labels, running or not.
+    /// The containers carrying these labels, running or not.
     pub async fn list_labelled(
         &self,
         namespace: &str,
         agent_id: &str,
-    ) -> Result<Vec<(String, String)>, EngineError> {
+    ) -> Result<Vec<Labelled>, EngineError> {
         let filters = HashMap::from([(
             "label".to_string(),
             vec![
@@ -307,8 +309,13 @@ impl Docker {
         Ok(list
             .into_iter()
             .filter_map(|c| {
-                let kid = c.labels.as_ref()?.get(LABEL_KERNEL)?.clone();
-                Some((c.id?, kid))
+                let labels = c.labels?;
+                let kernel_id = labels.get(LABEL_KERNEL)?.clone();
+                Some(Labelled {
+                    id: c.id?,
+                    kernel_id,
+                    labels,
+                })
             })
             .collect())
     }
@@ -399,7 +406,7 @@ impl Docker {
         Box::pin(self.api.logs(id, Some(opts)).filter_map(|r| async move {
             match r {
                 Ok(out) => chunk(out).map(Ok),
-                Err(e) => Some(Err(e.into())),
+                Err(e) => Some(Err(EngineError::from(e).into())),
             }
         }))
     }
@@ -434,7 +441,7 @@ impl Docker {
                 let s = output.filter_map(|r| async move {
                     match r {
                         Ok(out) => chunk(out).map(Ok),
-                        Err(e) => Some(Err(e.into())),
+                        Err(e) => Some(Err(EngineError::from(e).into())),
                     }
                 });
                 Ok((created.id, Box::pin(s)))

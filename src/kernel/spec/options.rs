@@ -1,0 +1,163 @@
+//! Options as the spec writes them: text fields, environment maps, network names, restart
+//! policies, GPU requests and ulimits.
+
+use std::collections::BTreeMap;
+
+use super::{GpuRequest, SpecError, Ulimit};
+use crate::config::schema;
+
+pub(super) fn docker_name(field: &str, v: &str) -> Result<(), SpecError> {
+    let ok = !v.is_empty()
+        && v.len() <= 128
+        && v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if !ok {
+        return Err(SpecError::invalid(
+            field,
+            format!("`{v}` is not a network name"),
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn restart_policy(v: &str) -> Result<(String, i64), SpecError> {
+    let (name, n) = match v.split_once(':') {
+        Some((name, n)) => (name, Some(n)),
+        None => (v, None),
+    };
+    let bad = || {
+        SpecError::invalid(
+            "restart_policy",
+            format!("`{v}`: expected no, on-failure[:N], always or unless-stopped"),
+        )
+    };
+    match (name, n) {
+        ("" | "no", None) => Ok(("no".into(), 0)),
+        ("always" | "unless-stopped", None) => Ok((name.into(), 0)),
+        ("on-failure", None) => Ok((name.into(), 0)),
+        ("on-failure", Some(n)) => {
+            let n: i64 = n.parse().map_err(|_| bad())?;
+            if !(0..=1000).contains(&n) {
+                return Err(bad());
+            }
+            Ok((name.into(), n))
+        }
+        _ => Err(bad()),
+    }
+}
+
+pub(super) fn gpu_request(v: &str) -> Result<GpuRequest, SpecError> {
+    let v = v.trim();
+    if v.is_empty() || v == "0" {
+        return Ok(GpuRequest::None);
+    }
+    if v == "all" {
+        return Ok(GpuRequest::All);
+    }
+    if let Ok(n) = v.parse::<u32>() {
+        if n > 64 {
+            return Err(SpecError::invalid("gpus", format!("{n} GPUs; at most 64")));
+        }
+        return Ok(GpuRequest::Count(n));
+    }
+    if v.starts_with('-') {
+        return Err(SpecError::invalid(
+            "gpus",
+            format!("`{v}` is negative; give `all`, a count or GPU UUIDs"),
+        ));
+    }
+    let mut ids = Vec::new();
+    for part in v.split(',') {
+        let id = schema::normalize_gpu_id(part).map_err(|r| SpecError::invalid("gpus", r))?;
+        if ids.contains(&id) {
+            return Err(SpecError::invalid("gpus", format!("`{id}` is named twice")));
+        }
+        ids.push(id);
+    }
+    Ok(GpuRequest::Ids(ids))
+}
+
+const ULIMITS: &[&str] = &[
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
+
+/// `memlock=-1,stack=67108864`, each `name=soft[:hard]`.
+pub(super) fn ulimits(v: &str) -> Result<Vec<Ulimit>, SpecError> {
+    let mut out: Vec<Ulimit> = Vec::new();
+    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let bad = |why: String| SpecError::invalid("ulimits", format!("`{item}`: {why}"));
+        let (name, vals) = item
+            .split_once('=')
+            .ok_or_else(|| bad("expected name=soft[:hard]".into()))?;
+        if !ULIMITS.contains(&name) {
+            return Err(bad(format!("unknown limit; known: {}", ULIMITS.join(", "))));
+        }
+        let (soft, hard) = match vals.split_once(':') {
+            Some((s, h)) => (s, h),
+            None => (vals, vals),
+        };
+        let soft: i64 = soft.parse().map_err(|_| bad("not a number".into()))?;
+        let hard: i64 = hard.parse().map_err(|_| bad("not a number".into()))?;
+        if soft < -1 || hard < -1 || (hard != -1 && (soft == -1 || soft > hard)) {
+            return Err(bad("soft must be ≤ hard (-1 = unlimited)".into()));
+        }
+        if out.iter().any(|u| u.name == name) {
+            return Err(bad("given twice".into()));
+        }
+        out.push(Ulimit {
+            name: name.into(),
+            soft,
+            hard,
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn text(field: &str, v: &str, max: usize) -> Result<(), SpecError> {
+    if v.len() > max || v.chars().any(|c| c.is_control()) {
+        return Err(SpecError::invalid(
+            field,
+            format!("at most {max} bytes of printable text"),
+        ));
+    }
+    Ok(())
+}
+
+/// Returns the map's size in bytes.
+pub(super) fn env_map(field: &str, env: &BTreeMap<String, String>) -> Result<usize, SpecError> {
+    let mut size = 0;
+    for (k, v) in env {
+        let valid_name = !k.is_empty()
+            && !k.starts_with(|c: char| c.is_ascii_digit())
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_name {
+            return Err(SpecError::invalid(
+                format!("{field}[{k:?}]"),
+                "a variable name is letters, digits and `_`, not starting with a digit (no `=` or NUL)",
+            ));
+        }
+        if v.contains('\0') {
+            return Err(SpecError::invalid(
+                format!("{field}[{k}]"),
+                "the value contains a NUL byte",
+            ));
+        }
+        size += k.len() + v.len() + 2;
+    }
+    Ok(size)
+}

@@ -1,0 +1,63 @@
+//! Docker's container events for this agent's kernels (one stream, filtered by namespace
+//! and agent-id labels, never polling), turned into [`RuntimeEvent`]s: each `die`, `start`,
+//! `pause` and `unpause` is followed by an inspect, so the supervisor sees what the
+//! container looks like now (ended, restarting, running again, paused).
+
+use futures::StreamExt;
+
+use super::client::{ContainerStatus, Docker};
+use crate::runtime::{EventStream, Observed, RuntimeError, RuntimeEvent, Status};
+
+impl From<ContainerStatus> for Status {
+    fn from(st: ContainerStatus) -> Self {
+        Self {
+            exists: st.exists,
+            // Docker counts a restarting container as running; the seam does not.
+            running: st.running && !st.restarting,
+            paused: st.paused,
+            restarting: st.restarting,
+            exit_code: st.exists.then_some(st.exit_code),
+            oom_killed: st.oom_killed,
+            error: st.error,
+            started_at_ms: st.started_at_ms,
+            finished_at_ms: st.finished_at_ms,
+            restart_count: st.restart_count,
+        }
+    }
+}
+
+/// The agent's container events as the supervisor reads them.
+pub fn stream(docker: Docker, namespace: &str, agent_id: &str) -> EventStream {
+    let raw = docker.events(namespace, agent_id);
+    Box::pin(raw.filter_map(move |r| {
+        let docker = docker.clone();
+        async move {
+            let ev = match r {
+                Ok(ev) => ev,
+                Err(e) => return Some(Err(RuntimeError::from(e))),
+            };
+            let what = match ev.action.as_str() {
+                "die" | "start" | "pause" | "unpause" => {
+                    let st = docker.inspect(&ev.container_id).await.unwrap_or_default();
+                    if st.exists {
+                        Observed::Changed(st.into())
+                    } else if ev.action == "die" {
+                        Observed::ExitedAndGone {
+                            exit_code: ev.exit_code,
+                        }
+                    } else {
+                        return None;
+                    }
+                }
+                "oom" => Observed::OomKilled,
+                "destroy" => Observed::Gone,
+                _ => return None,
+            };
+            Some(Ok(RuntimeEvent {
+                kernel_id: ev.kernel_id,
+                instance: ev.container_id,
+                what,
+            }))
+        }
+    }))
+}

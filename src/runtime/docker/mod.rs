@@ -1,0 +1,415 @@
+//! Kernels as local Docker containers: the first [`Runtime`].
+//!
+//! - [`client`]: the engine through bollard, errors in the engine's own words;
+//! - [`body`]: a kernel record turned into a container create body and its labels;
+//! - [`images`], [`pull`]: pulls (one per image, with progress and timeouts), cache
+//!   policies, image GC;
+//! - [`events`]: the engine's events turned into what the supervisor observes;
+//! - [`adopt`]: the agent's containers found again after a restart;
+//! - [`local`], [`scratch`], [`cgroup`]: what a kernel has on this host — its home, process
+//!   data, output/input files, file transfers, and CPU/memory read from its cgroup.
+//!
+//! The handle of a Docker kernel: the container id, and the process data the container
+//! mounts (also in its labels). Version 0 handles come from records of earlier versions.
+
+pub mod adopt;
+pub mod body;
+pub mod cgroup;
+pub mod client;
+pub mod events;
+pub mod images;
+pub mod local;
+pub mod pull;
+pub mod scratch;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+pub use client::{Docker, EngineError};
+
+use crate::config::ClusterConfig;
+use crate::kernel::record::Record;
+use crate::kernel::spec::{Spec, SpecError};
+use crate::runtime::{
+    Background, Capabilities, ChunkStream, EventStream, Exec, ExecOutput, FileEntry, Handle,
+    LocalImage, Owned, Reporter, Runtime, RuntimeError, Started, Status, Usage,
+};
+use cgroup::CgroupPaths;
+use images::Images;
+use scratch::Scratch;
+
+pub const NAME: &str = "docker";
+const HANDLE_VERSION: u32 = 1;
+
+pub struct DockerRuntime {
+    client: Docker,
+    images: Arc<Images>,
+    scratch: Scratch,
+    namespace: String,
+    agent_id: String,
+    /// Container id → its cgroup, found from its first process when it starts (or when a
+    /// resync sees it running).
+    cgroups: Mutex<HashMap<String, CgroupPaths>>,
+}
+
+impl DockerRuntime {
+    /// The runtime of this agent's kernels in `namespace`, homes under `scratch_root`.
+    pub fn new(
+        client: Docker,
+        namespace: &str,
+        agent_id: &str,
+        scratch_root: &Path,
+    ) -> std::io::Result<Self> {
+        let scratch = Scratch::new(scratch_root)?;
+        let images = Images::new(client.clone(), scratch.root().join(".deckhand/images.json"));
+        Ok(Self {
+            client,
+            images,
+            scratch,
+            namespace: namespace.to_string(),
+            agent_id: agent_id.to_string(),
+            cgroups: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn client(&self) -> &Docker {
+        &self.client
+    }
+
+    fn cgroups(&self) -> std::sync::MutexGuard<'_, HashMap<String, CgroupPaths>> {
+        self.cgroups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Remembers where a running container's counters are.
+    fn track(&self, cid: &str, pid: u32) {
+        if pid == 0 || self.cgroups().contains_key(cid) {
+            return;
+        }
+        if let Some(paths) = CgroupPaths::of_pid(pid) {
+            self.cgroups().insert(cid.to_string(), paths);
+        }
+    }
+
+    /// An engine error, with a missing network named by the setting that asked for it.
+    fn name_network(e: EngineError, rec: &Record, cfg: &ClusterConfig) -> RuntimeError {
+        match e {
+            EngineError::NotFound(m) if m.contains("network") => {
+                let (setting, name) = if rec.spec.network_mode.is_empty() {
+                    (
+                        "docker/network",
+                        cfg.docker.network.clone().unwrap_or_default(),
+                    )
+                } else {
+                    ("network_mode", rec.spec.network_mode.clone())
+                };
+                RuntimeError::Failed(format!("{setting} `{name}`: no such Docker network ({m})"))
+            }
+            other => other.into(),
+        }
+    }
+
+    /// Removes images no kernel used for `docker/image_gc_after` (when set), checking every
+    /// tenth of that period (at most a minute apart) and when the setting changes.
+    async fn collect_images(self: Arc<Self>, ctx: Background) {
+        let mut cfg = ctx.config;
+        loop {
+            let after = cfg.borrow_and_update().docker.image_gc_after;
+            if let Some(after) = after {
+                let in_use = (ctx.images_in_use)();
+                self.images.collect(after, &in_use).await;
+            }
+            let wait = after.map_or(Duration::from_secs(3600), |a| {
+                (a / 10).clamp(Duration::from_millis(500), Duration::from_secs(60))
+            });
+            tokio::select! {
+                _ = ctx.stop.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+                r = cfg.changed() => if r.is_err() { return },
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Runtime for DockerRuntime {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn backend(&self) -> &'static str {
+        "Docker engine"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            suspend: true,
+            signal: true,
+            exec: true,
+            files: true,
+            hold: true,
+            host_ports: true,
+            local_slots: true,
+        }
+    }
+
+    fn validate(&self, _spec: &Spec, _cfg: &ClusterConfig) -> Result<(), SpecError> {
+        // The spec is the DRMAA2 template with Docker's extensions: all of it applies here.
+        Ok(())
+    }
+
+    fn home(&self, kernel_id: &str) -> String {
+        self.scratch
+            .kernel_dir(kernel_id)
+            .map(|d| d.display().to_string())
+            .unwrap_or_default()
+    }
+
+    fn ready_to_start(&self, rec: &Record) -> Result<(), RuntimeError> {
+        local::input_file(&self.scratch, rec).map(|_| ())
+    }
+
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        Ok(self.client.ping().await?)
+    }
+
+    async fn prepare(
+        &self,
+        rec: &Record,
+        cfg: &ClusterConfig,
+        report: &Reporter,
+    ) -> Result<(), RuntimeError> {
+        pull::fetch(&self.images, rec, cfg, report).await
+    }
+
+    async fn create(&self, rec: &Record, cfg: &ClusterConfig) -> Result<Handle, RuntimeError> {
+        let process_data = local::prepare_process_data(
+            &self.client,
+            &self.scratch,
+            &self.namespace,
+            &self.agent_id,
+            rec,
+            cfg,
+        )
+        .await?;
+        local::prepare_home(&self.scratch, rec, &self.agent_id, cfg)?;
+        let body = body::body(
+            rec,
+            process_data.as_ref(),
+            &self.namespace,
+            &self.agent_id,
+            &cfg.docker,
+        );
+        let name = body::container_name(&self.namespace, &rec.id);
+        let cid = match self.client.create(&name, body.clone()).await {
+            Err(EngineError::Conflict(_)) => {
+                // A container of this name left from a crash before it was recorded.
+                self.client.remove(&name, true).await?;
+                self.client
+                    .create(&name, body)
+                    .await
+                    .map_err(|e| Self::name_network(e, rec, cfg))?
+            }
+            other => other.map_err(|e| Self::name_network(e, rec, cfg))?,
+        };
+        Ok(Self::handle(&cid, process_data.as_ref()))
+    }
+
+    async fn start(
+        &self,
+        rec: &Record,
+        handle: &Handle,
+        cfg: &ClusterConfig,
+    ) -> Result<Started, RuntimeError> {
+        let cid = &handle.instance;
+        let input = match local::input_file(&self.scratch, rec)? {
+            Some(path) => Some((path, self.client.attach_stdin(cid).await?)),
+            None => None,
+        };
+        self.client
+            .start(cid)
+            .await
+            .map_err(|e| Self::name_network(e, rec, cfg))?;
+        let st = self.client.inspect(cid).await?;
+        self.track(cid, st.pid);
+        let mut follow: Vec<BoxFuture<'static, ()>> = Vec::new();
+        if let Some((path, stdin)) = input {
+            follow.push(local::feed_input(rec.id.clone(), path, stdin).boxed());
+        }
+        if !rec.spec.output_path.is_empty() || !rec.spec.error_path.is_empty() {
+            follow.push(
+                local::copy_output(
+                    self.client.clone(),
+                    rec.clone(),
+                    cid.clone(),
+                    cfg.kernel.uid,
+                    cfg.kernel.gid,
+                )
+                .boxed(),
+            );
+        }
+        Ok(Started {
+            started_at_ms: st.started_at_ms,
+            follow,
+        })
+    }
+
+    async fn stop(&self, handle: &Handle, grace: Duration) -> Result<(), RuntimeError> {
+        Ok(self.client.stop(&handle.instance, grace).await?)
+    }
+
+    async fn destroy(&self, handle: &Handle) -> Result<(), RuntimeError> {
+        self.cgroups().remove(&handle.instance);
+        Ok(self.client.remove(&handle.instance, true).await?)
+    }
+
+    async fn release(&self, rec: &Record, process_still_used: bool, cfg: &ClusterConfig) {
+        if !cfg.kernel.keep_scratch {
+            if let Err(e) = self.scratch.remove(&rec.id) {
+                tracing::warn!(kernel_id = %rec.id, error = %e, "cannot remove scratch dir");
+            }
+        }
+        if process_still_used {
+            return;
+        }
+        if let Some(data) = rec.handle.as_ref().and_then(Self::process_data) {
+            local::release_process_data(&self.client, &data).await;
+        }
+    }
+
+    async fn status(&self, handle: &Handle) -> Result<Status, RuntimeError> {
+        let st = self.client.inspect(&handle.instance).await?;
+        if st.running && !st.restarting {
+            self.track(&handle.instance, st.pid);
+        } else {
+            self.cgroups().remove(&handle.instance);
+        }
+        Ok(st.into())
+    }
+
+    fn events(&self) -> EventStream {
+        events::stream(self.client.clone(), &self.namespace, &self.agent_id)
+    }
+
+    async fn list_owned(&self) -> Result<Vec<Owned>, RuntimeError> {
+        self.owned().await
+    }
+
+    async fn adopt(&self, owned: &Owned, cfg: &ClusterConfig) -> Result<Record, RuntimeError> {
+        self.adopt_container(owned, cfg).await
+    }
+
+    async fn restore(&self, rec: &Record, cfg: &ClusterConfig) -> Option<String> {
+        if rec.scratch_dir.is_empty() || Path::new(&rec.scratch_dir).exists() {
+            return None;
+        }
+        match local::prepare_home(&self.scratch, rec, &self.agent_id, cfg) {
+            Ok(()) => {
+                Some("the scratch dir was gone after a restart; an empty one was made".into())
+            }
+            Err(e) => {
+                tracing::warn!(kernel_id = %rec.id, error = %e, "cannot recreate a missing scratch dir");
+                None
+            }
+        }
+    }
+
+    fn remove_orphans(&self, live: &[&Record], cfg: &ClusterConfig) -> Vec<String> {
+        let owned: std::collections::BTreeSet<&str> = live.iter().map(|r| r.id.as_str()).collect();
+        let processes: std::collections::BTreeSet<&str> = live
+            .iter()
+            .map(|r| r.spec.process_id.as_str())
+            .filter(|p| !p.is_empty())
+            .collect();
+        self.scratch
+            .remove_orphans(&owned, &processes, cfg.kernel.keep_scratch)
+    }
+
+    fn logs(&self, handle: &Handle, follow: bool, tail: u32) -> Result<ChunkStream, RuntimeError> {
+        Ok(self.client.logs(&handle.instance, follow, tail))
+    }
+
+    async fn signal(&self, handle: &Handle, signal: i32) -> Result<(), RuntimeError> {
+        Ok(self
+            .client
+            .kill(&handle.instance, &signal.to_string())
+            .await?)
+    }
+
+    async fn suspend(&self, handle: &Handle) -> Result<(), RuntimeError> {
+        Ok(self.client.pause(&handle.instance).await?)
+    }
+
+    async fn resume(&self, handle: &Handle) -> Result<(), RuntimeError> {
+        Ok(self.client.unpause(&handle.instance).await?)
+    }
+
+    async fn exec(
+        &self,
+        rec: &Record,
+        handle: &Handle,
+        req: Exec,
+    ) -> Result<ExecOutput, RuntimeError> {
+        let env = req
+            .env
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let wd = (!req.working_dir.is_empty()).then_some(req.working_dir);
+        let (exec_id, output) = self
+            .client
+            .exec(
+                &handle.instance,
+                req.command,
+                env,
+                wd,
+                Some(rec.spec.user.clone()),
+            )
+            .await?;
+        let client = self.client.clone();
+        Ok(ExecOutput {
+            output,
+            exit_code: async move { client.exec_exit_code(&exec_id).await.ok().flatten() }.boxed(),
+        })
+    }
+
+    fn usage(&self, handle: &Handle) -> Option<Usage> {
+        let paths = self.cgroups().get(&handle.instance).cloned()?;
+        let (cpu_ns, memory_bytes) = paths.read()?;
+        Some(Usage {
+            cpu_ns,
+            memory_bytes,
+        })
+    }
+
+    async fn upload(
+        &self,
+        rec: &Record,
+        path: &str,
+        content: &[u8],
+        cfg: &ClusterConfig,
+    ) -> Result<u64, RuntimeError> {
+        local::upload(&self.scratch, &rec.id, path, content, cfg).await
+    }
+
+    async fn download(&self, rec: &Record, path: &str) -> Result<Vec<u8>, RuntimeError> {
+        local::download(&self.scratch, &rec.id, path).await
+    }
+
+    fn list_files(&self, rec: &Record, path: &str) -> Result<Vec<FileEntry>, RuntimeError> {
+        local::list_files(&self.scratch, &rec.id, path)
+    }
+
+    async fn images(&self) -> Result<Vec<LocalImage>, RuntimeError> {
+        Ok(self.client.list_images().await?)
+    }
+
+    fn background(self: Arc<Self>, ctx: Background) -> Option<BoxFuture<'static, ()>> {
+        Some(self.collect_images(ctx).boxed())
+    }
+}

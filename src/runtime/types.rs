@@ -1,0 +1,196 @@
+//! The vocabulary of the runtime seam: handles, statuses, events, output, errors.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ClusterConfig;
+
+/// Largest file `download` returns in one message (below gRPC's 4 MiB default).
+pub const MAX_DOWNLOAD: u64 = 3 << 20;
+
+/// Largest file `upload` takes in one message.
+pub const MAX_UPLOAD: usize = 8 << 20;
+
+/// How a runtime finds a kernel's instance again, kept in the kernel's record. Opaque to
+/// the supervisor except for `instance`, the runtime's own id shown in `inspect`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Handle {
+    /// The runtime that made it (`docker`).
+    pub runtime: String,
+    /// The layout of `data`, so a runtime can read handles written by older versions.
+    pub version: u32,
+    /// A container id, an instance id.
+    pub instance: String,
+    /// Whatever else the runtime needs; only the runtime reads it.
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
+/// What an instance is doing now.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Status {
+    pub exists: bool,
+    pub running: bool,
+    pub paused: bool,
+    /// Ended, and its restart policy starts it again.
+    pub restarting: bool,
+    /// The last exit code; `None` when the runtime cannot know it.
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    /// The runtime's own words about a failure.
+    pub error: String,
+    pub started_at_ms: i64,
+    pub finished_at_ms: i64,
+    pub restart_count: u32,
+}
+
+/// Something that happened to one of this agent's instances.
+#[derive(Debug, Clone)]
+pub struct RuntimeEvent {
+    pub kernel_id: String,
+    /// The instance it happened to (events of an older instance of the kernel are ignored).
+    pub instance: String,
+    pub what: Observed,
+}
+
+#[derive(Debug, Clone)]
+pub enum Observed {
+    /// The instance changed (ended, started, restarting, paused, resumed): here it is now.
+    Changed(Status),
+    /// Its process ended and the instance went with it (auto-remove).
+    ExitedAndGone { exit_code: Option<i64> },
+    /// The instance was removed.
+    Gone,
+    /// The kernel ran out of memory; its end follows.
+    OomKilled,
+}
+
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<RuntimeEvent, RuntimeError>> + Send>>;
+
+/// One output chunk of logs or exec.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    pub data: bytes::Bytes,
+    pub stderr: bool,
+}
+
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, RuntimeError>> + Send>>;
+
+/// How an image pull is going.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PullProgress {
+    pub image: String,
+    pub bytes_done: u64,
+    /// Sum of the sizes of the layers known so far.
+    pub bytes_total: u64,
+    pub layers_done: u32,
+    pub layers_total: u32,
+    /// Estimated time left; 0 when unknown or done.
+    pub eta_ms: u64,
+}
+
+/// What `prepare` tells the supervisor while it works.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// A pull started (the kernel reads PULLING).
+    Pulling,
+    Pull(PullProgress),
+    /// Something worth a line in the kernel's events (a fallback taken).
+    Note(String),
+}
+
+pub type Reporter = dyn Fn(Progress) + Send + Sync;
+
+/// A started instance, and the work that follows it while it runs (the supervisor owns it).
+pub struct Started {
+    pub started_at_ms: i64,
+    pub follow: Vec<BoxFuture<'static, ()>>,
+}
+
+/// A command to run in a kernel.
+#[derive(Debug, Clone)]
+pub struct Exec {
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub working_dir: String,
+}
+
+pub struct ExecOutput {
+    pub output: ChunkStream,
+    /// Resolves after the output ended: the command's exit code, if known.
+    pub exit_code: BoxFuture<'static, Option<i64>>,
+}
+
+/// CPU time and memory of a running kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub cpu_ns: u64,
+    pub memory_bytes: u64,
+}
+
+/// A file in a kernel's home.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    pub path: String,
+    pub size: u64,
+    pub dir: bool,
+    pub modified_ms: i64,
+}
+
+/// An image present where a runtime runs kernels (DRMAA2 job categories).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalImage {
+    /// `repo:tag`; empty for an untagged image.
+    pub reference: String,
+    pub id: String,
+    pub size_bytes: u64,
+    pub created_at_ms: i64,
+}
+
+/// An instance a runtime holds for this namespace and agent.
+#[derive(Debug, Clone)]
+pub struct Owned {
+    pub kernel_id: String,
+    pub handle: Handle,
+}
+
+/// What a runtime's housekeeping may look at.
+pub struct Background {
+    /// Images of the kernels the agent holds now (never collected).
+    pub images_in_use: Arc<dyn Fn() -> BTreeSet<String> + Send + Sync>,
+    pub config: watch::Receiver<Arc<ClusterConfig>>,
+    pub stop: CancellationToken,
+}
+
+/// A failed runtime operation; each kind maps to one gRPC status.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RuntimeError {
+    /// FAILED_PRECONDITION: the runtime cannot do this at all.
+    #[error("{1} is not supported by the {0} runtime")]
+    Unsupported(&'static str, &'static str),
+    /// UNAVAILABLE: the backend does not answer; nothing changed.
+    #[error("{0}")]
+    Unavailable(String),
+    /// NOT_FOUND.
+    #[error("{0}")]
+    NotFound(String),
+    /// INVALID_ARGUMENT: the message names what is wrong.
+    #[error("{0}")]
+    Invalid(String),
+    /// RESOURCE_EXHAUSTED.
+    #[error("{0}")]
+    Exhausted(String),
+    /// FAILED_PRECONDITION: a setting is missing or refuses it (the message names it).
+    #[error("{0}")]
+    Precondition(String),
+    /// The backend failed; the message is its own words.
+    #[error("{0}")]
+    Failed(String),
+}
