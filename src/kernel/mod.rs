@@ -35,3 +35,6 @@ pub use control::{Action, Control, SyncOutcome};
 pub use error::KernelError;
 pub use state::{Drmaa2State, KernelState, Transition, TransitionError};
 pub use supervisor::{KernelView, Supervisor, SupervisorOptions};
+
+#[cfg(test)]
+mod tests;

@@ -39,11 +39,12 @@ impl Supervisor {
             .into_iter()
             .map(|o| (o.kernel_id, o.handle))
             .collect();
+        // The records of an earlier run; kernels created since start are not recovery's.
         let records: Vec<Record> = self
             .lock()
             .kernels
             .values()
-            .filter(|e| e.rec.runtime == rt.name())
+            .filter(|e| e.from_registry && e.rec.runtime == rt.name())
             .map(|e| e.rec.clone())
             .collect();
         let cfg = self.config();
@@ -111,6 +112,14 @@ impl Supervisor {
                 }
             }
         }
+        {
+            let mut t = self.lock();
+            for rec in &records {
+                if let Some(e) = t.kernels.get_mut(&rec.id) {
+                    e.from_registry = false;
+                }
+            }
+        }
         out.orphans_removed = {
             let recs: Vec<Record> = self
                 .lock()
@@ -133,7 +142,7 @@ impl Supervisor {
             let Some(e) = t.kernels.get_mut(id) else {
                 return false;
             };
-            if e.rec.state != was {
+            if e.rec.state != was || !e.from_registry {
                 return false;
             }
             e.rec.state = KernelState::Preparing;

@@ -102,6 +102,7 @@ impl Supervisor {
                         rec,
                         state,
                         launched: true,
+                        from_registry: true,
                     },
                 );
             }

@@ -19,6 +19,9 @@ pub(super) struct Entry {
     pub state: watch::Sender<KernelState>,
     /// Set once the launch task owns this kernel (array tasks wait unlaunched).
     pub launched: bool,
+    /// Loaded from the registry at start and not yet reconciled by recovery (kernels
+    /// created since are never recovery's business).
+    pub from_registry: bool,
 }
 
 #[derive(Default)]
@@ -80,6 +83,7 @@ impl Supervisor {
                 rec,
                 state: tx,
                 launched,
+                from_registry: false,
             },
         );
         rx

@@ -1,0 +1,334 @@
+//! The supervisor over the in-memory runtime (a stand-in for Docker, like Nomad's mock
+//! driver): arrays with max-parallel, slots held and given back exactly once, wrong-state
+//! refusals, recovery against the runtime's listing, events in order. Milliseconds each;
+//! the same behaviours against the real engine are in `tests/`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::slots::Capacity;
+use super::spec::{ArrayRequest, CreateRequest, Template};
+use super::{Action, Control, KernelError, KernelState, Supervisor, SupervisorOptions};
+use crate::config::ClusterConfig;
+use crate::runtime::memory::MemoryRuntime;
+use crate::runtime::{Runtime, Runtimes};
+
+struct Fixture {
+    sup: Supervisor,
+    rt: Arc<MemoryRuntime>,
+    stop: CancellationToken,
+    run: tokio::task::JoinHandle<()>,
+    _cfg: watch::Sender<Arc<ClusterConfig>>,
+    _cap: watch::Sender<Arc<Capacity>>,
+}
+
+/// A supervisor over `rt` with its registry under `dir`, on a 2-CPU, 4 GiB host.
+fn start(rt: Arc<MemoryRuntime>, dir: &Path) -> Fixture {
+    let (cfg_tx, cfg) = watch::channel(Arc::new(ClusterConfig::default()));
+    let (cap_tx, capacity) = watch::channel(Arc::new(Capacity {
+        cpu_count: 2,
+        memory_total: 4 << 30,
+        gpus: Vec::new(),
+    }));
+    let runtime: Arc<dyn Runtime> = rt.clone();
+    let sup = Supervisor::new(SupervisorOptions {
+        runtimes: Runtimes::new(runtime),
+        agent_id: "a1".into(),
+        state_dir: dir.to_path_buf(),
+        config: cfg,
+        capacity,
+        creation_concurrency: 4,
+        event_capacity: 1000,
+    })
+    .expect("supervisor");
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(sup.clone().run(stop.clone()));
+    Fixture {
+        sup,
+        rt,
+        stop,
+        run,
+        _cfg: cfg_tx,
+        _cap: cap_tx,
+    }
+}
+
+impl Fixture {
+    async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.run.await;
+    }
+
+    fn state(&self, id: &str) -> Option<KernelState> {
+        self.sup.info(id).ok().map(|v| v.record.state)
+    }
+
+    async fn wait(&self, id: &str, state: KernelState) {
+        for _ in 0..1000 {
+            if self.state(id) == Some(state) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("kernel {id} never became {state}: {:?}", self.state(id));
+    }
+
+    fn control(&self, id: &str, action: Action) -> Control {
+        Control {
+            kernel_id: id.into(),
+            action: Some(action),
+            signal: 0,
+            grace: None,
+            force: true,
+        }
+    }
+}
+
+fn template(cpus: f64) -> Template {
+    Template {
+        kernel_id: uuid::Uuid::new_v4().to_string(),
+        image: "deckhand-test/busybox:latest".into(),
+        cpus,
+        ..Default::default()
+    }
+}
+
+fn one(t: Template) -> CreateRequest {
+    CreateRequest {
+        template: t,
+        array: None,
+    }
+}
+
+#[tokio::test]
+async fn a_kernel_runs_and_ends_and_its_events_come_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = start(Arc::new(MemoryRuntime::new()), dir.path());
+    let mut events = f.sup.events().subscribe();
+    let t = template(0.5);
+    let id = t.kernel_id.clone();
+    let made = f.sup.create(one(t)).await.unwrap();
+    assert_eq!(made[0].record.state, KernelState::Running);
+    f.rt.exit(&id, 0);
+    f.wait(&id, KernelState::Done).await;
+    let mut seen = Vec::new();
+    while let Ok(ev) = events.try_recv() {
+        assert_eq!(ev.kernel_id, id);
+        seen.push((ev.seq, ev.state));
+    }
+    let states: Vec<KernelState> = seen.iter().map(|(_, s)| *s).collect();
+    use KernelState::*;
+    assert_eq!(states, [Preparing, Creating, Running, Done]);
+    assert!(seen.windows(2).all(|w| w[1].0 == w[0].0 + 1), "{seen:?}");
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn arrays_never_run_more_than_max_parallel_and_start_the_next_as_one_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = start(Arc::new(MemoryRuntime::new()), dir.path());
+    let t = template(0.0);
+    let array = t.kernel_id.clone();
+    let tasks = f
+        .sup
+        .create(CreateRequest {
+            template: t,
+            array: Some(ArrayRequest {
+                begin: 1,
+                end: 5,
+                step: 1,
+                max_parallel: 2,
+            }),
+        })
+        .await
+        .unwrap();
+    assert_eq!(tasks.len(), 5);
+    for round in 1..=5 {
+        let running: Vec<String> = (1..=5)
+            .map(|i| format!("{array}.{i}"))
+            .filter(|id| f.rt.is_running(id))
+            .collect();
+        // Tasks start in the background: wait for the cap (or the tail) to be reached.
+        let want = 2.min(5 - round + 1);
+        for _ in 0..200 {
+            if f.rt.running() == want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(f.rt.running(), want, "round {round}: {running:?}");
+        let next = (1..=5)
+            .map(|i| format!("{array}.{i}"))
+            .find(|id| f.rt.is_running(id))
+            .unwrap();
+        f.rt.exit(&next, 0);
+        f.wait(&next, KernelState::Done).await;
+    }
+    for i in 1..=5 {
+        assert_eq!(f.state(&format!("{array}.{i}")), Some(KernelState::Done));
+    }
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn slots_are_held_until_the_end_and_given_back_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = start(Arc::new(MemoryRuntime::new()), dir.path());
+    let a = template(1.5);
+    let a_id = a.kernel_id.clone();
+    f.sup.create(one(a)).await.unwrap();
+    assert_eq!(f.sup.allocated().cpu, 1.5);
+    let err = f.sup.create(one(template(1.0))).await.unwrap_err();
+    assert!(matches!(err, KernelError::Exhausted(_)), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "cpu: 1 requested, 0.5 of 2 free on this agent"
+    );
+    f.rt.exit(&a_id, 1);
+    f.wait(&a_id, KernelState::Failed).await;
+    assert_eq!(f.sup.allocated().cpu, 0.0);
+    // Removing the ended kernel gives nothing back a second time.
+    f.sup
+        .control(f.control(&a_id, Action::Remove))
+        .await
+        .unwrap();
+    assert_eq!(f.sup.allocated().cpu, 0.0);
+    let b = f.sup.create(one(template(2.0))).await.unwrap();
+    assert_eq!(b[0].record.state, KernelState::Running);
+    assert_eq!(f.sup.allocated().cpu, 2.0);
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn operations_in_the_wrong_state_are_refused_naming_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = start(Arc::new(MemoryRuntime::new()), dir.path());
+    let mut held = template(0.0);
+    held.submit_as_hold = true;
+    let held_id = held.kernel_id.clone();
+    f.sup.create(one(held)).await.unwrap();
+    assert_eq!(f.state(&held_id), Some(KernelState::Held));
+    let err = f
+        .sup
+        .control(f.control(&held_id, Action::Suspend))
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "cannot suspend a kernel that is HELD");
+    f.sup
+        .control(f.control(&held_id, Action::Release))
+        .await
+        .unwrap();
+    f.wait(&held_id, KernelState::Running).await;
+    let err = f
+        .sup
+        .control(f.control(&held_id, Action::Resume))
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "cannot resume a kernel that is RUNNING");
+    f.sup
+        .control(f.control(&held_id, Action::Suspend))
+        .await
+        .unwrap();
+    assert_eq!(f.state(&held_id), Some(KernelState::Suspended));
+    // What the runtime cannot do says so, naming the runtime.
+    let err = f
+        .sup
+        .exec(
+            &held_id,
+            crate::runtime::Exec {
+                command: vec!["true".into()],
+                env: Default::default(),
+                working_dir: String::new(),
+            },
+        )
+        .await
+        .err()
+        .expect("exec refused");
+    assert_eq!(err.to_string(), "cannot exec in a kernel that is SUSPENDED");
+    f.sup
+        .control(f.control(&held_id, Action::Resume))
+        .await
+        .unwrap();
+    let err = f
+        .sup
+        .exec(
+            &held_id,
+            crate::runtime::Exec {
+                command: vec!["true".into()],
+                env: Default::default(),
+                working_dir: String::new(),
+            },
+        )
+        .await
+        .err()
+        .expect("exec refused");
+    assert_eq!(
+        err.to_string(),
+        "exec is not supported by the memory runtime"
+    );
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn recovery_reports_ends_seen_while_down_and_adopts_unrecorded_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Arc::new(MemoryRuntime::new());
+    let f = start(rt.clone(), dir.path());
+    let (a, b) = (template(0.5), template(0.25));
+    let (a_id, b_id) = (a.kernel_id.clone(), b.kernel_id.clone());
+    f.sup.create(one(a)).await.unwrap();
+    f.sup.create(one(b)).await.unwrap();
+    let unrecorded = f.sup.info(&b_id).unwrap().record;
+    f.shutdown().await;
+    // While the agent is down: one kernel ends, and an instance appears that no record has
+    // (a crash between creating it and writing its record).
+    rt.exit_quietly(&a_id, 3);
+    let mut lost = unrecorded.clone();
+    lost.id = uuid::Uuid::new_v4().to_string();
+    lost.handle = None;
+    let lost_id = lost.id.clone();
+    rt.add_unrecorded(lost);
+    let f = start(rt.clone(), dir.path());
+    f.wait(&a_id, KernelState::Failed).await;
+    let ended = f.sup.info(&a_id).unwrap().record;
+    assert_eq!(ended.exit_code, Some(3));
+    assert_eq!(ended.reason, "exited with code 3");
+    f.wait(&lost_id, KernelState::Running).await;
+    assert_eq!(f.state(&b_id), Some(KernelState::Running));
+    // Slots: b and the adopted kernel (a ended).
+    assert_eq!(f.sup.allocated().cpu, 0.5);
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn control_answers_unavailable_and_changes_nothing_while_the_runtime_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = start(Arc::new(MemoryRuntime::new()), dir.path());
+    let t = template(0.5);
+    let id = t.kernel_id.clone();
+    f.sup.create(one(t)).await.unwrap();
+    f.rt.set_down(true);
+    let err = f
+        .sup
+        .control(f.control(&id, Action::Stop))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            KernelError::Runtime(crate::runtime::RuntimeError::Unavailable(_))
+        ),
+        "{err}"
+    );
+    assert_eq!(f.state(&id), Some(KernelState::Running));
+    assert_eq!(f.sup.allocated().cpu, 0.5);
+    f.rt.set_down(false);
+    f.sup.control(f.control(&id, Action::Stop)).await.unwrap();
+    f.wait(&id, KernelState::Failed).await;
+    assert_eq!(f.sup.allocated().cpu, 0.0);
+    f.shutdown().await;
+}
