@@ -8,86 +8,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::s3::S3Server;
-use common::vast::{Offer, Provision, VastConfig, VastStandIn};
+use common::vast::{Offer, Provision, VastClient as Cli, VastConfig, VastStandIn};
 use common::{wait_for, TEST_IMAGE};
 use reqwest::Method;
 use serde_json::{json, Value};
 
 const KEY: &str = "test-key-0123456789abcdef";
-
-/// A client that speaks to the stand-in as the CLI does: `Authorization: Bearer <key>`,
-/// JSON bodies (`{}` when empty), paths under `/api/v0`.
-struct Cli {
-    http: reqwest::Client,
-    base: String,
-    key: String,
-}
-
-impl Cli {
-    fn new(vast: &VastStandIn) -> Self {
-        Self::with_key(vast, KEY)
-    }
-
-    fn with_key(vast: &VastStandIn, key: &str) -> Self {
-        Self {
-            http: reqwest::Client::new(),
-            base: vast.api_url(),
-            key: key.into(),
-        }
-    }
-
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> reqwest::Result<reqwest::Response> {
-        let url = format!("{}{path}", self.base);
-        let mut req = self
-            .http
-            .request(method.clone(), url)
-            .bearer_auth(&self.key);
-        if method != Method::GET {
-            req = req.json(&body.unwrap_or_else(|| json!({})));
-        }
-        req.send().await
-    }
-
-    /// Status and JSON body (Null when the body is not JSON).
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let r = self.send(method, path, body).await.expect("request");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn instance(&self, id: u64) -> Value {
-        let (status, body) = self
-            .call(Method::GET, &format!("/instances/{id}/?owner=me"), None)
-            .await;
-        assert_eq!(status, 200, "{body}");
-        body["instances"].clone()
-    }
-
-    /// Waits for instance `id` to read `actual_status == want`.
-    async fn wait_status(&self, id: u64, want: &str, timeout: Duration) -> Value {
-        wait_for(timeout, &format!("instance {id} {want}"), || async {
-            let row = self.instance(id).await;
-            (row["actual_status"] == want).then_some(row)
-        })
-        .await
-    }
-
-    /// Rents `offer` with a body like `vastai create instance --image … --args …`.
-    async fn rent(&self, offer: u64, env: Value, args: &[&str]) -> (u16, Value) {
-        let body = json!({
-            "client_id": "me", "image": TEST_IMAGE, "env": env, "price": null, "disk": 10.0,
-            "label": "deckhand-test", "onstart": null, "image_login": null,
-            "runtype": "args", "args": args,
-        });
-        self.call(Method::PUT, &format!("/asks/{offer}/"), Some(body))
-            .await
-    }
-}
 
 /// The CLI's default search filters plus `extra`, ordered by price.
 fn cheapest_query(extra: Value) -> Value {
@@ -143,7 +69,7 @@ async fn a_wrong_or_missing_key_is_refused_with_401() {
     assert_eq!(r.status().as_u16(), 401);
     // A rotated key: the old one stops working.
     vast.set_api_key("rotated");
-    let (status, _) = Cli::new(&vast)
+    let (status, _) = Cli::with_key(&vast, KEY)
         .call(Method::POST, "/bundles/", Some(json!({})))
         .await;
     assert_eq!(status, 401);

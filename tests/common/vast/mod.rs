@@ -15,8 +15,10 @@
 //! Files: `offers.rs` (offer rows, the query language), `instances.rs` (instance rows, the
 //! container), `state.rs` (shared state, provisioning), `api.rs` (routes, auth, 429s, search),
 //! `rent.rs` (renting an offer), `control.rs` (instance routes, logs), `server.rs`
-//! (the listener that can go down and come back), `records.rs` (what tests assert on).
+//! (the listener that can go down and come back), `records.rs` (what tests assert on),
+//! `client.rs` (a CLI-like client for tests).
 mod api;
+mod client;
 mod control;
 mod instances;
 mod offers;
@@ -34,6 +36,8 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 // Not every test binary that includes the harness names these.
+#[allow(unused_imports)]
+pub use client::VastClient;
 #[allow(unused_imports)]
 pub use instances::Instance;
 #[allow(unused_imports)]

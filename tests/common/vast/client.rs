@@ -1,0 +1,87 @@
+//! A test-side client that talks to the stand-in the way the official CLI talks to
+//! Vast.ai (`Authorization: Bearer <key>`, JSON bodies, `{}` when empty, paths under
+//! `/api/v0`), for tests that check what the service itself shows (an instance's status,
+//! the listing) besides what deckhand reports.
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use super::VastStandIn;
+use crate::common::{wait_for, TEST_IMAGE};
+
+pub struct VastClient {
+    pub http: reqwest::Client,
+    /// `http://127.0.0.1:PORT/api/v0`.
+    pub base: String,
+    pub key: String,
+}
+
+impl VastClient {
+    /// A client with the stand-in's current key.
+    pub fn new(vast: &VastStandIn) -> Self {
+        Self::with_key(vast, &vast.api_key())
+    }
+
+    pub fn with_key(vast: &VastStandIn, key: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: vast.api_url(),
+            key: key.into(),
+        }
+    }
+
+    /// One request to `base + path` (`path` like `/instances/12/`).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> reqwest::Result<reqwest::Response> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self
+            .http
+            .request(method.clone(), url)
+            .bearer_auth(&self.key);
+        if method != Method::GET {
+            req = req.json(&body.unwrap_or_else(|| json!({})));
+        }
+        req.send().await
+    }
+
+    /// Status and JSON body (Null when the body is not JSON); panics if no answer came.
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let r = self.send(method, path, body).await.expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `GET /instances/{id}/?owner=me`: the row, or Null once destroyed.
+    pub async fn instance(&self, id: u64) -> Value {
+        let path = format!("/instances/{id}/?owner=me");
+        let (status, body) = self.call(Method::GET, &path, None).await;
+        assert_eq!(status, 200, "{body}");
+        body["instances"].clone()
+    }
+
+    /// Waits for instance `id` to read `actual_status == want`; returns the row.
+    pub async fn wait_status(&self, id: u64, want: &str, timeout: Duration) -> Value {
+        wait_for(timeout, &format!("instance {id} {want}"), || async {
+            let row = self.instance(id).await;
+            (row["actual_status"] == want).then_some(row)
+        })
+        .await
+    }
+
+    /// Rents `offer` with `vastai create instance OFFER --image <test image> --env …
+    /// --label deckhand-test --args ARGS`'s body.
+    pub async fn rent(&self, offer: u64, env: Value, args: &[&str]) -> (u16, Value) {
+        let body = json!({
+            "client_id": "me", "image": TEST_IMAGE, "env": env, "price": null, "disk": 10.0,
+            "label": "deckhand-test", "onstart": null, "image_login": null,
+            "runtype": "args", "args": args,
+        });
+        let path = format!("/asks/{offer}/");
+        self.call(Method::PUT, &path, Some(body)).await
+    }
+}
