@@ -100,13 +100,13 @@ async fn search_returns_matching_offers_cheapest_first_under_the_cli_defaults() 
     assert_eq!(body["offers"][0]["dph_total"], 0.35);
 
     let q = cheapest_query(json!({"gpu_name": {"in": ["RTX 3090", "RTX 4090"]}, "limit": 2}));
-    let (_, body) = cli.call(Method::POST, "/bundles/", Some(q)).await;
+    let (_, body) = cli.search(q).await;
     assert_eq!(ids(&body), vec![104, 107]);
     let q = json!({"gpu_name": {"notin": ["RTX 4090"]}, "order": [["dph_total", "desc"]]});
-    let (_, body) = cli.call(Method::POST, "/bundles/", Some(q)).await;
+    let (_, body) = cli.search(q).await;
     assert_eq!(ids(&body), vec![104]);
     // Without the default filters every offer is listed, by score (dlperf per $) first.
-    let (_, body) = cli.call(Method::POST, "/bundles/", Some(json!({}))).await;
+    let (_, body) = cli.search(json!({})).await;
     assert_eq!(ids(&body), vec![104, 102, 107, 105, 106, 103, 101, 108]);
 
     for bad in [
@@ -116,7 +116,7 @@ async fn search_returns_matching_offers_cheapest_first_under_the_cli_defaults() 
         json!({"gpu_name": "RTX 4090"}),
         json!({"order": [["dph_total", "up"]]}),
     ] {
-        let (status, body) = cli.call(Method::POST, "/bundles/", Some(bad.clone())).await;
+        let (status, body) = cli.search(bad.clone()).await;
         assert_eq!(status, 400, "{bad} → {body}");
         assert_eq!(body["success"], false);
     }
@@ -148,9 +148,7 @@ async fn a_taken_offer_answers_no_such_ask() {
 
     // Taken by someone else between the search and the rental.
     vast.snatch_offer(101);
-    let (_, found) = cli
-        .call(Method::POST, "/bundles/", Some(cheapest_query(json!({}))))
-        .await;
+    let (_, found) = cli.search(cheapest_query(json!({}))).await;
     assert!(ids(&found).contains(&101));
     let (status, body) = cli.rent(101, json!({}), &["true"]).await;
     assert_eq!(
@@ -158,9 +156,7 @@ async fn a_taken_offer_answers_no_such_ask() {
         (410, &json!("no_such_ask")),
         "{body}"
     );
-    let (_, found) = cli
-        .call(Method::POST, "/bundles/", Some(cheapest_query(json!({}))))
-        .await;
+    let (_, found) = cli.search(cheapest_query(json!({}))).await;
     assert!(!ids(&found).contains(&101) && !ids(&found).contains(&103));
 
     assert_eq!((vast.rentals(103), vast.rent_attempts(103)), (1, 2));
@@ -236,52 +232,18 @@ async fn logs_come_after_404s_and_destroy_removes_the_container() {
     // between them, so the order is certain.
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
-    let (status, body) = cli
-        .call(
-            Method::PUT,
-            &format!("/instances/request_logs/{id}/"),
-            Some(json!({"tail": "1000"})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let url = body["result_url"].as_str().expect("result_url").to_string();
+    let url = cli.request_logs(id, json!({"tail": "1000"})).await;
     // The result URL needs no key, and is not there at first (the host is uploading).
-    let plain = reqwest::Client::new();
-    for _ in 0..2 {
-        assert_eq!(
-            plain.get(&url).send().await.expect("GET").status().as_u16(),
-            404
-        );
-    }
-    let text = plain
-        .get(&url)
-        .send()
-        .await
-        .expect("GET")
-        .text()
-        .await
-        .expect("text");
-    assert_eq!(text, "line-1\nline-2\nline-3\noops\n");
-    let (_, body) = cli
-        .call(
-            Method::PUT,
-            &format!("/instances/request_logs/{id}/"),
-            Some(json!({"tail": "2"})),
-        )
-        .await;
+    assert_eq!(cli.fetch(&url).await.0, 404);
+    assert_eq!(cli.fetch(&url).await.0, 404);
+    let expected = "line-1\nline-2\nline-3\noops\n".to_string();
+    assert_eq!(cli.fetch(&url).await, (200, expected));
     vast.set_logs_not_ready_gets(0);
-    let url = body["result_url"].as_str().expect("result_url").to_string();
-    wait_for(Duration::from_secs(5), "tail 2", || async {
-        let r = plain.get(&url).send().await.ok()?;
-        (r.status() == 200).then_some(())?;
-        (r.text().await.ok()? == "line-3\noops\n").then_some(())
-    })
-    .await;
+    let url = cli.request_logs(id, json!({"tail": "2"})).await;
+    assert_eq!(cli.fetch(&url).await, (200, "line-3\noops\n".to_string()));
 
     let container = vast.container_of(id).expect("container");
-    let (status, body) = cli
-        .call(Method::DELETE, &format!("/instances/{id}/"), None)
-        .await;
+    let (status, body) = cli.destroy(id).await;
     assert_eq!((status, &body["success"]), (200, &json!(true)), "{body}");
     assert_eq!(cli.instance(id).await, Value::Null);
     assert!(
@@ -291,10 +253,7 @@ async fn logs_come_after_404s_and_destroy_removes_the_container() {
     assert_eq!(vast.destroyed(), vec![id]);
     let (_, list) = cli.call(Method::GET, "/instances/?owner=me", None).await;
     assert_eq!(list["instances"], json!([]));
-    let (status, _) = cli
-        .call(Method::DELETE, &format!("/instances/{id}/"), None)
-        .await;
-    assert_eq!(status, 404);
+    assert_eq!(cli.destroy(id).await.0, 404);
     let (status, _) = cli
         .call(Method::PUT, &format!("/instances/request_logs/{id}/"), None)
         .await;
@@ -348,6 +307,58 @@ async fn provisioning_can_stall_or_fail() {
     assert_eq!(cli.instance(ids[0]).await["actual_status"], Value::Null);
     assert_eq!(cli.instance(ids[1]).await["actual_status"], "loading");
     assert!(vast.containers().is_empty());
+}
+
+// The stand-in replaces Vast.ai's service, which cannot be reached from here; the private
+// registry is a real one (Debian's docker-registry with htpasswd auth).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_login_pulls_from_a_private_registry_and_ssh_runtypes_run_onstart() {
+    let registry = common::Registry::start("vastuser", "vastpass").await;
+    let image = registry.push(TEST_IMAGE, "vast/private:1", false);
+    let vast = VastStandIn::start(VastConfig::new(KEY).offers(market()));
+    let cli = Cli::new(&vast);
+    let rent = |offer: u64, login: String| {
+        let body = json!({"client_id": "me", "image": image, "image_login": login,
+            "disk": 10, "runtype": "args", "args": ["sleep", "300"]});
+        let cli = &cli;
+        async move {
+            cli.call(Method::PUT, &format!("/asks/{offer}/"), Some(body))
+                .await
+        }
+    };
+    let addr = registry.addr();
+    let (_, good) = rent(101, format!("-u vastuser -p vastpass {addr}")).await;
+    let (_, bad) = rent(103, format!("-u vastuser -p wrong {addr}")).await;
+    let good = good["new_contract"].as_u64().expect("instance id");
+    let bad = bad["new_contract"].as_u64().expect("instance id");
+    cli.wait_status(good, "running", Duration::from_secs(30))
+        .await;
+    let row = cli
+        .wait_status(bad, "created", Duration::from_secs(30))
+        .await;
+    assert!(
+        row["status_msg"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Error"),
+        "{row}"
+    );
+
+    // ssh/jupyter runtypes: Vast's entrypoint runs onstart and keeps the machine up.
+    let body = json!({"client_id": "me", "image": TEST_IMAGE, "disk": 10, "runtype": "ssh_proxy",
+        "onstart": "echo onstart-ran-$X", "env": {"X": "1"}});
+    let (_, body) = cli.call(Method::PUT, "/asks/104/", Some(body)).await;
+    let ssh = body["new_contract"].as_u64().expect("instance id");
+    cli.wait_status(ssh, "running", Duration::from_secs(15))
+        .await;
+    assert_eq!(vast.container_command(ssh)[..2], ["/bin/sh", "-c"]);
+    vast.set_logs_not_ready_gets(0);
+    wait_for(Duration::from_secs(5), "onstart output", || async {
+        let url = cli.request_logs(ssh, json!({})).await;
+        (cli.fetch(&url).await.1 == "onstart-ran-1\n").then_some(())
+    })
+    .await;
+    assert_eq!(cli.instance(ssh).await["actual_status"], "running");
 }
 
 // The stand-in replaces Vast.ai's service, which cannot be reached from here.

@@ -84,4 +84,34 @@ impl VastClient {
         let path = format!("/asks/{offer}/");
         self.call(Method::PUT, &path, Some(body)).await
     }
+
+    /// `POST /bundles/` with `query`: status and body (`{"offers": [...]}`).
+    pub async fn search(&self, query: Value) -> (u16, Value) {
+        self.call(Method::POST, "/bundles/", Some(query)).await
+    }
+
+    /// `DELETE /instances/{id}/`: status and body.
+    pub async fn destroy(&self, id: u64) -> (u16, Value) {
+        let path = format!("/instances/{id}/");
+        self.call(Method::DELETE, &path, None).await
+    }
+
+    /// `PUT /instances/request_logs/{id}/` with `body` (`{"tail": "1000"}`): the result
+    /// URL; panics on an error answer.
+    pub async fn request_logs(&self, id: u64, body: Value) -> String {
+        let path = format!("/instances/request_logs/{id}/");
+        let (status, reply) = self.call(Method::PUT, &path, Some(body)).await;
+        assert_eq!(status, 200, "request_logs: {reply}");
+        reply["result_url"]
+            .as_str()
+            .expect("result_url")
+            .to_string()
+    }
+
+    /// A GET of a result URL, without auth as the CLI does it: status and text.
+    pub async fn fetch(&self, url: &str) -> (u16, String) {
+        let r = self.http.get(url).send().await.expect("GET result URL");
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap_or_default())
+    }
 }
