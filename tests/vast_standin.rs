@@ -41,6 +41,11 @@ fn market() -> Vec<Offer> {
     ]
 }
 
+/// An instance row's `status_msg`.
+fn msg(row: &Value) -> &str {
+    row["status_msg"].as_str().unwrap_or_default()
+}
+
 fn ids(offers: &Value) -> Vec<u64> {
     offers["offers"]
         .as_array()
@@ -176,7 +181,7 @@ async fn a_rented_instance_is_a_real_container_with_the_env_and_args_and_its_exi
     let cli = Cli::new(&vast);
     let parents = r#"{"4b1c0e2a-parent":"train-model"}"#;
     let env = json!({"TASK_BOOTSTRAP": "true", "TASK_PARENTS": parents, "-p 8080:8080": "1"});
-    let script = "echo out-$TASK_BOOTSTRAP; echo err-line >&2; sleep 2; exit 3";
+    let script = "echo out-$TASK_BOOTSTRAP; echo err-line >&2; sleep 3; exit 3";
     let (status, body) = cli.rent(103, env, &["sh", "-c", script]).await;
     assert_eq!(status, 200, "{body}");
     let id = body["new_contract"].as_u64().expect("instance id");
@@ -289,20 +294,11 @@ async fn provisioning_can_stall_or_fail() {
     let failed = cli
         .wait_status(ids[2], "created", Duration::from_secs(5))
         .await;
-    assert!(failed["status_msg"]
-        .as_str()
-        .unwrap_or_default()
-        .contains("OCI runtime create failed"));
+    assert!(msg(&failed).contains("OCI runtime create failed"));
     let missing = cli
         .wait_status(ids[3], "created", Duration::from_secs(60))
         .await;
-    assert!(
-        missing["status_msg"]
-            .as_str()
-            .unwrap_or_default()
-            .starts_with("Error"),
-        "{missing}"
-    );
+    assert!(msg(&missing).starts_with("Error"), "{missing}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(cli.instance(ids[0]).await["actual_status"], Value::Null);
     assert_eq!(cli.instance(ids[1]).await["actual_status"], "loading");
@@ -336,13 +332,7 @@ async fn image_login_pulls_from_a_private_registry_and_ssh_runtypes_run_onstart(
     let row = cli
         .wait_status(bad, "created", Duration::from_secs(30))
         .await;
-    assert!(
-        row["status_msg"]
-            .as_str()
-            .unwrap_or_default()
-            .starts_with("Error"),
-        "{row}"
-    );
+    assert!(msg(&row).starts_with("Error"), "{row}");
 
     // ssh/jupyter runtypes: Vast's entrypoint runs onstart and keeps the machine up.
     let body = json!({"client_id": "me", "image": TEST_IMAGE, "disk": 10, "runtype": "ssh_proxy",
@@ -383,32 +373,18 @@ async fn a_preexisting_labelled_instance_is_listed_stopped_and_destroyed() {
     // The v1 listing, as the CLI pages through it.
     let filters = json!({"label": {"in": ["deckhand/old-agent/k1"]}}).to_string();
     let order = json!([{"col": "id", "dir": "asc"}]).to_string();
-    let r = cli
-        .http
-        .get(format!("{}/api/v1/instances/", vast.url()))
-        .query(&[
-            ("select_filters", filters.as_str()),
-            ("order_by", order.as_str()),
-            ("limit", "25"),
-        ])
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .expect("v1 list");
-    let body: Value = r.json().await.expect("JSON");
+    let params = [
+        ("select_filters", &*filters),
+        ("order_by", &*order),
+        ("limit", "25"),
+    ];
+    let body = cli.list_v1(&params).await;
     assert_eq!(body["total_instances"], 1);
     assert_eq!(body["instances"][0]["id"], old);
     assert_eq!(body["instances"][0]["actual_status"], "running");
     assert_eq!(body["next_token"], Value::Null);
     assert_eq!(body["label_counts"]["someone-else"], 1);
-    let r = cli
-        .http
-        .get(format!("{}/api/v1/instances/?limit=1", vast.url()))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .expect("v1 list");
-    let page: Value = r.json().await.expect("JSON");
+    let page = cli.list_v1(&[("limit", "1")]).await;
     assert_eq!(
         (
             page["instances"][0]["id"].as_u64(),
@@ -417,32 +393,15 @@ async fn a_preexisting_labelled_instance_is_listed_stopped_and_destroyed() {
         (Some(old), Some("1"))
     );
 
-    let (status, _) = cli
-        .call(
-            Method::PUT,
-            &format!("/instances/{other}/"),
-            Some(json!({"label": "renamed"})),
-        )
-        .await;
-    assert_eq!(status, 200);
+    assert_eq!(cli.change(other, json!({"label": "renamed"})).await.0, 200);
     assert_eq!(cli.instance(other).await["label"], "renamed");
-    let (status, _) = cli
-        .call(
-            Method::PUT,
-            &format!("/instances/{other}/"),
-            Some(json!({"state": "stopped"})),
-        )
-        .await;
-    assert_eq!(status, 200);
+    assert_eq!(cli.change(other, json!({"state": "stopped"})).await.0, 200);
     let row = cli
         .wait_status(other, "stopped", Duration::from_secs(20))
         .await;
     assert_eq!(row["intended_status"], "stopped");
 
-    let (status, _) = cli
-        .call(Method::DELETE, &format!("/instances/{old}/"), None)
-        .await;
-    assert_eq!(status, 200);
+    assert_eq!(cli.destroy(old).await.0, 200);
     assert_eq!(vast.live_instances(), vec![other]);
     assert_eq!(common::containers(&ns).len(), 1);
     drop(vast);
@@ -557,9 +516,10 @@ async fn the_api_goes_down_and_comes_back_on_the_same_port() {
     );
 }
 
+// No stand-in here: the Vast.ai runtime ships logs to this real S3-compatible server
+// (moto), started for this test; the Vast.ai stand-in replaces only Vast.ai's service.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_s3_server_stores_objects_and_refuses_wrong_credentials() {
-    // A real S3-compatible server (moto), started for this test.
     let s3 = S3Server::start().await;
     s3.create_bucket("deckhand-logs");
     s3.put("deckhand-logs", "kernels/k1/log.txt", "hello\n")

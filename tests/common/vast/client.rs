@@ -114,4 +114,20 @@ impl VastClient {
         let status = r.status().as_u16();
         (status, r.text().await.unwrap_or_default())
     }
+
+    /// `PUT /instances/{id}/` with `body` (`{"label": …}`, `{"state": "stopped"}`).
+    pub async fn change(&self, id: u64, body: Value) -> (u16, Value) {
+        let path = format!("/instances/{id}/");
+        self.call(Method::PUT, &path, Some(body)).await
+    }
+
+    /// `GET /api/v1/instances/` with query `params` (`select_filters`, `order_by`,
+    /// `limit`, `after_token`, JSON values as strings): the reply body.
+    pub async fn list_v1(&self, params: &[(&str, &str)]) -> Value {
+        let url = self.base.replace("/api/v0", "/api/v1/instances/");
+        let r = self.http.get(url).query(params).bearer_auth(&self.key);
+        let r = r.send().await.expect("v1 instance list");
+        assert_eq!(r.status().as_u16(), 200);
+        r.json().await.expect("JSON")
+    }
 }

@@ -151,9 +151,14 @@ pub async fn change(
     };
     if let (Some(s), Some(c)) = (state, container) {
         // Like the real service, the change is asked for and happens in the background.
-        let verb = if s == "stopped" { "stop" } else { "start" };
+        // A stop gives the container 5 s after SIGTERM (a shell as PID 1 ignores it).
+        let args: Vec<String> = if s == "stopped" {
+            vec!["stop".into(), "-t".into(), "5".into(), c]
+        } else {
+            vec!["start".into(), c]
+        };
         tokio::spawn(async move {
-            let _ = instances::docker(None, &[verb.into(), c], None).await;
+            let _ = instances::docker(None, &args, None).await;
         });
     }
     Ok(Json(json!({"success": true})).into_response())
