@@ -57,7 +57,7 @@ pub const DOCUMENTED_RATE_LIMITS: &[(&str, Duration)] = &[
     ("PUT /api/v0/asks/{id}", Duration::from_millis(4500)),
 ];
 
-/// How a stand-in starts; every field can also be changed while it runs.
+/// How a stand-in starts; every field but `namespace` can also be changed while it runs.
 #[derive(Clone, Debug)]
 pub struct VastConfig {
     pub api_key: String,
