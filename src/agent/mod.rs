@@ -175,8 +175,9 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         path: opts.scratch_root.clone(),
         source,
     })?;
+    let docker = Docker::connect().await?;
     let kernels = Kernels::new(EngineOptions {
-        docker: Docker::connect().await?,
+        docker: docker.clone(),
         namespace: opts.namespace.clone(),
         agent_id: opts.agent_id.clone(),
         scratch,
@@ -277,6 +278,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
             snapshot: snap_rx,
             current_manager: mgr_rx,
             kernels,
+            docker,
         };
         let routes = tonic::service::Routes::new(
             AgentServiceServer::new(svc)

@@ -9,15 +9,17 @@ use tonic::{Request, Response, Status};
 
 use super::status::Snapshot;
 use crate::config::ClusterConfig;
-use crate::kernel::Kernels;
+use crate::kernel::{KernelError, Kernels};
 use crate::rpc::pb::agent_service_server::AgentService;
 use crate::rpc::pb::{
     AgentIdentity, ControlKernelRequest, ControlKernelResponse, CreateKernelRequest,
     CreateKernelResponse, DownloadFileResponse, ExecRequest, FileRequest, GetInfoRequest,
-    GetInfoResponse, KernelEvent, KernelInfo, KernelLogsRequest, KernelRef, ListFilesResponse,
-    ListKernelsRequest, ListKernelsResponse, OutputChunk, SyncKernelsRequest, SyncKernelsResponse,
-    UploadFileRequest, UploadFileResponse, WatchEventsRequest,
+    GetInfoResponse, ImageInfo, KernelEvent, KernelInfo, KernelLogsRequest, KernelRef,
+    ListFilesResponse, ListImagesRequest, ListImagesResponse, ListKernelsRequest,
+    ListKernelsResponse, OutputChunk, SyncKernelsRequest, SyncKernelsResponse, UploadFileRequest,
+    UploadFileResponse, WatchEventsRequest,
 };
+use crate::runtime::Docker;
 
 pub type OutputStream = Pin<Box<dyn Stream<Item = Result<OutputChunk, Status>> + Send>>;
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<KernelEvent, Status>> + Send>>;
@@ -28,6 +30,8 @@ pub struct AgentRpc {
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
     pub current_manager: watch::Receiver<String>,
     pub kernels: Kernels,
+    /// The engine, for what is not a kernel's (the image list).
+    pub docker: Docker,
 }
 
 #[tonic::async_trait]
@@ -181,6 +185,28 @@ impl AgentService for AgentRpc {
                 .sync(&req.known_kernel_ids, req.destroy_unknown)
                 .await?,
         ))
+    }
+
+    async fn list_images(
+        &self,
+        _req: Request<ListImagesRequest>,
+    ) -> Result<Response<ListImagesResponse>, Status> {
+        let local = self
+            .docker
+            .list_images()
+            .await
+            .map_err(|e| Status::from(KernelError::Engine(e)))?;
+        let images = local
+            .into_iter()
+            .map(|i| ImageInfo {
+                reference: i.reference,
+                image_id: i.id,
+                size_bytes: i.size_bytes,
+                created_at_ms: i.created_at_ms,
+                agent_id: self.identity.agent_id.clone(),
+            })
+            .collect();
+        Ok(Response::new(ListImagesResponse { images }))
     }
 
     type WatchEventsStream = EventStream;

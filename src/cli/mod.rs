@@ -8,6 +8,7 @@ pub mod bench;
 pub mod common;
 pub mod config;
 pub mod host;
+pub mod images;
 pub mod kernels;
 pub mod layered;
 pub mod manager;
@@ -64,6 +65,8 @@ pub enum Command {
     Config(config::ConfigArgs),
     /// List the agents of the namespace, as the manager sees them.
     Nodes(nodes::NodesArgs),
+    /// List the images present on each agent (DRMAA2 job categories); never pulls.
+    Images(images::ImagesArgs),
     /// Show this host's status and GPU inventory (no etcd or manager needed).
     Host(host::HostArgs),
     /// Run a kernel (or a job array); attached, follow its output and exit with its code.
@@ -130,6 +133,7 @@ pub fn main() -> ExitCode {
             Command::Manager(m) => manager::run(m).await,
             Command::Config(c) => config::run(c).await,
             Command::Nodes(n) => nodes::run(n).await,
+            Command::Images(i) => images::run(i).await,
             Command::Host(h) => host::run(h).await,
             Command::Run(r) => kernels::run(*r).await,
             Command::Ps(a) => kernels::ps(a).await,

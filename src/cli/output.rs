@@ -20,6 +20,15 @@ pub fn ago(unix_ms: i64) -> String {
     )
 }
 
+/// `3weeks ago`: only the largest unit, for things that are long past (an image's build).
+pub fn ago_coarse(unix_ms: i64) -> String {
+    let full = ago(unix_ms);
+    match full.split_whitespace().next() {
+        Some(first) if full != "never" && full != "0s ago" => format!("{first} ago"),
+        _ => full,
+    }
+}
+
 /// Prints `value` as pretty JSON.
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);

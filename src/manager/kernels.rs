@@ -1,11 +1,10 @@
 //! The manager's view of kernels: which agent holds which kernel (from placements and from
-//! agents' events), the last event sequence taken per agent process, and placement of new
-//! kernels onto agents with room.
+//! agents' events) and the last event sequence taken per agent process. What they hold is
+//! in the slot view (`slots.rs`).
 
 use std::collections::HashMap;
 
-use crate::config::schema;
-use crate::rpc::pb::{self, AgentState, AgentSummary, KernelEvent};
+use crate::rpc::pb::KernelEvent;
 
 #[derive(Default)]
 pub struct KernelDirectory {
@@ -103,43 +102,6 @@ impl KernelDirectory {
         entry.1 = last;
         last
     }
-}
-
-/// What one kernel (or one array task) needs, read from the spec the way the agent will.
-pub fn demand(spec: &pb::KernelSpec) -> pb::SlotAmounts {
-    let gpus = match spec.gpus.trim() {
-        "" => 0,
-        "all" => 1,
-        g => g
-            .parse::<u32>()
-            .unwrap_or_else(|_| g.split(',').count() as u32),
-    };
-    pb::SlotAmounts {
-        cpu: spec.cpus.max(0.0),
-        memory_bytes: schema::parse_bytes(&spec.memory).unwrap_or(0),
-        gpus,
-    }
-}
-
-/// Alive agents with room for `need`, most free CPU first.
-pub fn candidates(agents: &[AgentSummary], need: &pb::SlotAmounts) -> Vec<AgentSummary> {
-    let mut fit: Vec<AgentSummary> = agents
-        .iter()
-        .filter(|a| a.state == AgentState::Alive as i32)
-        .filter(|a| {
-            let free = a.slots.and_then(|s| s.free).unwrap_or_default();
-            free.cpu + 1e-9 >= need.cpu
-                && free.memory_bytes >= need.memory_bytes
-                && free.gpus >= need.gpus
-        })
-        .cloned()
-        .collect();
-    fit.sort_by(|a, b| {
-        let fa = a.slots.and_then(|s| s.free).unwrap_or_default().cpu;
-        let fb = b.slots.and_then(|s| s.free).unwrap_or_default().cpu;
-        fb.total_cmp(&fa)
-    });
-    fit
 }
 
 #[cfg(test)]

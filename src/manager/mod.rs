@@ -2,8 +2,11 @@
 //! `nodes/managers/<id>`, keeps an agent table from etcd registrations and heartbeats, and
 //! answers the CLI. Deliberately small: no users, quotas or database.
 
+mod images;
 pub mod kernels;
+mod placement;
 pub mod service;
+pub mod slots;
 pub mod table;
 
 use std::sync::{Arc, Mutex};

@@ -1,5 +1,6 @@
-//! The manager's gRPC services: `ManagerService` (heartbeats from agents) and
-//! `ClusterService` (queries from the CLI).
+//! The manager's gRPC services: `ManagerService` (heartbeats and events from agents) and
+//! `ClusterService` (the CLI's calls, forwarded to the agent holding the kernel). Placement
+//! is in `placement.rs`, the image listing in `images.rs`.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -10,7 +11,8 @@ use futures::{Stream, StreamExt};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::kernels::{self, KernelDirectory};
+use super::kernels::KernelDirectory;
+use super::slots;
 use super::table::AgentTable;
 use crate::cluster::keys::validate_name;
 use crate::rpc::channel;
@@ -20,10 +22,11 @@ use crate::rpc::pb::manager_service_server::ManagerService;
 use crate::rpc::pb::{
     AgentState, AgentSummary, ControlKernelRequest, ControlKernelResponse, CreateKernelResponse,
     DownloadFileResponse, ExecRequest, FileRequest, HeartbeatRequest, HeartbeatResponse,
-    KernelAction, KernelEvent, KernelInfo, KernelLogsRequest, KernelRef, ListAgentsRequest,
-    ListAgentsResponse, ListFilesResponse, ListKernelsRequest, ListKernelsResponse, OutputChunk,
-    ReportEventsRequest, ReportEventsResponse, RunKernelRequest, SyncKernelsRequest,
-    UploadFileRequest, UploadFileResponse, WatchKernelEventsRequest,
+    KernelAction, KernelEvent, KernelInfo, KernelLogsRequest, KernelRef, ListAgentImagesRequest,
+    ListAgentImagesResponse, ListAgentsRequest, ListAgentsResponse, ListFilesResponse,
+    ListKernelsRequest, ListKernelsResponse, OutputChunk, ReportEventsRequest,
+    ReportEventsResponse, RunKernelRequest, SyncKernelsRequest, UploadFileRequest,
+    UploadFileResponse, WatchKernelEventsRequest,
 };
 use crate::tls::TlsFiles;
 
@@ -49,18 +52,18 @@ pub struct ManagerRpc {
 }
 
 impl ManagerRpc {
-    fn table(&self) -> Result<std::sync::MutexGuard<'_, AgentTable>, Status> {
+    pub(super) fn table(&self) -> Result<std::sync::MutexGuard<'_, AgentTable>, Status> {
         self.table
             .lock()
             .map_err(|_| Status::internal("agent table poisoned by an earlier panic"))
     }
 
-    fn directory(&self) -> std::sync::MutexGuard<'_, KernelDirectory> {
+    pub(super) fn directory(&self) -> std::sync::MutexGuard<'_, KernelDirectory> {
         self.kernels.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Agents that may hold kernels (everything not GONE).
-    fn agents(&self) -> Result<Vec<AgentSummary>, Status> {
+    pub(super) fn agents(&self) -> Result<Vec<AgentSummary>, Status> {
         Ok(self
             .table()?
             .list(Instant::now())
@@ -69,7 +72,10 @@ impl ManagerRpc {
             .collect())
     }
 
-    fn client(&self, agent: &AgentSummary) -> Result<AgentServiceClient<Channel>, Status> {
+    pub(super) fn client(
+        &self,
+        agent: &AgentSummary,
+    ) -> Result<AgentServiceClient<Channel>, Status> {
         let addr = agent
             .identity
             .as_ref()
@@ -117,6 +123,12 @@ impl ManagerRpc {
         };
         match sent.await {
             Ok(r) => {
+                if let Ok(mut t) = self.table() {
+                    t.view.known(agent_id, &r.unknown);
+                    for l in &r.lost {
+                        t.view.forget(&l.kernel_id);
+                    }
+                }
                 let mut d = self.directory();
                 for k in &r.unknown {
                     d.place(&k.kernel_id, agent_id);
@@ -139,7 +151,7 @@ impl ManagerRpc {
         }
     }
 
-    fn agent_named(&self, agent_id: &str) -> Result<AgentSummary, Status> {
+    pub(super) fn agent_named(&self, agent_id: &str) -> Result<AgentSummary, Status> {
         self.agents()?
             .into_iter()
             .find(|a| a.identity.as_ref().is_some_and(|i| i.agent_id == agent_id))
@@ -239,10 +251,22 @@ impl ManagerService for ManagerRpc {
             let before = d.last_taken(&req.agent_id, &req.instance_id);
             (before, d.take(&req.agent_id, &req.instance_id, &req.events))
         };
-        for ev in req.events {
-            if ev.seq > before && ev.seq <= last_seq {
-                let _ = self.events.send(ev);
+        let fresh: Vec<KernelEvent> = req
+            .events
+            .into_iter()
+            .filter(|ev| ev.seq > before && ev.seq <= last_seq)
+            .collect();
+        {
+            // A kernel that ended gives its slots back now, not at the next heartbeat.
+            let mut t = self.table()?;
+            for ev in &fresh {
+                if slots::is_final(ev.state) || ev.reason == "removed" {
+                    t.view.ended(&ev.kernel_id, ev.at_ms);
+                }
             }
+        }
+        for ev in fresh {
+            let _ = self.events.send(ev);
         }
         Ok(Response::new(ReportEventsResponse { last_seq }))
     }
@@ -265,47 +289,7 @@ impl ClusterService for ManagerRpc {
         &self,
         req: Request<RunKernelRequest>,
     ) -> Result<Response<CreateKernelResponse>, Status> {
-        let req = req.into_inner();
-        let Some(create) = req.request else {
-            return Err(Status::invalid_argument("request: missing"));
-        };
-        let Some(spec) = create.spec.as_ref() else {
-            return Err(Status::invalid_argument("request.spec: missing"));
-        };
-        let kernel_id = spec.kernel_id.clone();
-        let candidates = if req.agent_id.is_empty() {
-            let need = kernels::demand(spec);
-            let fit = kernels::candidates(&self.agents()?, &need);
-            if fit.is_empty() {
-                return Err(Status::resource_exhausted(format!(
-                    "no alive agent in namespace `{}` has room for cpu {}, memory {}, gpus {}",
-                    self.namespace,
-                    need.cpu,
-                    crate::config::schema::show_bytes(need.memory_bytes),
-                    need.gpus
-                )));
-            }
-            fit
-        } else {
-            vec![self.agent_named(&req.agent_id)?]
-        };
-        let mut last_err = None;
-        for agent in candidates {
-            let mut client = self.client(&agent)?;
-            match client.create_kernel(create.clone()).await {
-                Ok(resp) => {
-                    let resp = resp.into_inner();
-                    self.directory().place(&kernel_id, &resp.agent_id);
-                    return Ok(Response::new(resp));
-                }
-                // Its last heartbeat was too optimistic: try the next agent.
-                Err(s) if s.code() == tonic::Code::ResourceExhausted && req.agent_id.is_empty() => {
-                    last_err = Some(s);
-                }
-                Err(s) => return Err(s),
-            }
-        }
-        Err(last_err.unwrap_or_else(|| Status::resource_exhausted("no agent has room")))
+        self.place(req.into_inner()).await.map(Response::new)
     }
 
     async fn list_kernels(
@@ -352,6 +336,21 @@ impl ClusterService for ManagerRpc {
         if remove {
             self.directory().forget(&id);
         }
+        {
+            // What the agent freed is free now, for the next placement.
+            let mut t = self.table()?;
+            if remove {
+                t.view.removed(&id);
+            }
+            for k in resp
+                .get_ref()
+                .kernels
+                .iter()
+                .filter(|k| slots::is_final(k.state))
+            {
+                t.view.ended(&k.kernel_id, k.finished_at_ms);
+            }
+        }
         Ok(resp)
     }
 
@@ -394,6 +393,13 @@ impl ClusterService for ManagerRpc {
             },
         );
         Ok(Response::new(Box::pin(s)))
+    }
+
+    async fn list_images(
+        &self,
+        req: Request<ListAgentImagesRequest>,
+    ) -> Result<Response<ListAgentImagesResponse>, Status> {
+        self.images(req.into_inner()).await.map(Response::new)
     }
 
     type ExecKernelStream = OutputStream;

@@ -7,8 +7,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::slots::SlotView;
 use crate::cluster::{AgentRecord, Mirror};
-use crate::rpc::pb::{AgentIdentity, AgentState, AgentSummary, HeartbeatRequest};
+use crate::rpc::pb::{AgentIdentity, AgentState, AgentSummary, HeartbeatRequest, SlotAmounts};
 
 /// Heartbeat intervals an agent may miss before it reads LOST.
 pub const LOST_AFTER_MISSED: u32 = 3;
@@ -28,6 +29,8 @@ struct Entry {
 pub struct AgentTable {
     entries: BTreeMap<String, Entry>,
     gone_retention: Duration,
+    /// Free slots as the manager believes them between heartbeats.
+    pub view: SlotView,
 }
 
 impl AgentTable {
@@ -35,6 +38,7 @@ impl AgentTable {
         Self {
             entries: BTreeMap::new(),
             gone_retention,
+            view: SlotView::default(),
         }
     }
 
@@ -70,6 +74,7 @@ impl AgentTable {
             .as_ref()
             .map(|a| a.agent_id.clone())
             .unwrap_or_default();
+        self.view.heartbeat(&id);
         let e = self.entries.entry(id).or_default();
         e.last_seen = Some((now, wall));
         e.heartbeats += 1;
@@ -87,6 +92,20 @@ impl AgentTable {
         self.entries
             .iter()
             .map(|(id, e)| summary(id, e, now))
+            .collect()
+    }
+
+    /// Every agent with its free slots in the slot view, for placement.
+    pub fn with_free_slots(&mut self, now: Instant) -> Vec<(AgentSummary, SlotAmounts)> {
+        self.list(now)
+            .into_iter()
+            .map(|a| {
+                let id = a.identity.as_ref().map(|i| i.agent_id.as_str());
+                let free = self
+                    .view
+                    .free(id.unwrap_or_default(), &a.slots.unwrap_or_default());
+                (a, free)
+            })
             .collect()
     }
 }

@@ -10,7 +10,7 @@ use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum};
 use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, KillContainerOptions, ListContainersOptions,
-    LogsOptions, RemoveContainerOptions, StopContainerOptions,
+    ListImagesOptions, LogsOptions, RemoveContainerOptions, StopContainerOptions,
 };
 use futures::{Stream, StreamExt};
 
@@ -81,6 +81,15 @@ pub struct ContainerEvent {
     pub kernel_id: String,
     pub action: String,
     pub exit_code: Option<i64>,
+}
+
+/// One local image under one reference (`repository:tag`; empty when untagged).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalImage {
+    pub reference: String,
+    pub id: String,
+    pub size_bytes: u64,
+    pub created_at_ms: i64,
 }
 
 /// One output chunk of logs or exec.
@@ -302,6 +311,37 @@ impl Docker {
                 Some((c.id?, kid))
             })
             .collect())
+    }
+
+    /// The engine's images, one entry per tag (an untagged image once, with an empty
+    /// reference), as `docker images` lists them. Reads only: nothing is pulled.
+    pub async fn list_images(&self) -> Result<Vec<LocalImage>, EngineError> {
+        let opts = ListImagesOptions {
+            all: false,
+            ..Default::default()
+        };
+        let list = self.api.list_images(Some(opts)).await?;
+        let mut images = Vec::new();
+        for i in list {
+            let size_bytes = i.size.max(0) as u64;
+            let created_at_ms = i.created.max(0).saturating_mul(1000);
+            // API 1.41 spells "untagged" `<none>:<none>`; newer engines send an empty list.
+            let mut tags: Vec<String> = i
+                .repo_tags
+                .into_iter()
+                .filter(|t| t != "<none>:<none>")
+                .collect();
+            if tags.is_empty() {
+                tags.push(String::new());
+            }
+            images.extend(tags.into_iter().map(|reference| LocalImage {
+                reference,
+                id: i.id.clone(),
+                size_bytes,
+                created_at_ms,
+            }));
+        }
+        Ok(images)
     }
 
     /// Lifecycle events of this agent's containers, as they happen.

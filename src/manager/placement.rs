@@ -1,0 +1,127 @@
+//! `RunKernel`: choosing the agent for a new kernel (or job array) and creating it there.
+//!
+//! Agents are asked in the order of the slot view (`slots.rs`): first the ALIVE agents the
+//! view says have room, most free CPU first; then the ALIVE agents the view says are full
+//! but whose capacity (total − reserved) could hold the kernel, since the view may be
+//! behind (a kernel that ended on its own whose event is still on its way). The agent's
+//! answer is the authority: RESOURCE_EXHAUSTED moves on to the next agent, any other error
+//! is the answer. The kernel is refused only when no agent could hold it or every agent
+//! asked said it is full; the refusal names the slots short and carries the agents' words.
+//! `--agent ID` asks that agent only.
+
+use std::time::Instant;
+
+use tonic::Status;
+
+use super::service::ManagerRpc;
+use super::slots::{self, capacity, describe, short_of};
+use crate::rpc::pb::{
+    AgentState, AgentSummary, CreateKernelResponse, RunKernelRequest, SlotAmounts,
+};
+
+impl ManagerRpc {
+    /// Places and creates the kernel of `req`; see the module doc.
+    pub(super) async fn place(
+        &self,
+        req: RunKernelRequest,
+    ) -> Result<CreateKernelResponse, Status> {
+        let Some(create) = req.request else {
+            return Err(Status::invalid_argument("request: missing"));
+        };
+        let Some(spec) = create.spec.as_ref() else {
+            return Err(Status::invalid_argument("request.spec: missing"));
+        };
+        let kernel_id = spec.kernel_id.clone();
+        if !req.agent_id.is_empty() {
+            let agent = self.agent_named(&req.agent_id)?;
+            let resp = self
+                .client(&agent)?
+                .create_kernel(create)
+                .await?
+                .into_inner();
+            self.placed(&kernel_id, &resp)?;
+            return Ok(resp);
+        }
+        let need = slots::demand(spec);
+        let agents = self.table()?.with_free_slots(Instant::now());
+        let plan = slots::plan(&agents, &need);
+        if plan.fit.is_empty() && plan.maybe.is_empty() {
+            return Err(Status::resource_exhausted(format!(
+                "{}: {}",
+                self.no_room(&need),
+                nobody_could(&agents, &need)
+            )));
+        }
+        let mut refusals = Vec::new();
+        for agent in plan.fit.iter().chain(&plan.maybe) {
+            let agent_id = agent
+                .identity
+                .as_ref()
+                .map(|i| i.agent_id.clone())
+                .unwrap_or_default();
+            match self.client(agent)?.create_kernel(create.clone()).await {
+                Ok(resp) => {
+                    let resp = resp.into_inner();
+                    self.placed(&kernel_id, &resp)?;
+                    return Ok(resp);
+                }
+                Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                    tracing::debug!(agent_id = %agent_id, kernel_id = %kernel_id, "agent full: {}", s.message());
+                    refusals.push(format!("agent `{agent_id}`: {}", s.message()));
+                }
+                Err(s) => return Err(s),
+            }
+        }
+        Err(Status::resource_exhausted(format!(
+            "{} ({})",
+            self.no_room(&need),
+            refusals.join("; ")
+        )))
+    }
+
+    /// Records a created kernel: where it is and what it holds.
+    fn placed(&self, kernel_id: &str, resp: &CreateKernelResponse) -> Result<(), Status> {
+        self.directory().place(kernel_id, &resp.agent_id);
+        self.table()?.view.placed(&resp.agent_id, &resp.kernels);
+        Ok(())
+    }
+
+    fn no_room(&self, need: &SlotAmounts) -> String {
+        format!(
+            "no alive agent in namespace `{}` has room for {}",
+            self.namespace,
+            describe(need)
+        )
+    }
+}
+
+/// Why no agent was even asked: none ALIVE, or none that large.
+fn nobody_could(agents: &[(AgentSummary, SlotAmounts)], need: &SlotAmounts) -> String {
+    let alive: Vec<SlotAmounts> = agents
+        .iter()
+        .filter(|(a, _)| a.state == AgentState::Alive as i32)
+        .map(|(a, _)| capacity(&a.slots.unwrap_or_default()))
+        .collect();
+    if alive.is_empty() {
+        return "no agent is ALIVE".into();
+    }
+    let most = alive
+        .iter()
+        .fold(SlotAmounts::default(), |m, c| SlotAmounts {
+            cpu: m.cpu.max(c.cpu),
+            memory_bytes: m.memory_bytes.max(c.memory_bytes),
+            gpus: m.gpus.max(c.gpus),
+        });
+    let short = short_of(&most, need);
+    if short.is_empty() {
+        return format!(
+            "no single agent has all of that after its reserve (the most of each: {})",
+            describe(&most)
+        );
+    }
+    format!(
+        "no agent has that much {} after its reserve (the most any has: {})",
+        short.join(" or "),
+        describe(&most)
+    )
+}
