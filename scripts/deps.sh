@@ -4,8 +4,9 @@
 # image), Debian's docker-registry and htpasswd (private registry tests), a C compiler (the
 # fake NVML test library), supervisor and systemd (tests/deploy.rs runs the deploy files
 # under a real supervisord and checks the units with systemd-analyze verify). Then builds
-# the local test image from busybox-static, since no image can be pulled here. Safe to run
-# again.
+# the local test image from busybox-static, since no image can be pulled here, and installs
+# moto (PyPI `moto[server]`, the S3-compatible server the Vast.ai tests ship logs to) into a
+# venv outside the repository. Safe to run again.
 set -euo pipefail
 
 need=()
@@ -14,10 +15,13 @@ for pkg in protobuf-compiler libprotobuf-dev etcd-server etcd-client busybox-sta
 done
 have() { command -v "$1" >/dev/null 2>&1; }
 
+# moto needs a Python 3 with venv; install Debian's only when there is none.
+python3 -m venv --help >/dev/null 2>&1 || need+=(python3 python3-venv)
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+
 if [ ${#need[@]} -gt 0 ]; then
   echo "deps: installing ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
@@ -40,4 +44,19 @@ if have docker && docker info >/dev/null 2>&1; then
   fi
 else
   echo "deps: no Docker engine reachable; kernel tests will need one" >&2
+fi
+
+# moto's S3 server (tests/common/s3.rs starts `moto_server` per test). It lives in a venv at
+# $DECKHAND_MOTO_VENV (default ~/.cache/deckhand/moto), outside the repository's files, and
+# is installed only when that venv lacks this moto version (about a minute, from PyPI);
+# delete the folder to force a fresh install.
+MOTO_VERSION=5.2.5
+MOTO_VENV="${DECKHAND_MOTO_VENV:-$HOME/.cache/deckhand/moto}"
+if ! "$MOTO_VENV/bin/python" -c "import sys, moto; sys.exit(moto.__version__ != '$MOTO_VERSION')" >/dev/null 2>&1 \
+   || [ ! -x "$MOTO_VENV/bin/moto_server" ]; then
+  echo "deps: installing moto[server]==$MOTO_VERSION into $MOTO_VENV" >&2
+  rm -rf "$MOTO_VENV"
+  mkdir -p "$(dirname "$MOTO_VENV")"
+  python3 -m venv "$MOTO_VENV"
+  "$MOTO_VENV/bin/pip" install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
 fi

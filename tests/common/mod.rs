@@ -1,6 +1,8 @@
 //! The shared test harness: a real etcd per test (Debian's `etcd-server`, on free loopback
 //! ports with a temp data dir), the real `deckhand` binary started as child processes, and
-//! the fake NVML library built from `tests/fixtures/fake_nvml.c`.
+//! the fake NVML library built from `tests/fixtures/fake_nvml.c`; `vast/` is the local
+//! stand-in for the Vast.ai API (Vast.ai cannot be reached from here) and `s3.rs` a real
+//! S3-compatible server (moto).
 //!
 //! Everything a test starts is killed and every directory removed when its guard drops,
 //! also when the test fails. Each test gets its own namespace, etcd and ports, so tests run
@@ -8,7 +10,9 @@
 #![allow(dead_code)]
 
 pub mod pki;
+pub mod s3;
 pub mod supervisord;
+pub mod vast;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
