@@ -91,6 +91,7 @@ impl Heartbeat {
                 heartbeat_interval_ms: period.as_millis() as u64,
                 sequence: sequence + 1,
                 kernels: convert::usages(self.kernels.usage()),
+                runtimes: convert::runtime_infos(self.kernels.runtime_loads()),
             };
             let cap = super::status::capacity(&snap.host, &snap.gpus);
             self.capacity.send_if_modified(|c| {

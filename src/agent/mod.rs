@@ -29,6 +29,7 @@ use crate::rpc::pb::agent_service_server::AgentServiceServer;
 use crate::rpc::pb::AgentIdentity;
 use crate::rpc::{self, ServeError};
 use crate::runtime::docker::{Docker, DockerRuntime};
+use crate::runtime::vastai::VastRuntime;
 use crate::runtime::Runtimes;
 use crate::shutdown::{self, Tasks};
 use crate::tls::TlsFiles;
@@ -182,7 +183,12 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         DockerRuntime::new(docker, &opts.namespace, &opts.agent_id, &opts.scratch_root)
             .map_err(scratch_error)?;
     let kernels = Supervisor::new(SupervisorOptions {
-        runtimes: Runtimes::new(Arc::new(docker_runtime)),
+        runtimes: Runtimes::new(Arc::new(docker_runtime)).with(Arc::new(VastRuntime::new(
+            cfg_rx.clone(),
+            &opts.namespace,
+            &opts.agent_id,
+            &opts.scratch_root,
+        ))),
         agent_id: opts.agent_id.clone(),
         state_dir: opts.scratch_root.clone(),
         creation_concurrency: cfg_rx.borrow().kernel.creation_concurrency,

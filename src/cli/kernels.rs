@@ -125,6 +125,13 @@ pub struct RunArgs {
     /// Job array BEGIN-END[:STEP][%MAX_PARALLEL], e.g. `1-100:1%4`.
     #[arg(long)]
     pub array: Option<String>,
+    /// Where the kernel runs: `docker` or `vastai` (a rented Vast.ai GPU instance); default:
+    /// the agent's config/agent/default_runtime.
+    #[arg(long, default_value = "")]
+    pub runtime: String,
+    /// A parent task ID=SLUG (repeatable); a Vast.ai instance gets them as TASK_PARENTS (JSON).
+    #[arg(long = "parent", value_name = "ID=SLUG")]
+    pub parents: Vec<String>,
     /// Run on this agent instead of letting the manager choose.
     #[arg(long)]
     pub agent: Option<String>,
@@ -270,6 +277,8 @@ impl RunArgs {
             tmpfs: self.tmpfs.clone(),
             storage_opt: pairs("--storage-opt", &self.storage_opt)?,
             input_path: self.input.clone(),
+            runtime: self.runtime.clone(),
+            parents: pairs("--parent", &self.parents)?,
         })
     }
 }

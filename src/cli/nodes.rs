@@ -37,6 +37,8 @@ pub struct NodeView {
     pub host: Option<HostStatus>,
     pub slots: Option<ResourceSlots>,
     pub gpus: Vec<GpuDevice>,
+    /// The runtimes the agent offers (`docker`, `vastai`) with capacity and kernels in use.
+    pub runtimes: Vec<crate::rpc::pb::RuntimeInfo>,
 }
 
 /// `ALIVE`, `LOST`, …
@@ -67,6 +69,7 @@ impl From<AgentSummary> for NodeView {
             host: a.host,
             slots: a.slots,
             gpus: a.gpus.map(|g| g.devices).unwrap_or_default(),
+            runtimes: a.runtimes,
         }
     }
 }

@@ -197,6 +197,9 @@ pub struct ClusterConfig {
     pub fake_gpus: Vec<FakeGpu>,
     pub kernel: KernelSettings,
     pub docker: DockerSettings,
+    /// `agent/default_runtime`: where kernels run when `run` names no runtime.
+    pub default_runtime: String,
+    pub vast: super::vast::VastSettings,
 }
 
 impl Default for ClusterConfig {
@@ -211,6 +214,8 @@ impl Default for ClusterConfig {
             fake_gpus: Vec::new(),
             kernel: KernelSettings::default(),
             docker: DockerSettings::default(),
+            default_runtime: "docker".into(),
+            vast: super::vast::VastSettings::default(),
         }
     }
 }
@@ -301,6 +306,10 @@ impl ClusterConfig {
         }
         d.registries = registries(tree, &mut problems);
         d.volumes = volumes(tree, &mut problems);
+        if let Some(v) = get("agent/default_runtime") {
+            cfg.default_runtime = v.trim().to_string();
+        }
+        cfg.vast = super::vast::VastSettings::from_tree(tree);
         (cfg, problems)
     }
 }

@@ -5,6 +5,7 @@
 //! - [`tree`]: TOML ⇄ flat `a/b/c = "value"` keys.
 //! - [`schema`]: every known key, its kind and its validation.
 //! - [`cluster`]: the typed [`ClusterConfig`] built from a validated tree.
+//! - [`vast`]: the `vast_api/` settings of the Vast.ai runtime.
 //! - [`live`]: merging global and per-agent layers, keeping the last good value of a key
 //!   whose new value is malformed.
 
@@ -12,6 +13,7 @@ pub mod cluster;
 pub mod live;
 pub mod schema;
 pub mod tree;
+pub mod vast;
 
 pub use cluster::{ClusterConfig, FakeGpu, KernelSettings};
 pub use live::LiveConfig;

@@ -79,6 +79,11 @@ pub enum Kind {
     RegistryUrl,
     /// An absolute path inside the container that does not cover the kernel's home.
     ContainerPath,
+    /// An `http://` or `https://` URL.
+    HttpUrl,
+    /// A Vast.ai offer filter (`vast_api/offer_filters/<field>/<op>`): the key names an API
+    /// field and operator, the value fits the field.
+    OfferFilter,
 }
 
 /// One known setting.
@@ -303,6 +308,11 @@ pub static KEYS: &[KeySpec] = &[
         help: "allow kernels with host network, ipc, pid or uts namespaces (default false)",
     },
     KeySpec {
+        pattern: "agent/default_runtime",
+        kind: Kind::Choice(&["docker", "vastai"]),
+        help: "where kernels run when `run` names no runtime: docker (default) or vastai",
+    },
+    KeySpec {
         pattern: "security/allow_docker_socket",
         kind: Kind::Bool,
         help: "allow stage-in mounts that expose the Docker socket (default false)",
@@ -311,6 +321,11 @@ pub static KEYS: &[KeySpec] = &[
 
 /// The values of `docker/cache_usage` (and a kernel spec's `cache_usage`).
 pub const CACHE_USAGES: [&str; 3] = ["cache_first", "remote_first", "require_pull"];
+
+/// Every known setting: the core keys and the Vast.ai runtime's.
+fn all_keys() -> impl Iterator<Item = &'static KeySpec> {
+    KEYS.iter().chain(super::vast::KEYS.iter())
+}
 
 /// Whether `key` holds a secret.
 pub fn is_secret(key: &str) -> bool {
@@ -329,7 +344,7 @@ pub fn shown<'a>(key: &str, value: &'a str) -> &'a str {
 /// Collections (`docker/fake_gpus/`): a per-agent layer that sets any key under one of these
 /// prefixes replaces the whole global collection instead of merging entry by entry.
 pub fn collection_prefixes() -> impl Iterator<Item = String> {
-    KEYS.iter().filter_map(|k| {
+    all_keys().filter_map(|k| {
         k.pattern
             .find("/*")
             .map(|i| format!("{}/", &k.pattern[..i]))
@@ -351,18 +366,16 @@ fn matches(pattern: &str, key: &str) -> bool {
 
 /// The spec of `key`, or an error naming the key and nearby known keys.
 pub fn lookup(key: &str) -> Result<&'static KeySpec, ConfigError> {
-    if let Some(spec) = KEYS.iter().find(|s| matches(s.pattern, key)) {
+    if let Some(spec) = all_keys().find(|s| matches(s.pattern, key)) {
         return Ok(spec);
     }
     let section = key.split('/').next().unwrap_or_default();
-    let near: Vec<&str> = KEYS
-        .iter()
+    let near: Vec<&str> = all_keys()
         .map(|s| s.pattern)
         .filter(|p| p.split('/').next() == Some(section))
         .collect();
     let hint = if near.is_empty() {
-        let sections: std::collections::BTreeSet<&str> = KEYS
-            .iter()
+        let sections: std::collections::BTreeSet<&str> = all_keys()
             .filter_map(|s| s.pattern.split('/').next())
             .collect();
         format!(
@@ -381,7 +394,11 @@ pub fn lookup(key: &str) -> Result<&'static KeySpec, ConfigError> {
 /// Checks that `key` is known and `value` fits its kind.
 pub fn validate(key: &str, value: &str) -> Result<(), ConfigError> {
     let spec = lookup(key)?;
-    check_kind(spec.kind, value).map_err(|reason| ConfigError::invalid(key, reason))
+    let checked = match spec.kind {
+        Kind::OfferFilter => super::vast::check_filter(key, value),
+        kind => check_kind(kind, value),
+    };
+    checked.map_err(|reason| ConfigError::invalid(key, reason))
 }
 
 fn check_kind(kind: Kind, value: &str) -> Result<(), String> {
@@ -481,6 +498,18 @@ fn check_kind(kind: Kind, value: &str) -> Result<(), String> {
         Kind::ContainerPath => {
             check_container_dest(value)?;
         }
+        Kind::HttpUrl => {
+            let v = value.trim();
+            let rest = v
+                .strip_prefix("https://")
+                .or_else(|| v.strip_prefix("http://"))
+                .ok_or_else(|| format!("`{value}` is not an http:// or https:// URL"))?;
+            if rest.is_empty() || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(format!("`{value}` is not an http:// or https:// URL"));
+            }
+        }
+        // Checked with its key, in `validate`.
+        Kind::OfferFilter => {}
     }
     Ok(())
 }
@@ -655,6 +684,11 @@ pub fn typed_value(key: &str, raw: &str) -> Value {
             .unwrap_or_else(|_| Value::String(raw.into())),
         Ok(Kind::Bool) => parse_bool(raw)
             .map(Value::Boolean)
+            .unwrap_or_else(|_| Value::String(raw.into())),
+        Ok(Kind::OfferFilter) => parse_bool(raw)
+            .map(Value::Boolean)
+            .or_else(|_| raw.parse::<i64>().map(Value::Integer))
+            .or_else(|_| raw.parse::<f64>().map(Value::Float))
             .unwrap_or_else(|_| Value::String(raw.into())),
         _ => Value::String(raw.into()),
     }

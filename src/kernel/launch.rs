@@ -22,7 +22,12 @@ impl Supervisor {
         self.wait_for_capacity().await;
         let cfg = self.config();
         let spec = spec::validate(shown, &cfg.kernel)?;
-        let rt = self.runtime("")?;
+        let runtime = if shown.runtime.is_empty() {
+            cfg.default_runtime.as_str()
+        } else {
+            shown.runtime.as_str()
+        };
+        let rt = self.runtime(runtime)?;
         rt.validate(&spec, &cfg)?;
         if spec.hold && !rt.capabilities().hold {
             return Err(SpecError::forbidden(
@@ -76,19 +81,13 @@ impl Supervisor {
         cfg: &ClusterConfig,
         rt: &dyn Runtime,
     ) -> Result<Allocation, KernelError> {
-        if let Some(max) = rt.capacity(cfg) {
-            let live = t
-                .kernels
-                .values()
-                .filter(|e| e.rec.runtime == rt.name() && !e.rec.state.is_final() && e.launched)
-                .count() as u32;
-            if live >= max {
-                return Err(KernelError::Exhausted(format!(
-                    "{}: all {max} instances of this agent are in use",
-                    rt.name()
-                )));
-            }
-        }
+        let live: Vec<&Record> = t
+            .kernels
+            .values()
+            .filter(|e| !e.rec.state.is_final() && e.launched)
+            .map(|e| &e.rec)
+            .collect();
+        rt.admit(&live, cfg)?;
         let caps = rt.capabilities();
         slots::allocate(
             &self.capacity(),
@@ -152,7 +151,7 @@ impl Supervisor {
         let rt = self.runtime(&rec.runtime)?;
         self.prepare(rt.as_ref(), &rec, &cfg).await?;
         let rec = self.record(id)?;
-        let handle = rt.create(&rec, &cfg).await?;
+        let handle = rt.create(&rec, &cfg, &self.reporter(id)).await?;
         let held = rec.spec.hold;
         let cancelled = {
             let mut t = self.lock();
@@ -161,7 +160,17 @@ impl Supervisor {
                 .get(id)
                 .map(|e| e.rec.state.is_final())
                 .unwrap_or(true);
-            if !cancelled {
+            let reported = t
+                .kernels
+                .get(id)
+                .is_some_and(|e| e.rec.state == KernelState::Creating && e.rec.handle.is_some());
+            if !cancelled && reported {
+                // Already CREATING since the runtime reported the instance: keep the last.
+                if let Some(e) = t.kernels.get_mut(id) {
+                    e.rec.handle = Some(handle.clone());
+                    self.persist(&e.rec);
+                }
+            } else if !cancelled {
                 let h = handle.clone();
                 self.transition(&mut t, id, Transition::Created { held }, |r| {
                     r.handle = Some(h)
@@ -199,16 +208,7 @@ impl Supervisor {
             Some(e) => e.state.subscribe(),
             None => return Err(KernelError::NotFound(rec.id.clone())),
         };
-        let me = self.clone();
-        let id = rec.id.clone();
-        let report = move |p: Progress| match p {
-            Progress::Pulling => {
-                let mut t = me.lock();
-                let _ = me.transition(&mut t, &id, Transition::PullStarted, |_| {});
-            }
-            Progress::Pull(progress) => me.note(&id, String::new(), Some(progress)),
-            Progress::Note(text) => me.note(&id, text, None),
-        };
+        let report = self.reporter(&rec.id);
         let prepared = tokio::select! {
             r = rt.prepare(rec, cfg, &report) => r,
             _ = state.wait_for(|s| s.is_final()) => Err(RuntimeError::Failed(
@@ -221,6 +221,39 @@ impl Supervisor {
             self.transition(&mut t, &rec.id, Transition::PullFinished, |_| {})?;
         }
         Ok(())
+    }
+
+    /// What a runtime reports while it prepares or creates kernel `id`: a pull makes it
+    /// PULLING, an instance that exists makes it CREATING (with its handle), progress and
+    /// notes become events. Answers whether the kernel is still live.
+    fn reporter(&self, id: &str) -> impl Fn(Progress) -> bool + Send + Sync + 'static {
+        let me = self.clone();
+        let id = id.to_string();
+        move |p: Progress| {
+            match p {
+                Progress::Pulling => {
+                    let mut t = me.lock();
+                    let _ = me.transition(&mut t, &id, Transition::PullStarted, |_| {});
+                }
+                Progress::Pull(progress) => me.note(&id, String::new(), Some(progress)),
+                Progress::Note(text) => me.note(&id, text, None),
+                Progress::StillWanted => {}
+                Progress::Created(handle) => {
+                    let mut t = me.lock();
+                    let live = t.kernels.get(&id).map(|e| (e.rec.state, e.rec.spec.hold));
+                    match live {
+                        Some((s, held)) if !s.is_final() => {
+                            let _ = me.transition(&mut t, &id, Transition::Created { held }, |r| {
+                                r.handle = Some(handle)
+                            });
+                        }
+                        _ => return false,
+                    }
+                }
+            }
+            me.with_record(&id, |r| !r.state.is_final())
+                .unwrap_or(false)
+        }
     }
 
     /// Starts a created kernel through its runtime and records it RUNNING (unless its end

@@ -31,6 +31,17 @@ impl Supervisor {
         let mut delays = reconnect_backoff();
         let mut down_logged = false;
         let mut recovered = false;
+        // A runtime that needs settings (a remote one) is followed once they are there.
+        let mut cfg = self.0.config.clone();
+        loop {
+            if rt.enabled(&cfg.borrow_and_update()) {
+                break;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                r = cfg.changed() => if r.is_err() { return },
+            }
+        }
         loop {
             let mut stream = rt.events();
             if !recovered {
@@ -51,8 +62,19 @@ impl Supervisor {
                             "kernels recovered"
                         );
                     }
+                    Err(RuntimeError::Precondition(_)) => {
+                        // The runtime said why (a refused key); wait for the settings.
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            r = cfg.changed() => if r.is_err() { return },
+                        }
+                        continue;
+                    }
                     Err(e) => {
-                        tracing::warn!(error = %e, "recovery waits for the {}", rt.backend())
+                        if !down_logged {
+                            tracing::warn!(error = %e, "recovery waits for the {}", rt.backend());
+                            down_logged = true;
+                        }
                     }
                 }
             }
@@ -118,7 +140,12 @@ impl Supervisor {
             let what = if st.exists {
                 Observed::Changed(st)
             } else {
-                Observed::Gone
+                let reason = if st.error.is_empty() {
+                    "its instance was removed outside deckhand".to_string()
+                } else {
+                    st.error
+                };
+                Observed::Gone { reason }
             };
             self.apply(&id, what, true);
         }
@@ -127,6 +154,7 @@ impl Supervisor {
 
     /// An event from a runtime; events of an instance the kernel no longer has are ignored.
     pub(super) async fn on_event(&self, ev: RuntimeEvent) {
+        tracing::debug!(kernel_id = %ev.kernel_id, instance = %ev.instance, what = ?ev.what, "runtime event");
         let belongs = self
             .with_record(&ev.kernel_id, |r| {
                 r.instance() == ev.instance || r.instance().is_empty()
@@ -149,13 +177,11 @@ impl Supervisor {
                 };
                 self.exited(id, &st);
             }
-            Observed::Gone => {
+            Observed::Gone { reason } => {
                 let mut t = self.lock();
                 let live = t.kernels.get(id).is_some_and(|e| !e.rec.state.is_final());
                 if live {
-                    let _ = self.transition(&mut t, id, Transition::Fail, |r| {
-                        r.reason = "the container was removed outside deckhand".into()
-                    });
+                    let _ = self.transition(&mut t, id, Transition::Fail, |r| r.reason = reason);
                 }
             }
             Observed::OomKilled => {

@@ -101,7 +101,8 @@ impl Supervisor {
                 handle: handle.clone(),
             };
             match rt.adopt(&o, &cfg).await {
-                Ok(rec) => {
+                Ok(None) => {}
+                Ok(Some(rec)) => {
                     tracing::warn!(kernel_id = %kid, instance = %handle.instance, state = %rec.state, "re-adopted an instance that had no record");
                     let mut t = self.lock();
                     self.insert(&mut t, rec, true);

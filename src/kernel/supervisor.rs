@@ -49,6 +49,8 @@ pub(super) struct Inner {
     pub initial_permits: usize,
     pub tasks: TaskTracker,
     pub stop: CancellationToken,
+    /// The agent's span: background work for kernels logs within it.
+    pub span: tracing::Span,
 }
 
 pub struct SupervisorOptions {
@@ -62,11 +64,22 @@ pub struct SupervisorOptions {
     pub event_capacity: usize,
 }
 
-/// A kernel as queries show it: its record and, while it runs, its usage.
+/// A kernel as queries show it: its record, its usage while it runs, and what its runtime
+/// tells about its instance.
 #[derive(Debug, Clone)]
 pub struct KernelView {
     pub record: Record,
     pub usage: Option<Usage>,
+    pub runtime_info: BTreeMap<String, String>,
+}
+
+/// A runtime this agent offers now, and its load (for heartbeats).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeLoad {
+    pub name: &'static str,
+    /// 0 when only the host's slots bound it.
+    pub capacity: u32,
+    pub in_use: u32,
 }
 
 impl Supervisor {
@@ -77,6 +90,7 @@ impl Supervisor {
             tracing::warn!("kernel registry: unreadable record {b}");
         }
         let permits = o.creation_concurrency.max(1);
+        let span = tracing::info_span!("supervisor", agent_id = %o.agent_id);
         let k = Self(Arc::new(Inner {
             runtimes: o.runtimes,
             agent_id: o.agent_id,
@@ -89,6 +103,7 @@ impl Supervisor {
             initial_permits: permits,
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
+            span,
         }));
         // Records of an earlier run: keep them (with their allocations) so nothing is
         // double-assigned; their instances are reconciled by recovery and the first resync.
@@ -198,13 +213,19 @@ impl Supervisor {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
+        use tracing::Instrument;
         let stop = self.0.stop.clone();
-        self.0.tasks.spawn(async move {
-            tokio::select! {
-                _ = stop.cancelled() => {}
-                _ = f => {}
+        // Work spawned for a kernel logs within the agent's span (its agent id).
+        let span = self.0.span.clone();
+        self.0.tasks.spawn(
+            async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = f => {}
+                }
             }
-        });
+            .instrument(span),
+        );
     }
 
     /// The runtime named `name`.
@@ -257,7 +278,17 @@ impl Supervisor {
 
     pub(super) fn view(&self, rec: Record) -> KernelView {
         let usage = self.usage_of(&rec);
-        KernelView { record: rec, usage }
+        let runtime_info = self
+            .0
+            .runtimes
+            .get(&rec.runtime)
+            .map(|rt| rt.describe(&rec))
+            .unwrap_or_default();
+        KernelView {
+            record: rec,
+            usage,
+            runtime_info,
+        }
     }
 
     pub fn info(&self, id: &str) -> Result<KernelView, KernelError> {
@@ -318,15 +349,26 @@ impl Supervisor {
         self.lock().kernels.keys().cloned().collect()
     }
 
-    /// Live kernels per runtime (what heartbeats report beside the slots).
-    pub fn live_per_runtime(&self) -> BTreeMap<String, u32> {
-        let mut out = BTreeMap::new();
+    /// The runtimes this agent offers now (enabled by the config), with their live kernels
+    /// (what heartbeats report beside the slots, so the manager places by runtime).
+    pub fn runtime_loads(&self) -> Vec<RuntimeLoad> {
+        let cfg = self.config();
+        let mut live: BTreeMap<String, u32> = BTreeMap::new();
         for e in self.lock().kernels.values() {
             if !e.rec.state.is_final() {
-                *out.entry(e.rec.runtime.clone()).or_insert(0) += 1;
+                *live.entry(e.rec.runtime.clone()).or_insert(0) += 1;
             }
         }
-        out
+        self.0
+            .runtimes
+            .all()
+            .filter(|rt| rt.enabled(&cfg))
+            .map(|rt| RuntimeLoad {
+                name: rt.name(),
+                capacity: rt.capacity(&cfg).unwrap_or(0),
+                in_use: live.get(rt.name()).copied().unwrap_or(0),
+            })
+            .collect()
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, Table> {

@@ -42,8 +42,25 @@ impl ManagerRpc {
             self.placed(&kernel_id, &resp)?;
             return Ok(resp);
         }
-        let need = slots::demand(spec);
-        let agents = self.table()?.with_free_slots(Instant::now());
+        let runtime = spec.runtime.as_str();
+        let agents: Vec<(AgentSummary, SlotAmounts)> = self
+            .table()?
+            .with_free_slots(Instant::now())
+            .into_iter()
+            .filter(|(a, _)| has_runtime(a, runtime))
+            .collect();
+        if agents.is_empty() && !runtime.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "runtime: no agent in namespace `{}` has the `{runtime}` runtime (an agent offers vastai once config/vast_api/api_key is set)",
+                self.namespace
+            )));
+        }
+        // A remote runtime takes none of the agent's own slots; the agent bounds it.
+        let need = if matches!(runtime, "" | "docker") {
+            slots::demand(spec)
+        } else {
+            SlotAmounts::default()
+        };
         let plan = slots::plan(&agents, &need);
         if plan.fit.is_empty() && plan.maybe.is_empty() {
             return Err(Status::resource_exhausted(format!(
@@ -93,6 +110,14 @@ impl ManagerRpc {
             describe(need)
         )
     }
+}
+
+/// Whether agent `a` runs kernels on `runtime` (any runtime when empty; an agent that reports
+/// none is a Docker agent of an earlier version).
+fn has_runtime(a: &AgentSummary, runtime: &str) -> bool {
+    runtime.is_empty()
+        || a.runtimes.iter().any(|r| r.name == runtime)
+        || (a.runtimes.is_empty() && runtime == "docker")
 }
 
 /// Why no agent was even asked: none ALIVE, or none that large.

@@ -103,6 +103,8 @@ impl From<pb::KernelSpec> for Template {
             tmpfs: s.tmpfs,
             storage_opt: s.storage_opt,
             input_path: s.input_path,
+            runtime: s.runtime,
+            parents: s.parents,
         }
     }
 }
@@ -163,6 +165,8 @@ impl From<Template> for pb::KernelSpec {
             tmpfs: s.tmpfs,
             storage_opt: s.storage_opt,
             input_path: s.input_path,
+            runtime: s.runtime,
+            parents: s.parents,
         }
     }
 }
@@ -275,6 +279,8 @@ pub fn kernel_info(view: KernelView, agent_id: &str) -> pb::KernelInfo {
         array_id: rec.array_id.clone().unwrap_or_default(),
         task_index: rec.task_index,
         usage: view.usage.map(|u| usage(&rec.id, u)),
+        runtime: rec.runtime.clone(),
+        runtime_info: view.runtime_info,
         restart_count: rec.restart_count,
         scratch_dir: rec.scratch_dir.clone(),
         spec: Some(rec.shown_spec.into()),
@@ -343,6 +349,16 @@ pub fn sync_outcome(o: SyncOutcome, agent_id: &str) -> pb::SyncKernelsResponse {
             .collect(),
         destroyed: o.destroyed,
     }
+}
+
+pub fn runtime_infos(list: Vec<crate::kernel::supervisor::RuntimeLoad>) -> Vec<pb::RuntimeInfo> {
+    list.into_iter()
+        .map(|r| pb::RuntimeInfo {
+            name: r.name.to_string(),
+            capacity: r.capacity,
+            in_use: r.in_use,
+        })
+        .collect()
 }
 
 pub fn amounts(a: Amounts) -> pb::SlotAmounts {

@@ -232,7 +232,12 @@ impl Runtime for MemoryRuntime {
         Ok(())
     }
 
-    async fn create(&self, rec: &Record, _cfg: &ClusterConfig) -> Result<Handle, RuntimeError> {
+    async fn create(
+        &self,
+        rec: &Record,
+        _cfg: &ClusterConfig,
+        _report: &Reporter,
+    ) -> Result<Handle, RuntimeError> {
         self.check_up()?;
         if let Some(msg) = self
             .fail_create
@@ -340,7 +345,11 @@ impl Runtime for MemoryRuntime {
             .collect())
     }
 
-    async fn adopt(&self, owned: &Owned, _cfg: &ClusterConfig) -> Result<Record, RuntimeError> {
+    async fn adopt(
+        &self,
+        owned: &Owned,
+        _cfg: &ClusterConfig,
+    ) -> Result<Option<Record>, RuntimeError> {
         let map = self.map();
         let i = map
             .get(&owned.handle.instance)
@@ -353,7 +362,7 @@ impl Runtime for MemoryRuntime {
             crate::kernel::KernelState::Held
         };
         rec.reason = "re-adopted after a restart: its instance had no record".into();
-        Ok(rec)
+        Ok(Some(rec))
     }
 
     fn logs(

@@ -11,11 +11,13 @@
 //! runtime.
 //!
 //! - [`docker`]: kernels as local Docker containers (the default);
+//! - [`vastai`]: kernels on rented Vast.ai GPU instances;
 //! - [`memory`]: an in-memory runtime for the supervisor's unit tests and the fleet benchmark.
 
 pub mod docker;
 pub mod memory;
 mod types;
+pub mod vastai;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -64,6 +66,25 @@ pub trait Runtime: Send + Sync + 'static {
     /// Checks the runtime-specific part of a validated spec, naming the field it refuses.
     fn validate(&self, spec: &Spec, cfg: &ClusterConfig) -> Result<(), SpecError>;
 
+    /// Whether this agent can run kernels here now (a remote runtime needs its settings).
+    fn enabled(&self, cfg: &ClusterConfig) -> bool {
+        let _ = cfg;
+        true
+    }
+
+    /// What `inspect` shows about the kernel's instance beyond the common fields.
+    fn describe(&self, rec: &Record) -> BTreeMap<String, String> {
+        let _ = rec;
+        BTreeMap::new()
+    }
+
+    /// Whether one more kernel may run here, given the live kernels (`live`, all runtimes):
+    /// RESOURCE_EXHAUSTED naming the setting that bounds it.
+    fn admit(&self, live: &[&Record], cfg: &ClusterConfig) -> Result<(), RuntimeError> {
+        let _ = (live, cfg);
+        Ok(())
+    }
+
     /// How many kernels the runtime can hold at once, when it has its own bound (remote
     /// instances); `None` when only the host's slots bound it.
     fn capacity(&self, cfg: &ClusterConfig) -> Option<u32> {
@@ -97,8 +118,15 @@ pub trait Runtime: Send + Sync + 'static {
         report: &Reporter,
     ) -> Result<(), RuntimeError>;
 
-    /// Creates the kernel's instance, not started; the handle finds it again.
-    async fn create(&self, rec: &Record, cfg: &ClusterConfig) -> Result<Handle, RuntimeError>;
+    /// Creates the kernel's instance, not started; the handle finds it again. A runtime whose
+    /// instances take long to come up reports [`Progress::Created`] as soon as one exists
+    /// (the kernel then reads CREATING) and notes on the way.
+    async fn create(
+        &self,
+        rec: &Record,
+        cfg: &ClusterConfig,
+        report: &Reporter,
+    ) -> Result<Handle, RuntimeError>;
 
     /// Starts a created instance. Work that follows the kernel while it runs (copying its
     /// output to files, feeding its input) comes back for the supervisor to own.
@@ -130,8 +158,13 @@ pub trait Runtime: Send + Sync + 'static {
     async fn list_owned(&self) -> Result<Vec<Owned>, RuntimeError>;
 
     /// A record for an instance of ours that has none (lost in a crash), from what the
-    /// instance itself says.
-    async fn adopt(&self, owned: &Owned, cfg: &ClusterConfig) -> Result<Record, RuntimeError>;
+    /// instance itself says; `None` when the runtime disposed of it instead (a rented
+    /// instance nobody knows only costs money).
+    async fn adopt(
+        &self,
+        owned: &Owned,
+        cfg: &ClusterConfig,
+    ) -> Result<Option<Record>, RuntimeError>;
 
     /// After a restart: puts back what a live kernel needs beside its instance (a home that
     /// vanished); returns what it did, for the kernel's events.

@@ -66,8 +66,8 @@ pub enum Observed {
     Changed(Status),
     /// Its process ended and the instance went with it (auto-remove).
     ExitedAndGone { exit_code: Option<i64> },
-    /// The instance was removed.
-    Gone,
+    /// The instance was removed; why, in the runtime's words.
+    Gone { reason: String },
     /// The kernel ran out of memory; its end follows.
     OomKilled,
 }
@@ -104,9 +104,16 @@ pub enum Progress {
     Pull(PullProgress),
     /// Something worth a line in the kernel's events (a fallback taken).
     Note(String),
+    /// Nothing new: only asks whether the kernel still wants the work (while waiting).
+    StillWanted,
+    /// An instance exists (ordered, still coming up): the kernel reads CREATING and keeps
+    /// this handle, so it can be found and destroyed if the agent stops meanwhile.
+    Created(Handle),
 }
 
-pub type Reporter = dyn Fn(Progress) + Send + Sync;
+/// Takes what a runtime reports while it prepares or creates; answers whether the kernel
+/// still wants it (false once the kernel was stopped or removed: stop and clean up).
+pub type Reporter = dyn Fn(Progress) -> bool + Send + Sync;
 
 /// A started instance, and the work that follows it while it runs (the supervisor owns it).
 pub struct Started {

@@ -21,7 +21,7 @@ pub mod template;
 
 pub use ids::{validate_array, validate_kernel_id, ArrayRange};
 pub use image::image_reference;
-use options::{docker_name, env_map, gpu_request, restart_policy, text, ulimits};
+use options::{docker_name, env_map, gpu_request, parents, restart_policy, text, ulimits};
 pub(crate) use paths::container_path;
 use paths::{allowed_host_path, input_file, output_file};
 
@@ -131,6 +131,9 @@ pub struct Spec {
     /// Fed to the command's stdin: relative to the work dir, or an absolute host path.
     #[serde(default)]
     pub input_path: String,
+    /// Parent task id → slug (TASK_PARENTS of a Vast.ai instance).
+    #[serde(default)]
+    pub parents: BTreeMap<String, String>,
     pub pids_limit: Option<i64>,
     pub hold: bool,
     pub stop_grace_period: Duration,
@@ -397,6 +400,7 @@ pub fn validate(spec: &Template, cfg: &KernelSettings) -> Result<Spec, SpecError
         tmpfs: sizes::tmpfs(&spec.tmpfs)?,
         storage_opt: sizes::storage_opt(&spec.storage_opt)?,
         input_path: spec.input_path.clone(),
+        parents: parents(&spec.parents)?,
         pids_limit: (spec.pids_limit > 0).then_some(spec.pids_limit),
         hold: spec.submit_as_hold,
         stop_grace_period,

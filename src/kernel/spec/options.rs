@@ -161,3 +161,30 @@ pub(super) fn env_map(field: &str, env: &BTreeMap<String, String>) -> Result<usi
     }
     Ok(size)
 }
+
+/// Parent tasks (`--parent ID=SLUG`): printable ids, slugs as the spec's own.
+pub(super) fn parents(p: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>, SpecError> {
+    if p.len() > 256 {
+        return Err(SpecError::invalid("parents", "at most 256 parents"));
+    }
+    for (id, slug) in p {
+        let field = format!("parents[{id:?}]");
+        if id.is_empty() || id.len() > 128 || id.chars().any(char::is_control) {
+            return Err(SpecError::invalid(
+                field,
+                "a parent id is 1-128 printable characters",
+            ));
+        }
+        if slug.len() > 64
+            || !slug
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        {
+            return Err(SpecError::invalid(
+                field,
+                format!("`{slug}`: a slug is at most 64 letters, digits, `_`, `-`, `.`"),
+            ));
+        }
+    }
+    Ok(p.clone())
+}

@@ -47,6 +47,10 @@ pub struct Template {
     pub tmpfs: Vec<String>,
     pub storage_opt: BTreeMap<String, String>,
     pub input_path: String,
+    /// `docker`, `vastai`; empty: the agent's `agent/default_runtime`.
+    pub runtime: String,
+    /// Parent task id → slug (a Vast.ai instance gets them as `TASK_PARENTS`).
+    pub parents: BTreeMap<String, String>,
 }
 
 /// A host path bind-mounted into the kernel (DRMAA2 `stageInFiles`).

@@ -50,7 +50,9 @@ pub fn stream(docker: Docker, namespace: &str, agent_id: &str) -> EventStream {
                     }
                 }
                 "oom" => Observed::OomKilled,
-                "destroy" => Observed::Gone,
+                "destroy" => Observed::Gone {
+                    reason: "the container was removed outside deckhand".into(),
+                },
                 _ => return None,
             };
             Some(Ok(RuntimeEvent {

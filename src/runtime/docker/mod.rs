@@ -187,7 +187,12 @@ impl Runtime for DockerRuntime {
         pull::fetch(&self.images, rec, cfg, report).await
     }
 
-    async fn create(&self, rec: &Record, cfg: &ClusterConfig) -> Result<Handle, RuntimeError> {
+    async fn create(
+        &self,
+        rec: &Record,
+        cfg: &ClusterConfig,
+        _report: &Reporter,
+    ) -> Result<Handle, RuntimeError> {
         let process_data = local::prepare_process_data(
             &self.client,
             &self.scratch,
@@ -284,6 +289,12 @@ impl Runtime for DockerRuntime {
 
     async fn status(&self, handle: &Handle) -> Result<Status, RuntimeError> {
         let st = self.client.inspect(&handle.instance).await?;
+        if !st.exists {
+            return Ok(Status {
+                error: "the container was removed outside deckhand".into(),
+                ..Status::default()
+            });
+        }
         if st.running && !st.restarting {
             self.track(&handle.instance, st.pid);
         } else {
@@ -300,8 +311,12 @@ impl Runtime for DockerRuntime {
         self.owned().await
     }
 
-    async fn adopt(&self, owned: &Owned, cfg: &ClusterConfig) -> Result<Record, RuntimeError> {
-        self.adopt_container(owned, cfg).await
+    async fn adopt(
+        &self,
+        owned: &Owned,
+        cfg: &ClusterConfig,
+    ) -> Result<Option<Record>, RuntimeError> {
+        self.adopt_container(owned, cfg).await.map(Some)
     }
 
     async fn restore(&self, rec: &Record, cfg: &ClusterConfig) -> Option<String> {

@@ -30,7 +30,7 @@ pub async fn fetch(
         images.touch([image.as_str()]);
         return Ok(());
     }
-    report(runtime::Progress::Pulling);
+    let _ = report(runtime::Progress::Pulling);
     // A pull that ended after this kernel was asked for serves it.
     let asked = Instant::now()
         .checked_sub(Duration::from_millis(
@@ -54,7 +54,7 @@ pub async fn fetch(
         match (policy, local) {
             (CacheUsage::RemoteFirst, Some(local_id)) => {
                 let short = local_id.trim_start_matches("sha256:");
-                report(runtime::Progress::Note(format!(
+                let _ = report(runtime::Progress::Note(format!(
                     "{e}; using the local image {} (docker/cache_usage = remote_first)",
                     &short[..short.len().min(12)]
                 )));
@@ -77,7 +77,7 @@ async fn follow(
         let now = pull.borrow_and_update().clone();
         if now.progress != shown || (now.done.is_some() && shown == Progress::default()) {
             shown = now.progress;
-            report(runtime::Progress::Pull(PullProgress {
+            let _ = report(runtime::Progress::Pull(PullProgress {
                 image: image.to_string(),
                 bytes_done: shown.bytes_done,
                 bytes_total: shown.bytes_total,

@@ -1,0 +1,658 @@
+//! Kernels on rented Vast.ai GPU instances: the second [`Runtime`], beside Docker, as the
+//! Ponos agent's Vast.ai mode. Each kernel is one instance with one GPU, running the
+//! kernel's image with its command and the environment a Docker kernel gets, plus
+//! `TASK_BOOTSTRAP=true` and `TASK_PARENTS` (JSON of parent task id → slug).
+//!
+//! - [`api`]: the REST API (bearer auth, pacing, retries);
+//! - [`provision`]: offers, ordering, waiting for the instance, and how the exit code is
+//!   learned;
+//! - [`watch`]: one poll loop for all instances (the API has no events), finishing ended
+//!   instances, shipping logs;
+//! - [`logs`]: logs shipped to S3.
+//!
+//! Instances are labelled `deckhand:<namespace>:<agent>:<kernel>:<token>`, so after a
+//! restart the agent finds its own again; one no record knows is destroyed (a leaked
+//! instance costs money). The handle keeps the instance and offer ids, the GPU, the price
+//! and the token. Suspend, resume, signal, exec and files are not supported.
+
+pub mod api;
+pub mod logs;
+pub mod provision;
+pub mod watch;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::{broadcast, watch as tokio_watch};
+
+use crate::config::ClusterConfig;
+use crate::kernel::record::{now_ms, Record};
+use crate::kernel::spec::{GpuRequest, Spec, SpecError};
+use crate::runtime::{
+    Background, Capabilities, Chunk, ChunkStream, EventStream, Handle, Owned, Reporter, Runtime,
+    RuntimeError, RuntimeEvent, Started, Status,
+};
+use api::{Api, ApiError};
+use provision::{api_error, without_marker};
+
+pub const NAME: &str = "vastai";
+
+/// What the API said of the key last time it was asked.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) enum KeyState {
+    #[default]
+    Unknown,
+    Good,
+    Refused(String),
+}
+
+/// An instance the runtime follows.
+#[derive(Debug, Clone)]
+struct Seen {
+    kernel_id: String,
+    dph: f64,
+    shipped: Option<Instant>,
+    /// Set once a listing showed it: only then does its absence from one mean it is gone
+    /// (a listing sent before it was rented does not have it yet).
+    listed: bool,
+    /// Destroyed by this agent: a listing that still shows it (sent before) is stale, and its
+    /// absence is no news. Dropped once a listing no longer shows it.
+    destroyed: bool,
+    /// Set once the instance ended and was finished.
+    ended: Option<Status>,
+}
+
+/// Cheap to clone: the state is shared.
+#[derive(Clone)]
+pub struct VastRuntime {
+    namespace: String,
+    agent_id: String,
+    config: tokio_watch::Receiver<Arc<ClusterConfig>>,
+    /// The API client for the current URL and key.
+    #[allow(clippy::type_complexity)]
+    api: Arc<Mutex<Option<(String, String, Arc<Api>)>>>,
+    key_state: Arc<Mutex<KeyState>>,
+    events: broadcast::Sender<RuntimeEvent>,
+    /// Instance id → what is known of it.
+    seen: Arc<Mutex<HashMap<u64, Seen>>>,
+    /// `<scratch root>/.deckhand/vastai-logs/`: the final output of each ended kernel, for
+    /// `logs` when no S3 shipping is configured.
+    logs_dir: std::path::PathBuf,
+}
+
+/// `deckhand:<namespace>:<agent>:<kernel>:<token>`.
+pub fn label(namespace: &str, agent_id: &str, kernel_id: &str, token: &str) -> String {
+    format!("deckhand:{namespace}:{agent_id}:{kernel_id}:{token}")
+}
+
+/// The kernel id and token of a label of this agent's, `None` for anyone else's.
+pub fn parse_label(namespace: &str, agent_id: &str, label: &str) -> Option<(String, String)> {
+    let rest = label.strip_prefix(&format!("deckhand:{namespace}:{agent_id}:"))?;
+    let (kernel, token) = rest.rsplit_once(':')?;
+    Some((kernel.to_string(), token.to_string()))
+}
+
+/// The kernel a handle's instance runs.
+fn handle_kernel(h: &Handle) -> String {
+    h.data
+        .get("kernel_id")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// What a handle says: instance id, offer id, GPU, price, token.
+fn handle_facts(h: &Handle) -> (u64, u64, String, f64, String) {
+    let d = &h.data;
+    (
+        h.instance.parse().unwrap_or(0),
+        d.get("offer_id").and_then(|v| v.as_u64()).unwrap_or(0),
+        d.get("gpu_name")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string(),
+        d.get("dph").and_then(|v| v.as_f64()).unwrap_or(0.0),
+        d.get("token")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+impl VastRuntime {
+    pub fn new(
+        config: tokio_watch::Receiver<Arc<ClusterConfig>>,
+        namespace: &str,
+        agent_id: &str,
+        state_dir: &std::path::Path,
+    ) -> Self {
+        Self {
+            logs_dir: state_dir.join(".deckhand/vastai-logs"),
+            namespace: namespace.to_string(),
+            agent_id: agent_id.to_string(),
+            config,
+            api: Arc::new(Mutex::new(None)),
+            key_state: Arc::new(Mutex::new(KeyState::Unknown)),
+            events: broadcast::channel(1024).0,
+            seen: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn seen(&self) -> MutexGuard<'_, HashMap<u64, Seen>> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The API client for `cfg`'s URL and key (kept while they stay the same); refused
+    /// while the key is unset or was refused by the API.
+    fn api(&self, cfg: &ClusterConfig) -> Result<Arc<Api>, RuntimeError> {
+        let vs = &cfg.vast;
+        if !vs.enabled() {
+            return Err(RuntimeError::Precondition(
+                "the vastai runtime needs config/vast_api/api_key".into(),
+            ));
+        }
+        if let KeyState::Refused(why) = &*self.key_state.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Err(RuntimeError::Precondition(why.clone()));
+        }
+        let mut cached = self.api.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((url, key, api)) = cached.as_ref() {
+            if *url == vs.api_url && *key == vs.api_key {
+                return Ok(api.clone());
+            }
+        }
+        let api = Arc::new(
+            Api::new(&vs.api_url, &vs.api_key)
+                .map_err(|e| RuntimeError::Unavailable(e.to_string()))?,
+        );
+        *cached = Some((vs.api_url.clone(), vs.api_key.clone(), api.clone()));
+        Ok(api)
+    }
+
+    /// A client for `cfg` whatever the key's state (to check the key itself).
+    fn api_unchecked(&self, cfg: &ClusterConfig) -> Result<Api, RuntimeError> {
+        Api::new(&cfg.vast.api_url, &cfg.vast.api_key)
+            .map_err(|e| RuntimeError::Unavailable(e.to_string()))
+    }
+
+    fn current(&self) -> Arc<ClusterConfig> {
+        self.config.borrow().clone()
+    }
+
+    fn send(&self, ev: RuntimeEvent) {
+        let _ = self.events.send(ev);
+    }
+
+    fn track(&self, instance: u64, kernel_id: &str, dph: f64) {
+        self.seen().entry(instance).or_insert_with(|| Seen {
+            kernel_id: kernel_id.to_string(),
+            dph,
+            shipped: None,
+            listed: false,
+            destroyed: false,
+            ended: None,
+        });
+    }
+
+    /// Instances a listing showed before, with their kernels.
+    fn listed(&self) -> Vec<(u64, String)> {
+        self.seen()
+            .iter()
+            .filter(|(_, s)| s.listed && !s.destroyed)
+            .map(|(id, s)| (*id, s.kernel_id.clone()))
+            .collect()
+    }
+
+    fn mark_listed(&self, instance: u64) {
+        if let Some(s) = self.seen().get_mut(&instance) {
+            s.listed = true;
+        }
+    }
+
+    /// Instance `instance` was destroyed by this agent.
+    fn forget(&self, instance: u64) {
+        let mut seen = self.seen();
+        let s = seen.entry(instance).or_insert_with(|| Seen {
+            kernel_id: String::new(),
+            dph: 0.0,
+            shipped: None,
+            listed: false,
+            destroyed: true,
+            ended: None,
+        });
+        s.destroyed = true;
+    }
+
+    fn is_destroyed(&self, instance: u64) -> bool {
+        self.seen().get(&instance).is_some_and(|s| s.destroyed)
+    }
+
+    /// Drops what is known of destroyed instances a listing no longer shows.
+    fn prune(&self, listed: &std::collections::BTreeSet<u64>) {
+        self.seen()
+            .retain(|id, s| !(s.destroyed && !listed.contains(id)));
+    }
+
+    fn ended(&self, instance: u64) -> Option<Status> {
+        self.seen().get(&instance).and_then(|s| s.ended.clone())
+    }
+
+    fn is_ended(&self, instance: u64) -> bool {
+        self.ended(instance).is_some()
+    }
+
+    fn set_ended(&self, instance: u64, st: Status) {
+        if let Some(s) = self.seen().get_mut(&instance) {
+            s.ended = Some(st);
+        }
+    }
+
+    /// Dollars per hour of the instances this agent holds, but kernel `except`'s.
+    fn committed_dph(&self, except: &str) -> f64 {
+        self.seen()
+            .values()
+            .filter(|s| s.ended.is_none() && !s.destroyed && s.kernel_id != except)
+            .map(|s| s.dph)
+            .sum()
+    }
+
+    /// Destroys an instance and confirms it is gone.
+    async fn destroy_instance(&self, api: &Api, instance: u64) -> Result<(), ApiError> {
+        // Marked first: a listing from now on that misses it is no news.
+        self.forget(instance);
+        api.destroy(instance).await?;
+        for _ in 0..10 {
+            if api.instance(instance).await?.is_none() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(ApiError::Unreadable(format!(
+            "instance {instance} is still listed after it was destroyed"
+        )))
+    }
+
+    /// Keeps the final output of a kernel whose instance is about to go (shipped too, when
+    /// S3 is configured).
+    async fn keep_output(&self, cfg: &ClusterConfig, kernel_id: &str, text: &str) {
+        if let Some(shipping) = &cfg.vast.logs {
+            if let Err(e) = logs::ship(shipping, &self.namespace, kernel_id, text).await {
+                tracing::warn!(kernel_id = %kernel_id, error = %e, "cannot ship the instance's final logs");
+            }
+        }
+        let saved = std::fs::create_dir_all(&self.logs_dir).and_then(|_| {
+            crate::kernel::registry::write_private(
+                &self.logs_dir.join(format!("{kernel_id}.log")),
+                text.as_bytes(),
+            )
+        });
+        if let Err(e) = saved {
+            tracing::warn!(kernel_id = %kernel_id, error = %e, "cannot keep the instance's final output");
+        }
+    }
+
+    /// The instance's output now (without the exit marker), else its shipped copy.
+    async fn read_logs(&self, kernel_id: &str, instance: u64) -> Result<String, RuntimeError> {
+        let cfg = self.current();
+        if !self.is_ended(instance) {
+            let api = self.api(&cfg)?;
+            if let Ok(text) = api.logs(instance, 100_000).await {
+                return Ok(without_marker(&text));
+            }
+        }
+        if let Some(shipping) = &cfg.vast.logs {
+            if let Some(text) = logs::read(shipping, &self.namespace, kernel_id)
+                .await
+                .map_err(RuntimeError::Failed)?
+            {
+                return Ok(text);
+            }
+        }
+        std::fs::read_to_string(self.logs_dir.join(format!("{kernel_id}.log"))).map_err(|_| {
+            RuntimeError::NotFound(format!(
+                "the output of kernel `{kernel_id}` is gone with its instance"
+            ))
+        })
+    }
+}
+
+fn refuse(field: &str, what: &str) -> SpecError {
+    SpecError::invalid(
+        field,
+        format!("{what} is not supported by the vastai runtime"),
+    )
+}
+
+#[async_trait]
+impl Runtime for VastRuntime {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn backend(&self) -> &'static str {
+        "Vast.ai API"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+
+    fn enabled(&self, cfg: &ClusterConfig) -> bool {
+        cfg.vast.enabled()
+    }
+
+    fn validate(&self, spec: &Spec, cfg: &ClusterConfig) -> Result<(), SpecError> {
+        if !cfg.vast.enabled() {
+            return Err(SpecError::forbidden(
+                "config/vast_api/api_key",
+                "not set: this agent cannot rent Vast.ai instances",
+            ));
+        }
+        if let KeyState::Refused(why) = &*self.key_state.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Err(SpecError::forbidden("config/vast_api/api_key", why.clone()));
+        }
+        let checks: [(&str, &str, bool); 14] = [
+            ("submit_as_hold", "holding", spec.hold),
+            ("ports", "exposing ports", !spec.ports.is_empty()),
+            ("stage_in", "stage-in mounts", !spec.stage_in.is_empty()),
+            ("output_path", "output files", !spec.output_path.is_empty()),
+            ("error_path", "error files", !spec.error_path.is_empty()),
+            ("input_path", "an input file", !spec.input_path.is_empty()),
+            ("working_dir", "a working dir", !spec.working_dir.is_empty()),
+            ("privileged", "privileged mode", spec.privileged),
+            (
+                "network_mode",
+                "a network mode",
+                !spec.network_mode.is_empty(),
+            ),
+            (
+                "restart_policy",
+                "a restart policy",
+                spec.restart_policy != "no",
+            ),
+            ("process_id", "process data", !spec.process_id.is_empty()),
+            ("tmpfs", "tmpfs mounts", !spec.tmpfs.is_empty()),
+            (
+                "memory",
+                "a memory limit (filter offers by cpu_ram)",
+                spec.memory.is_some(),
+            ),
+            (
+                "cpus",
+                "a CPU limit (filter offers by cpu_cores)",
+                spec.cpus > 0.0,
+            ),
+        ];
+        if let Some((field, what, _)) = checks.iter().find(|(_, _, set)| *set) {
+            return Err(refuse(field, what));
+        }
+        if matches!(&spec.gpus, GpuRequest::Count(n) if *n > 1)
+            || matches!(spec.gpus, GpuRequest::Ids(_))
+        {
+            return Err(refuse("gpus", "more than the one GPU of an instance"));
+        }
+        Ok(())
+    }
+
+    fn admit(&self, live: &[&Record], cfg: &ClusterConfig) -> Result<(), RuntimeError> {
+        let vs = &cfg.vast;
+        let mine: Vec<&&Record> = live.iter().filter(|r| r.runtime == NAME).collect();
+        if mine.len() as u32 >= vs.max_instances {
+            return Err(RuntimeError::Exhausted(format!(
+                "vast_api/max_instances: all {} instances of this agent are in use",
+                vs.max_instances
+            )));
+        }
+        if let Some(total) = vs.max_dph_total {
+            let used: f64 = mine
+                .iter()
+                .filter_map(|r| r.handle.as_ref())
+                .map(|h| handle_facts(h).3)
+                .sum();
+            if used >= total - 1e-9 {
+                return Err(RuntimeError::Exhausted(format!(
+                    "vast_api/max_dph_total: ${used:.3}/h of ${total:.3}/h is in use"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn capacity(&self, cfg: &ClusterConfig) -> Option<u32> {
+        Some(cfg.vast.max_instances)
+    }
+
+    fn describe(&self, rec: &Record) -> BTreeMap<String, String> {
+        let Some(h) = &rec.handle else {
+            return BTreeMap::new();
+        };
+        let (instance, offer, gpu, dph, _) = handle_facts(h);
+        let end = if rec.finished_at_ms > 0 {
+            rec.finished_at_ms
+        } else {
+            now_ms()
+        };
+        let hours = if rec.started_at_ms > 0 {
+            (end - rec.started_at_ms).max(0) as f64 / 3_600_000.0
+        } else {
+            0.0
+        };
+        BTreeMap::from([
+            ("instance_id".into(), instance.to_string()),
+            ("offer_id".into(), offer.to_string()),
+            ("gpu".into(), gpu),
+            ("dph".into(), format!("{dph:.3}")),
+            ("cost_so_far".into(), format!("{:.4}", dph * hours)),
+        ])
+    }
+
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        let api = self.api(&self.current())?;
+        api.check_key().await.map_err(api_error)
+    }
+
+    async fn prepare(
+        &self,
+        _rec: &Record,
+        _cfg: &ClusterConfig,
+        _r: &Reporter,
+    ) -> Result<(), RuntimeError> {
+        // The instance's host pulls the image.
+        Ok(())
+    }
+
+    async fn create(
+        &self,
+        rec: &Record,
+        cfg: &ClusterConfig,
+        report: &Reporter,
+    ) -> Result<Handle, RuntimeError> {
+        self.provision(rec, cfg, report).await
+    }
+
+    async fn start(
+        &self,
+        _rec: &Record,
+        _h: &Handle,
+        _cfg: &ClusterConfig,
+    ) -> Result<Started, RuntimeError> {
+        // Provisioning waited until the instance ran.
+        Ok(Started {
+            started_at_ms: now_ms(),
+            follow: Vec::new(),
+        })
+    }
+
+    async fn stop(&self, handle: &Handle, _grace: Duration) -> Result<(), RuntimeError> {
+        let cfg = self.current();
+        let api = self.api(&cfg)?;
+        let (instance, ..) = handle_facts(handle);
+        let kernel = Some(handle_kernel(handle)).filter(|k| !k.is_empty());
+        if let Some(kernel) = &kernel {
+            if let Ok(text) = api.logs(instance, 100_000).await {
+                self.keep_output(&cfg, kernel, &without_marker(&text)).await;
+            }
+        }
+        self.destroy_instance(&api, instance)
+            .await
+            .map_err(api_error)?;
+        let st = Status {
+            exists: true,
+            started_at_ms: 1,
+            finished_at_ms: now_ms(),
+            ..Status::default()
+        };
+        self.set_ended(instance, st.clone());
+        if let Some(kernel_id) = kernel {
+            self.send(RuntimeEvent {
+                kernel_id,
+                instance: handle.instance.clone(),
+                what: crate::runtime::Observed::Changed(st),
+            });
+        }
+        Ok(())
+    }
+
+    async fn destroy(&self, handle: &Handle) -> Result<(), RuntimeError> {
+        let api = self.api(&self.current())?;
+        let (instance, ..) = handle_facts(handle);
+        let r = self.destroy_instance(&api, instance).await;
+        self.forget(instance);
+        r.map_err(api_error)
+    }
+
+    async fn release(&self, rec: &Record, _used: bool, _cfg: &ClusterConfig) {
+        let _ = std::fs::remove_file(self.logs_dir.join(format!("{}.log", rec.id)));
+    }
+
+    async fn status(&self, handle: &Handle) -> Result<Status, RuntimeError> {
+        let cfg = self.current();
+        let api = self.api(&cfg)?;
+        let (instance, _, _, dph, token) = handle_facts(handle);
+        if let Some(st) = self.ended(instance) {
+            return Ok(st);
+        }
+        let row = api.instance(instance).await.map_err(api_error)?;
+        let Some(row) = row else {
+            return Ok(Status {
+                error: format!("Vast.ai instance {instance} is gone (destroyed outside deckhand)"),
+                ..Status::default()
+            });
+        };
+        let kernel = row
+            .label
+            .as_deref()
+            .and_then(|l| parse_label(&self.namespace, &self.agent_id, l))
+            .map(|(k, _)| k)
+            .unwrap_or_default();
+        self.track(instance, &kernel, dph);
+        Ok(match row.actual_status.as_deref() {
+            Some("running") => Status {
+                exists: true,
+                running: true,
+                started_at_ms: row.start_date.map(|s| (s * 1000.0) as i64).unwrap_or(1),
+                ..Status::default()
+            },
+            Some("exited" | "stopped") => self.finish(&api, &cfg, &kernel, &row, &token).await,
+            _ => Status {
+                exists: true,
+                ..Status::default()
+            },
+        })
+    }
+
+    fn events(&self) -> EventStream {
+        let rx = self.events.subscribe();
+        Box::pin(
+            tokio_stream::wrappers::BroadcastStream::new(rx)
+                .filter_map(|r| futures::future::ready(r.ok().map(Ok))),
+        )
+    }
+
+    async fn list_owned(&self) -> Result<Vec<Owned>, RuntimeError> {
+        let cfg = self.current();
+        if !cfg.vast.enabled() {
+            return Ok(Vec::new());
+        }
+        let api = self.api(&cfg)?;
+        let rows = api.instances().await.map_err(api_error)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                let (kernel_id, token) =
+                    parse_label(&self.namespace, &self.agent_id, r.label.as_deref()?)?;
+                Some(Owned {
+                    kernel_id: kernel_id.clone(),
+                    handle: Handle {
+                        runtime: NAME.into(),
+                        version: 1,
+                        instance: r.id.to_string(),
+                        data: serde_json::json!({
+                            "kernel_id": kernel_id,
+                            "gpu_name": r.gpu_name.unwrap_or_default(),
+                            "dph": r.dph_total.unwrap_or_default(),
+                            "token": token,
+                        }),
+                    },
+                })
+            })
+            .collect())
+    }
+
+    async fn adopt(
+        &self,
+        owned: &Owned,
+        _cfg: &ClusterConfig,
+    ) -> Result<Option<Record>, RuntimeError> {
+        // A rented instance that no record knows only costs money: destroy it.
+        let api = self.api(&self.current())?;
+        let (instance, ..) = handle_facts(&owned.handle);
+        tracing::warn!(kernel_id = %owned.kernel_id, instance, "destroying a Vast.ai instance labelled for this agent that no kernel record knows");
+        self.destroy_instance(&api, instance)
+            .await
+            .map_err(api_error)?;
+        Ok(None)
+    }
+
+    fn logs(&self, handle: &Handle, follow: bool, _tail: u32) -> Result<ChunkStream, RuntimeError> {
+        let (instance, ..) = handle_facts(handle);
+        let kernel = handle_kernel(handle);
+        let me = self.clone();
+        let every = self.current().vast.log_interval.min(Duration::from_secs(5));
+        // State: bytes sent so far, and whether the stream is done.
+        let s = futures::stream::unfold((0usize, false), move |(sent, done)| {
+            let me = me.clone();
+            let kernel = kernel.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                if sent > 0 {
+                    tokio::time::sleep(every).await;
+                }
+                let ended = me.is_ended(instance);
+                let text = match me.read_logs(&kernel, instance).await {
+                    Ok(t) => t,
+                    Err(e) => return Some((Err(e), (sent, true))),
+                };
+                let new = text.get(sent..).unwrap_or_default().to_string();
+                let finished = !follow || ended;
+                let chunk = Chunk {
+                    data: new.into_bytes().into(),
+                    stderr: false,
+                };
+                Some((Ok(chunk), (text.len().max(sent).max(1), finished)))
+            }
+        });
+        Ok(Box::pin(s.filter(|c| {
+            futures::future::ready(!matches!(c, Ok(c) if c.data.is_empty()))
+        })))
+    }
+
+    fn background(self: Arc<Self>, ctx: Background) -> Option<BoxFuture<'static, ()>> {
+        Some(self.watch(ctx).boxed())
+    }
+}

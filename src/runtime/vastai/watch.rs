@@ -1,0 +1,205 @@
+//! Following this agent's Vast.ai instances. The API has no events, so one loop lists the
+//! account's instances every `vast_api/poll_interval` (one call for all kernels, never one
+//! per kernel) and turns what changed into runtime events: an instance that exited is
+//! finished (its exit code read from its output, its log shipped complete, the instance
+//! destroyed), one that vanished is gone. Running instances' logs are shipped every
+//! `vast_api/log_interval`. The same loop checks the API key whenever it changes and says
+//! once, clearly, when the API refuses it. While the API cannot be reached, kernels keep
+//! their state; the loop says so once and once when it is back.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::api::{Api, Row};
+use super::provision::{exit_code, without_marker};
+use super::{logs, parse_label, KeyState, VastRuntime};
+use crate::config::ClusterConfig;
+use crate::kernel::record::now_ms;
+use crate::runtime::{Background, Observed, RuntimeError, RuntimeEvent, Status};
+
+impl VastRuntime {
+    /// The loop; see the module docs.
+    pub(super) async fn watch(self: Arc<Self>, ctx: Background) {
+        let mut cfg_rx = ctx.config;
+        let mut checked: Option<(String, String)> = None;
+        let mut unreachable = false;
+        loop {
+            let cfg = cfg_rx.borrow_and_update().clone();
+            let vs = &cfg.vast;
+            if vs.enabled() {
+                let now = (vs.api_url.clone(), vs.api_key.clone());
+                if checked.as_ref() != Some(&now) {
+                    checked = Some(now);
+                    self.check_key(&cfg).await;
+                }
+                match self.poll(&cfg).await {
+                    Ok(()) if unreachable => {
+                        tracing::info!("Vast.ai API reachable again; instances followed");
+                        unreachable = false;
+                    }
+                    Ok(()) => {}
+                    // A refused key was said once, by `check_key`.
+                    Err(RuntimeError::Precondition(_)) => {}
+                    Err(e) if !unreachable => {
+                        tracing::warn!(error = %e, "Vast.ai API unreachable; kernels keep their state, retrying");
+                        unreachable = true;
+                    }
+                    Err(_) => {}
+                }
+            }
+            let wait = if vs.enabled() {
+                vs.poll_interval
+            } else {
+                Duration::from_secs(3600)
+            };
+            tokio::select! {
+                _ = ctx.stop.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+                r = cfg_rx.changed() => if r.is_err() { return },
+            }
+        }
+    }
+
+    /// Asks the API whether the key is good; one clear line when it is refused.
+    async fn check_key(&self, cfg: &ClusterConfig) {
+        let Ok(api) = self.api_unchecked(cfg) else {
+            return;
+        };
+        let state = match api.check_key().await {
+            Ok(()) => KeyState::Good,
+            Err(e @ super::api::ApiError::Unauthorized(_)) => KeyState::Refused(e.to_string()),
+            Err(_) => KeyState::Unknown,
+        };
+        if let KeyState::Refused(why) = &state {
+            tracing::error!(
+                "{why}; vastai kernels are refused until config/vast_api/api_key is fixed"
+            );
+        } else if state == KeyState::Good {
+            tracing::info!("Vast.ai API key accepted");
+        }
+        *self.key_state.lock().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+
+    /// One look at every instance of this agent.
+    async fn poll(&self, cfg: &ClusterConfig) -> Result<(), RuntimeError> {
+        let api = self.api(cfg)?;
+        let rows = api.instances().await.map_err(super::provision::api_error)?;
+        let ours: Vec<(Row, String, String)> = rows
+            .into_iter()
+            .filter_map(|r| {
+                let (kernel, token) =
+                    parse_label(&self.namespace, &self.agent_id, r.label.as_deref()?)?;
+                Some((r, kernel, token))
+            })
+            .collect();
+        let listed: std::collections::BTreeSet<u64> = ours.iter().map(|(r, _, _)| r.id).collect();
+        self.prune(&listed);
+        for (instance, kernel) in self.listed() {
+            if !listed.contains(&instance) && !self.is_ended(instance) {
+                self.forget(instance);
+                self.send(RuntimeEvent {
+                    kernel_id: kernel,
+                    instance: instance.to_string(),
+                    what: Observed::Gone {
+                        reason: format!(
+                            "Vast.ai instance {instance} is gone (destroyed outside deckhand)"
+                        ),
+                    },
+                });
+            }
+        }
+        for (row, kernel, token) in ours {
+            if self.is_destroyed(row.id) {
+                continue; // a listing from before this agent destroyed it
+            }
+            self.track(row.id, &kernel, row.dph_total.unwrap_or_default());
+            self.mark_listed(row.id);
+            let status = row.actual_status.as_deref().unwrap_or_default();
+            match status {
+                "exited" | "stopped" if !self.is_ended(row.id) => {
+                    let st = self.finish(&api, cfg, &kernel, &row, &token).await;
+                    self.send(RuntimeEvent {
+                        kernel_id: kernel,
+                        instance: row.id.to_string(),
+                        what: Observed::Changed(st),
+                    });
+                }
+                "running" if self.log_due(row.id, cfg.vast.log_interval) => {
+                    if let Some(logs_cfg) = &cfg.vast.logs {
+                        if let Ok(text) = api.logs(row.id, 100_000).await {
+                            let text = without_marker(&text);
+                            if let Err(e) =
+                                logs::ship(logs_cfg, &self.namespace, &kernel, &text).await
+                            {
+                                tracing::warn!(kernel_id = %kernel, error = %e, "cannot ship the instance's logs");
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// An instance whose command ended: its exit code from its output, its complete log
+    /// shipped, the instance destroyed. Done once; the final status is kept.
+    pub(super) async fn finish(
+        &self,
+        api: &Api,
+        cfg: &ClusterConfig,
+        kernel: &str,
+        row: &Row,
+        token: &str,
+    ) -> Status {
+        if let Some(st) = self.ended(row.id) {
+            return st;
+        }
+        let output = api.logs(row.id, 100_000).await;
+        let (code, error) = match &output {
+            Ok(text) => match exit_code(text, token) {
+                Some(c) => (Some(c), String::new()),
+                None => (
+                    None,
+                    "ended; its exit code could not be learned (no exit marker in its output: the image's own command ran, or the image has no shell)".to_string(),
+                ),
+            },
+            Err(e) => (None, format!("ended; its exit code could not be learned ({e})")),
+        };
+        if let Ok(text) = &output {
+            self.keep_output(cfg, kernel, &without_marker(text)).await;
+        }
+        tracing::info!(kernel_id = %kernel, instance = row.id, exit_code = ?code, "Vast.ai instance ended; its output is kept and the instance destroyed");
+        if let Err(e) = self.destroy_instance(api, row.id).await {
+            tracing::warn!(kernel_id = %kernel, instance = row.id, error = %e, "cannot destroy an instance that ended");
+        }
+        let st = Status {
+            exists: true,
+            running: false,
+            exit_code: code,
+            error,
+            started_at_ms: row
+                .start_date
+                .map(|s| (s * 1000.0) as i64)
+                .unwrap_or(0)
+                .max(1),
+            finished_at_ms: now_ms(),
+            ..Status::default()
+        };
+        self.set_ended(row.id, st.clone());
+        st
+    }
+
+    /// Whether instance `id`'s log is due to be shipped again (and marks it shipped).
+    fn log_due(&self, id: u64, every: Duration) -> bool {
+        let mut seen = self.seen();
+        let Some(s) = seen.get_mut(&id) else {
+            return false;
+        };
+        let due = s.shipped.is_none_or(|t| t.elapsed() >= every);
+        if due {
+            s.shipped = Some(Instant::now());
+        }
+        due
+    }
+}

@@ -1,0 +1,434 @@
+//! The Vast.ai runtime end to end: the real `deckhand` agent, manager and CLI against a real
+//! etcd, with Vast.ai's service played by the local stand-in of its HTTP API
+//! (`tests/common/vast/`: Vast.ai itself cannot be reached from here) that runs every rented
+//! instance as a real local Docker container, and logs shipped to a real S3-compatible
+//! server (moto). The image, env, args and exit codes are real.
+
+mod common;
+
+use std::time::Duration;
+
+use common::s3::S3Server;
+use common::vast::{Offer, Provision, VastConfig, VastStandIn};
+use common::{count_lines, wait_for, KernelCluster, TEST_IMAGE};
+
+const KEY: &str = "vast-key-5f1e9c0a7b3d";
+const T: Duration = Duration::from_secs(60);
+
+/// A cluster whose agent rents from `vast` with `settings` on top of the API URL and key.
+async fn cluster(test: &str, vast: &VastStandIn, settings: &[(&str, &str)]) -> KernelCluster {
+    let url = vast.url();
+    let mut all: Vec<(&str, &str)> = vec![
+        ("vast_api/api_key", KEY),
+        ("vast_api/api_url", url.as_str()),
+        ("vast_api/poll_interval", "300ms"),
+        ("vast_api/provision_timeout", "30s"),
+    ];
+    all.extend_from_slice(settings);
+    let k = KernelCluster::start_with(test, &all).await;
+    wait_for(T, "the agent offers the vastai runtime", || async {
+        let n = k.c.node("a1")?;
+        let runtimes = n["runtimes"].as_array()?;
+        runtimes.iter().any(|r| r["name"] == "vastai").then_some(())
+    })
+    .await;
+    k
+}
+
+fn run(k: &KernelCluster, args: &[&str]) -> std::process::Output {
+    let mut full = vec!["run", "-d", "--runtime", "vastai"];
+    full.extend_from_slice(args);
+    k.c.cli(&full)
+}
+
+fn run_ok(k: &KernelCluster, args: &[&str]) -> String {
+    let out = run(k, args);
+    assert!(
+        out.status.success(),
+        "run failed: {out:?}\nagent log:\n{}",
+        k.agent.log()
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn instance_of(info: &serde_json::Value) -> u64 {
+    info["runtime_info"]["instance_id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no instance id in {info}"))
+}
+
+/// The key appears in no log, event or listing.
+fn assert_key_hidden(k: &KernelCluster) {
+    for (what, text) in [
+        ("agent log", k.agent.log()),
+        ("manager log", k.manager.log()),
+    ] {
+        assert!(!text.contains(KEY), "the API key is in the {what}");
+    }
+    let cfg = k.c.cli_ok(&["config", "get"]);
+    assert!(!cfg.contains(KEY), "the API key is in config get: {cfg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cheapest_matching_offer_runs_the_kernel_with_its_env_and_its_exit_code() {
+    // Stand-in for Vast.ai's service (unreachable from here); instances are real containers.
+    let vast = VastStandIn::start(VastConfig::new(KEY).release_on_destroy(true).offers(vec![
+        Offer::new(101, "RTX 3090", 0.30),
+        Offer::new(102, "RTX 3090", 0.20),
+        Offer::new(103, "RTX 4090", 0.10),
+        Offer::new(104, "RTX 3090", 0.05).set("verified", false),
+        Offer::new(105, "RTX 3090", 0.12).set("num_gpus", 2),
+        Offer::new(106, "RTX 3090", 0.15).set("reliability", 0.5),
+    ]));
+    let k = cluster(
+        "vastcheap",
+        &vast,
+        &[
+            ("vast_api/offer_filters/gpu_name/eq", "RTX 3090"),
+            ("vast_api/offer_filters/reliability/gte", "0.9"),
+            ("vast_api/max_dph", "0.25"),
+        ],
+    )
+    .await;
+    let id = run_ok(
+        &k,
+        &[
+            "--parent",
+            "p-7=ocr",
+            "--parent",
+            "p-9=train",
+            "-e",
+            "FOO=bar",
+            TEST_IMAGE,
+            "sh",
+            "-c",
+            "echo FOO=$FOO; echo BOOT=$TASK_BOOTSTRAP; echo PARENTS=$TASK_PARENTS; exit 0",
+        ],
+    );
+    let info = k.wait_state(&id, "DONE", T).await;
+    assert_eq!(info["exit_code"], 0, "{info}");
+    assert_eq!(info["runtime"], "vastai");
+    assert_eq!(info["runtime_info"]["offer_id"], "102", "{info}");
+    assert_eq!(info["runtime_info"]["gpu"], "RTX 3090");
+    assert_eq!(info["runtime_info"]["dph"], "0.200");
+    assert_eq!(vast.rentals(102), 1);
+    for other in [101, 103, 104, 105, 106] {
+        assert_eq!(vast.rent_attempts(other), 0, "offer {other} was tried");
+    }
+    let instance = instance_of(&info);
+    // The instance is destroyed once its command ended.
+    wait_for(T, "the ended instance destroyed", || async {
+        vast.destroyed().contains(&instance).then_some(())
+    })
+    .await;
+    // What the real container printed: the same env a Docker kernel gets, plus the task's.
+    let out = k.c.cli(&["logs", &id]);
+    assert!(
+        out.status.success(),
+        "{out:?}\n{:?}\n{}",
+        std::fs::read_dir(k.scratch().join(".deckhand/vastai-logs"))
+            .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>()),
+        k.agent.log()
+    );
+    let logs = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(logs.contains("FOO=bar\n"), "{logs}");
+    assert!(logs.contains("BOOT=true\n"), "{logs}");
+    assert!(
+        logs.contains(r#"PARENTS={"p-7":"ocr","p-9":"train"}"#),
+        "{logs}"
+    );
+    assert!(!logs.contains("deckhand-exit"), "{logs}");
+
+    // A command that exits 3: FAILED with that code (read from the instance's output).
+    let failing = run_ok(&k, &[TEST_IMAGE, "sh", "-c", "exit 3"]);
+    let info = k.wait_state(&failing, "FAILED", T).await;
+    assert_eq!(info["exit_code"], 3, "{info}");
+    assert_eq!(info["reason"], "exited with code 3");
+    assert_key_hidden(&k);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_shipped_to_s3_and_read_back_after_the_instance_is_gone() {
+    let s3 = S3Server::start().await;
+    s3.create_bucket("vast-logs");
+    let vast = VastStandIn::start(VastConfig::new(KEY).offers(vec![Offer::new(7, "A100", 1.1)]));
+    let endpoint = s3.endpoint();
+    let k = cluster(
+        "vastlogs",
+        &vast,
+        &[
+            ("vast_api/logs/endpoint", endpoint.as_str()),
+            ("vast_api/logs/bucket", "vast-logs"),
+            ("vast_api/logs/region", "us-east-1"),
+            ("vast_api/logs/prefix", "runs"),
+            ("vast_api/logs/access_key", s3.access_key.as_str()),
+            ("vast_api/logs/secret_key", s3.secret_key.as_str()),
+            ("vast_api/log_interval", "1s"),
+        ],
+    )
+    .await;
+    let id = run_ok(
+        &k,
+        &[
+            TEST_IMAGE,
+            "sh",
+            "-c",
+            "echo line one; sleep 2; echo line two; exit 0",
+        ],
+    );
+    // While it runs, its log is shipped every log_interval.
+    let key = format!("runs/{}/{id}.log", k.c.ns);
+    wait_for(T, "a first shipped log", || async {
+        s3.get_string("vast-logs", &key)
+            .await
+            .filter(|t| t.contains("line one"))
+    })
+    .await;
+    let info = k.wait_state(&id, "DONE", T).await;
+    let instance = instance_of(&info);
+    wait_for(T, "the instance destroyed", || async {
+        vast.destroyed().contains(&instance).then_some(())
+    })
+    .await;
+    let shipped = s3.get_string("vast-logs", &key).await.expect("shipped log");
+    assert_eq!(shipped, "line one\nline two\n");
+    // The instance is gone: `logs` reads the shipped copy.
+    assert_eq!(k.c.cli_ok(&["logs", &id]), "line one\nline two\n");
+    assert!(
+        !k.agent.log().contains(&s3.secret_key),
+        "the S3 secret is in the agent log"
+    );
+    let cfg = k.c.cli_ok(&["config", "get", "vast_api/logs/secret_key"]);
+    assert!(
+        cfg.contains("***") && !cfg.contains(&s3.secret_key),
+        "{cfg}"
+    );
+    assert_key_hidden(&k);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_offer_is_taken_after_no_such_ask_and_after_a_provisioning_timeout() {
+    let vast = VastStandIn::start(VastConfig::new(KEY).offers(vec![
+        Offer::new(1, "RTX 4090", 0.10),
+        Offer::new(2, "RTX 4090", 0.20).provision(Provision::Never),
+        Offer::new(3, "RTX 4090", 0.30),
+    ]));
+    // Offer 1 is taken by someone else between the search and the order.
+    vast.snatch_offer(1);
+    let k = cluster("vastnext", &vast, &[("vast_api/provision_timeout", "3s")]).await;
+    let id = run_ok(&k, &[TEST_IMAGE, "sleep", "600"]);
+    let info = k.wait_state(&id, "RUNNING", T).await;
+    assert_eq!(info["runtime_info"]["offer_id"], "3", "{info}");
+    assert!(vast.rent_attempts(1) >= 1);
+    assert_eq!(vast.rentals(1), 0);
+    assert_eq!(vast.rentals(2), 1);
+    // The instance that never came up was destroyed.
+    let never: Vec<u64> = vast
+        .instances()
+        .iter()
+        .filter(|i| i.offer_id == 2)
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(never.len(), 1);
+    assert!(vast.destroyed().contains(&never[0]));
+    let log = k.agent.log();
+    assert!(log.contains("no_such_ask"), "{log}");
+    assert!(log.contains("vast_api/provision_timeout"), "{log}");
+    // stop destroys the instance (and confirms it is gone).
+    let instance = instance_of(&info);
+    k.c.cli_ok(&["stop", &id]);
+    let info = k.wait_state(&id, "FAILED", T).await;
+    assert!(
+        info["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("stopped on request"),
+        "{info}"
+    );
+    assert!(vast.destroyed().contains(&instance));
+    assert!(
+        vast.live_instances().is_empty(),
+        "{:?}",
+        vast.live_instances()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_mid_run_re_adopts_its_instance_and_destroys_a_leaked_one() {
+    let vast = VastStandIn::start(
+        VastConfig::new(KEY)
+            .release_on_destroy(true)
+            .offers(vec![Offer::new(5, "L4", 0.4), Offer::new(6, "L4", 0.5)]),
+    );
+    let mut k = cluster("vastkill", &vast, &[("vast_api/max_instances", "2")]).await;
+    let keep = run_ok(&k, &[TEST_IMAGE, "sleep", "600"]);
+    let vanish = run_ok(&k, &[TEST_IMAGE, "sleep", "600"]);
+    let keep_instance = instance_of(&k.wait_state(&keep, "RUNNING", T).await);
+    let vanish_instance = instance_of(&k.wait_state(&vanish, "RUNNING", T).await);
+    k.agent.kill9();
+    // While the agent is down: an instance labelled as its own that no record knows (as a
+    // crash between ordering and recording would leave), and one of its kernels' instances
+    // destroyed by someone else.
+    let leaked_label = format!("deckhand:{}:a1:{}:tok123", k.c.ns, uuid::Uuid::new_v4());
+    let leaked = vast.preexisting(&leaked_label, TEST_IMAGE, &["sleep", "600"], &[]);
+    let client = common::vast::VastClient::new(&vast);
+    client.destroy(vanish_instance).await;
+    k.agent = k.c.agent_on("a1", k.scratch());
+    wait_for(T, "the leaked instance destroyed", || async {
+        vast.destroyed().contains(&leaked).then_some(())
+    })
+    .await;
+    let info = k.wait_state(&vanish, "FAILED", T).await;
+    assert!(
+        info["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("is gone"),
+        "{info}"
+    );
+    let info = k.wait_state(&keep, "RUNNING", T).await;
+    assert_eq!(
+        instance_of(&info),
+        keep_instance,
+        "re-adopted, same instance"
+    );
+    assert!(!vast.destroyed().contains(&keep_instance));
+    assert!(
+        k.agent.log().contains("no kernel record knows"),
+        "{}",
+        k.agent.log()
+    );
+    k.c.cli_ok(&["rm", "-f", &keep]);
+    wait_for(T, "no instance left", || async {
+        vast.live_instances().is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_is_one_clear_error_and_refuses_kernels_naming_the_setting() {
+    let vast = VastStandIn::start(VastConfig::new(KEY).offers(vec![Offer::new(1, "T4", 0.1)]));
+    let url = vast.url();
+    let wrong = "vast-key-wrong-000111";
+    let k = KernelCluster::start_with(
+        "vastkey",
+        &[
+            ("vast_api/api_key", wrong),
+            ("vast_api/api_url", url.as_str()),
+        ],
+    )
+    .await;
+    wait_for(T, "the refused key reported", || async {
+        k.agent.log().contains("refused the key").then_some(())
+    })
+    .await;
+    let out = run(&k, &[TEST_IMAGE, "true"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("vast_api/api_key"), "{err}");
+    assert_eq!(vast.count("PUT", "/api/v0/asks"), 0);
+    // Said once, not once per poll.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        count_lines(&k.agent.log(), "refused the key"),
+        1,
+        "{}",
+        k.agent.log()
+    );
+    assert!(
+        !k.agent.log().contains(wrong),
+        "the key is in the agent log"
+    );
+    assert!(!err.contains(wrong));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_storm_and_the_api_down_for_10s_lose_nothing() {
+    let vast = VastStandIn::start(
+        VastConfig::new(KEY)
+            .release_on_destroy(true)
+            .offers(vec![Offer::new(9, "H100", 2.0)]),
+    );
+    let k = cluster("vaststorm", &vast, &[]).await;
+    vast.storm_429(6);
+    let done = run_ok(&k, &[TEST_IMAGE, "sh", "-c", "exit 0"]);
+    k.wait_state(&done, "DONE", T).await;
+    let answered_429 = vast.requests().iter().filter(|r| r.status == 429).count();
+    assert!(
+        answered_429 >= 6,
+        "only {answered_429} requests met the storm"
+    );
+
+    let id = run_ok(&k, &[TEST_IMAGE, "sleep", "600"]);
+    k.wait_state(&id, "RUNNING", T).await;
+    vast.down_for(Duration::from_secs(10));
+    let out = k.c.cli(&["stop", &id]);
+    assert!(!out.status.success(), "stop while the API is down: {out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unreachable"), "{err}");
+    assert_eq!(k.inspect(&id)["state"], "RUNNING");
+    // Back: the kernel is still there and can be stopped.
+    let stopped = wait_for(
+        Duration::from_secs(40),
+        "stop once the API is back",
+        || async { k.c.cli(&["stop", &id]).status.success().then_some(()) },
+    )
+    .await;
+    let _ = stopped;
+    k.wait_state(&id, "FAILED", T).await;
+    assert!(vast.live_instances().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offer_filters_take_only_the_apis_fields_and_operators() {
+    let c = common::Cluster::start("vastfilters").await;
+    let out = c.cli(&[
+        "config",
+        "set",
+        "vast_api/offer_filters/gpu_nam/eq",
+        "RTX 3090",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("vast_api/offer_filters/gpu_nam/eq"), "{err}");
+    assert!(
+        err.contains("verify your offer_filters are supported"),
+        "{err}"
+    );
+    let out = c.cli(&[
+        "config",
+        "set",
+        "vast_api/offer_filters/dph_total/about",
+        "1",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`about` is not an operator"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("vast.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[vast_api]\napi_key = \"{KEY}\"\nmax_instances = 2\n[vast_api.offer_filters]\ngpu_name = {{in = [\"RTX 3090\", \"RTX 4090\"]}}\nnum_gpus = {{gte = 1}}\n"
+        ),
+    )
+    .unwrap();
+    c.cli_ok(&["config", "put", file.to_str().unwrap()]);
+    let shown = c.cli_ok(&["config", "get"]);
+    assert!(
+        shown.contains("RTX 4090") && shown.contains("max_instances = 2"),
+        "{shown}"
+    );
+    assert!(!shown.contains(KEY) && shown.contains("***"), "{shown}");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[vast_api.offer_filters]\ngpu_ram = {about = 24000}\n",
+    )
+    .unwrap();
+    let out = c.cli(&["config", "put", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("gpu_ram"),
+        "{out:?}"
+    );
+}
