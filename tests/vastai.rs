@@ -235,6 +235,11 @@ async fn the_next_offer_is_taken_after_no_such_ask_and_after_a_provisioning_time
     let log = k.agent.log();
     assert!(log.contains("no_such_ask"), "{log}");
     assert!(log.contains("vast_api/provision_timeout"), "{log}");
+    // One instance at most (vast_api/max_instances defaults to 1): a second is refused.
+    let out = run(&k, &[TEST_IMAGE, "true"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("vast_api/max_instances"), "{err}");
     // stop destroys the instance (and confirms it is gone).
     let instance = instance_of(&info);
     k.c.cli_ok(&["stop", &id]);

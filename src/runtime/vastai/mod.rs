@@ -233,7 +233,7 @@ impl VastRuntime {
     /// Drops what is known of destroyed instances a listing no longer shows.
     fn prune(&self, listed: &std::collections::BTreeSet<u64>) {
         self.seen()
-            .retain(|id, s| !(s.destroyed && !listed.contains(id)));
+            .retain(|id, s| !s.destroyed || listed.contains(id));
     }
 
     fn ended(&self, instance: u64) -> Option<Status> {
