@@ -374,13 +374,12 @@ async fn a_429_storm_and_the_api_down_for_10s_lose_nothing() {
     assert!(err.contains("unreachable"), "{err}");
     assert_eq!(k.inspect(&id)["state"], "RUNNING");
     // Back: the kernel is still there and can be stopped.
-    let stopped = wait_for(
+    wait_for(
         Duration::from_secs(40),
         "stop once the API is back",
         || async { k.c.cli(&["stop", &id]).status.success().then_some(()) },
     )
     .await;
-    let _ = stopped;
     k.wait_state(&id, "FAILED", T).await;
     assert!(vast.live_instances().is_empty());
 }
