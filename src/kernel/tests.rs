@@ -28,7 +28,10 @@ struct Fixture {
 
 /// A supervisor over `rt` with its registry under `dir`, on a 2-CPU, 4 GiB host.
 fn start(rt: Arc<MemoryRuntime>, dir: &Path) -> Fixture {
-    let (cfg_tx, cfg) = watch::channel(Arc::new(ClusterConfig::default()));
+    let (cfg_tx, cfg) = watch::channel(Arc::new(ClusterConfig {
+        default_runtime: "memory".into(),
+        ..ClusterConfig::default()
+    }));
     let (cap_tx, capacity) = watch::channel(Arc::new(Capacity {
         cpu_count: 2,
         memory_total: 4 << 30,
