@@ -340,7 +340,23 @@ impl ClusterService for ManagerRpc {
         let agent = self.holder(&req.kernel_id).await?;
         let id = req.kernel_id.clone();
         let remove = req.action == KernelAction::Remove as i32;
+        let action = KernelAction::try_from(req.action)
+            .map(|a| a.as_str_name().trim_start_matches("KERNEL_ACTION_"))
+            .unwrap_or("UNKNOWN");
+        let agent_id = agent
+            .identity
+            .as_ref()
+            .map(|i| i.agent_id.clone())
+            .unwrap_or_default();
         let answer = self.client(&agent)?.control_kernel(req).await;
+        match &answer {
+            Ok(_) => {
+                tracing::info!(kernel_id = %id, agent_id = %agent_id, action, "kernel control forwarded")
+            }
+            Err(s) => {
+                tracing::info!(kernel_id = %id, agent_id = %agent_id, action, "kernel control refused by the agent: {}", s.message())
+            }
+        }
         let resp = forwarded("ControlKernel", answer)?;
         if remove {
             self.directory().forget(&id);

@@ -160,12 +160,13 @@ th{background:#f0f0f0}.updated{color:#777;font-size:.85em}\
 .ALIVE,.RUNNING,.DONE{color:#17702a}.LOST,.FAILED{color:#b00020}.GONE,.CANCELLED{color:#777}\
 td.id{font-family:monospace}";
 
-/// Replaces the page's content with a fresh `/fragment` every two seconds; a failed fetch
-/// leaves the last content and says so.
+/// Replaces the page's content with a fresh `/fragment` every two seconds (counting the
+/// refreshes in `data-refreshed`); a failed fetch leaves the last content and says so.
 const REFRESH: &str = "setInterval(async () => {\
  const main = document.getElementById('status');\
  try { const r = await fetch('fragment', {cache: 'no-store'});\
- if (r.ok) { main.innerHTML = await r.text(); } }\
+ if (r.ok) { main.innerHTML = await r.text();\
+ main.dataset.refreshed = String(Number(main.dataset.refreshed || 0) + 1); } }\
  catch (e) { const u = main.querySelector('.updated'); if (u) u.textContent = 'manager unreachable; showing the last status'; }\
 }, 2000);";
 
