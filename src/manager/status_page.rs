@@ -4,13 +4,13 @@
 //!
 //! Both are rendered on the server from what the manager knows: the agent table (state,
 //! GPUs, free slots), the kernels its agents hold (asked at once, as `deckhand ps` asks,
-//! each agent within 5 s) with the pull progress of those PULLING, and the latest kernel
-//! events it received. Everything shown is escaped by the template engine (maud); nothing
+//! each agent within 5 s, and shared by every page refreshing within the same second) with
+//! the pull progress of those PULLING, and the latest kernel events it received. Everything shown is escaped by the template engine (maud); nothing
 //! on the page changes anything.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::response::Html;
@@ -30,6 +30,9 @@ use crate::rpc::pb::{AgentSummary, KernelEvent, KernelInfo, KernelState, ListKer
 /// Kernel events kept for the page.
 const EVENTS_SHOWN: usize = 30;
 
+/// How long one listing of the agents' kernels serves every open page.
+const KERNELS_FRESH: Duration = Duration::from_secs(1);
+
 /// The latest events, and the last pull progress of each kernel still PULLING.
 #[derive(Default)]
 struct Recent {
@@ -42,6 +45,8 @@ struct Recent {
 pub struct StatusPage {
     rpc: ManagerRpc,
     recent: Arc<Mutex<Recent>>,
+    /// The last listing of the agents' kernels, and when it was made.
+    kernels: Arc<Mutex<Option<(Instant, Vec<KernelInfo>)>>>,
 }
 
 impl StatusPage {
@@ -49,7 +54,30 @@ impl StatusPage {
         Self {
             rpc,
             recent: Arc::default(),
+            kernels: Arc::default(),
         }
+    }
+
+    /// The kernels of every agent, listed at most once a second however many pages
+    /// refresh (the lock is never held while the agents are asked).
+    async fn kernels(&self) -> Vec<KernelInfo> {
+        {
+            let cached = self.kernels.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, list)) = cached.as_ref() {
+                if at.elapsed() < KERNELS_FRESH {
+                    return list.clone();
+                }
+            }
+        }
+        let list = self
+            .rpc
+            .list_kernels(tonic::Request::new(ListKernelsRequest {}))
+            .await
+            .map(|r| r.into_inner().kernels)
+            .unwrap_or_default();
+        *self.kernels.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), list.clone()));
+        list
     }
 
     /// Follows the kernel events the manager receives until `stop` (the task
@@ -100,12 +128,7 @@ impl StatusPage {
             .lock()
             .map(|mut t| t.list(Instant::now()))
             .unwrap_or_default();
-        let kernels = self
-            .rpc
-            .list_kernels(tonic::Request::new(ListKernelsRequest {}))
-            .await
-            .map(|r| r.into_inner().kernels)
-            .unwrap_or_default();
+        let kernels = self.kernels().await;
         let (events, pulls) = {
             let r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
             (r.events.clone(), r.pulls.clone())
@@ -263,5 +286,50 @@ fn events_table(events: &VecDeque<KernelEvent>) -> Markup {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::pb::PullProgress;
+
+    #[test]
+    fn a_pulling_kernel_shows_how_far_its_pull_is_and_an_ended_one_its_reason() {
+        let pulling = KernelInfo {
+            state: KernelState::Pulling as i32,
+            ..Default::default()
+        };
+        let p = PullProgress {
+            image: "reg:5000/big:v1".into(),
+            bytes_done: 3 << 20,
+            bytes_total: 12 << 20,
+            layers_done: 1,
+            layers_total: 4,
+            eta_ms: 0,
+        };
+        assert_eq!(
+            progress(&pulling, Some(&p)),
+            "pulling reg:5000/big:v1: 25 % (3.0 MiB of 12.0 MiB, 1/4 layers)"
+        );
+        assert_eq!(progress(&pulling, None), "pulling the image");
+        let done = KernelInfo {
+            state: KernelState::Done as i32,
+            reason: "exited with code 0".into(),
+            ..Default::default()
+        };
+        assert_eq!(progress(&done, Some(&p)), "exited with code 0");
+    }
+
+    #[test]
+    fn what_a_kernel_says_is_escaped() {
+        let k = KernelInfo {
+            kernel_id: "k".into(),
+            name: "<script>alert(1)</script>".into(),
+            ..Default::default()
+        };
+        let html = kernels_table(&[k], &HashMap::new(), 0).into_string();
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(html.contains("&lt;script&gt;"), "{html}");
     }
 }

@@ -152,3 +152,83 @@ pub fn encode(snap: &Snapshot, encoder: &mut DescriptorEncoder) -> Result<(), st
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::pb::{GpuInventory, HostStatus};
+    use prometheus_client::collector::Collector;
+    use prometheus_client::registry::Registry;
+
+    #[derive(Debug)]
+    struct Fixed(Snapshot);
+
+    impl Collector for Fixed {
+        fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            encode(&self.0, &mut e)
+        }
+    }
+
+    fn exposition(snap: Snapshot) -> String {
+        let mut r = Registry::default();
+        r.register_collector(Box::new(Fixed(snap)));
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &r).unwrap();
+        text
+    }
+
+    #[test]
+    fn nothing_is_reported_before_the_first_heartbeat_collected_the_host() {
+        assert_eq!(exposition(Snapshot::default()), "");
+    }
+
+    #[test]
+    fn gpus_read_as_the_dcgm_exporter_reports_them_and_fake_ones_not_at_all() {
+        let t4 = GpuDevice {
+            index: 0,
+            uuid: "GPU-1".into(),
+            name: "Tesla T4".into(),
+            memory_total_bytes: 16 << 30,
+            memory_used_bytes: 1 << 30,
+            gpu_utilization_percent: Some(37),
+            temperature_celsius: Some(45),
+            power_draw_milliwatts: Some(70_500),
+            ..Default::default()
+        };
+        let fake = GpuDevice {
+            index: 1,
+            uuid: "0d6d1a2a-fake".into(),
+            fake: true,
+            ..Default::default()
+        };
+        let text = exposition(Snapshot {
+            host: HostStatus {
+                hostname: "h1".into(),
+                cpu_count: 4,
+                ..Default::default()
+            },
+            gpus: GpuInventory {
+                devices: vec![t4, fake],
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        let labels = r#"{gpu="0",UUID="GPU-1",model_name="Tesla T4",Hostname="h1"}"#;
+        for sample in [
+            format!("DCGM_FI_DEV_FB_USED{labels} 1024.0"),
+            format!("DCGM_FI_DEV_FB_FREE{labels} 15360.0"),
+            format!("DCGM_FI_DEV_GPU_UTIL{labels} 37.0"),
+            format!("DCGM_FI_DEV_GPU_TEMP{labels} 45.0"),
+            format!("DCGM_FI_DEV_POWER_USAGE{labels} 70.5"),
+            "deckhand_host_cpus 4.0".to_string(),
+            r#"deckhand_slots{kind="gpu",state="total"} 0.0"#.to_string(),
+        ] {
+            assert!(text.lines().any(|l| l == sample), "no `{sample}` in:\n{text}");
+        }
+        assert!(
+            !text.contains("DCGM_FI_DEV_MEM_COPY_UTIL{"),
+            "a reading NVML did not give is left out:\n{text}"
+        );
+        assert!(!text.contains("fake"), "{text}");
+    }
+}
