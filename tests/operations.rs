@@ -8,7 +8,9 @@ mod common;
 use std::time::Duration;
 
 use common::observe::{self, samples, Prometheus};
-use common::{free_port, wait_for, Cluster, Proc, TEST_IMAGE};
+use common::{
+    build_variant, free_port, untag, wait_for, Cluster, Proc, Registry, Tags, TEST_IMAGE,
+};
 
 /// A manager and an agent `a1` with metrics on, the agent seeing the two fake NVML GPUs.
 struct Observed {
@@ -22,11 +24,19 @@ struct Observed {
 
 impl Observed {
     async fn start(test: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_with(test, &[], env).await
+    }
+
+    /// [`start`](Self::start) with `settings` (`config set KEY VALUE`) in place first.
+    async fn start_with(test: &str, settings: &[(&str, &str)], env: &[(&str, &str)]) -> Self {
         let c = Cluster::start(test).await;
         let lib = c.fake_nvml();
         c.cli_ok(&["config", "set", "docker/cache_usage", "cache_first"]);
         c.cli_ok(&["config", "set", "agent/heartbeat_interval", "500ms"]);
         c.cli_ok(&["config", "set", "gpu/nvml_library", lib.to_str().unwrap()]);
+        for (key, value) in settings {
+            c.cli_ok(&["config", "set", key, value]);
+        }
         let manager_metrics = format!("127.0.0.1:{}", free_port());
         let agent_metrics = format!("127.0.0.1:{}", free_port());
         let port = free_port();
@@ -229,6 +239,69 @@ async fn prometheus_scrapes_the_agent_and_the_manager_and_promtool_accepts_both(
     assert!(prom
         .log()
         .contains("Server is ready to receive web requests"));
+}
+
+#[tokio::test]
+async fn image_pulls_are_counted_with_their_bytes_and_failures_by_reason() {
+    let reg = Registry::start("deckhand", "pw-metrics-81").await;
+    let entry = format!(
+        "{{url = \"{}\", username = \"{}\", password = \"{}\"}}",
+        reg.addr(),
+        reg.user,
+        reg.password
+    );
+    let o = Observed::start_with("pulls", &[("docker/registries/private", &entry)], &[]).await;
+    let ns = o.c.ns.clone();
+    // A layer of 1 MiB that this host does not have once the local tag is gone.
+    let big = build_variant(
+        &format!("{ns}-pull"),
+        "RUN head -c 1048576 /dev/urandom > /blob",
+    );
+    let _tags = Tags(vec![big.clone()]);
+    let first = reg.push(&big, &format!("pulls/{ns}-a:v1"), false);
+    let second = reg.push(&big, &format!("pulls/{ns}-b:v1"), false);
+    untag(&big);
+
+    o.c.cli_ok(&["run", "-d", &first, "true"]);
+    let text = wait_sample(&o.agent_metrics, "deckhand_image_pulls_total", "", 1.0).await;
+    let bytes = samples(&text, "deckhand_image_pull_bytes_total")[0].1;
+    assert!(bytes >= 1048576.0, "pulled {bytes} bytes");
+    assert_eq!(
+        samples(&text, "deckhand_image_pull_duration_seconds_count"),
+        [(String::new(), 1.0)]
+    );
+    assert!(samples(&text, "deckhand_image_pull_failures_total").is_empty());
+
+    // The registry refuses the next pull: counted as an authentication failure.
+    let reloads = samples(&text, "deckhand_config_reloads_total")[0].1;
+    o.c.cli_ok(&[
+        "config",
+        "set",
+        "docker/registries/private/password",
+        "wrong-pw",
+    ]);
+    wait_sample(
+        &o.agent_metrics,
+        "deckhand_config_reloads_total",
+        "",
+        reloads + 1.0,
+    )
+    .await;
+    let out = o.c.cli(&["run", "-d", &second, "true"]);
+    assert!(
+        !out.status.success(),
+        "a pull with a wrong password succeeded"
+    );
+    let text = wait_sample(&o.agent_metrics, "deckhand_image_pulls_total", "", 2.0).await;
+    assert_eq!(
+        samples(&text, "deckhand_image_pull_failures_total"),
+        [(r#"reason="auth""#.to_string(), 1.0)]
+    );
+    assert_eq!(
+        samples(&text, "deckhand_kernel_create_failures_total"),
+        [(r#"runtime="docker""#.to_string(), 1.0)]
+    );
+    assert_eq!(observe::promtool_check(&text), "", "{text}");
 }
 
 #[tokio::test]

@@ -223,7 +223,10 @@ mod tests {
             "deckhand_host_cpus 4.0".to_string(),
             r#"deckhand_slots{kind="gpu",state="total"} 0.0"#.to_string(),
         ] {
-            assert!(text.lines().any(|l| l == sample), "no `{sample}` in:\n{text}");
+            assert!(
+                text.lines().any(|l| l == sample),
+                "no `{sample}` in:\n{text}"
+            );
         }
         assert!(
             !text.contains("DCGM_FI_DEV_MEM_COPY_UTIL{"),
