@@ -305,6 +305,47 @@ async fn image_pulls_are_counted_with_their_bytes_and_failures_by_reason() {
 }
 
 #[tokio::test]
+async fn etcd_outages_and_refused_settings_show_in_the_agents_metrics() {
+    let mut o = Observed::start("etcdm", &[]).await;
+    let text = wait_sample(&o.agent_metrics, "deckhand_etcd_connected", "", 1.0).await;
+    assert_eq!(
+        samples(&text, "deckhand_etcd_reconnects_total"),
+        [(String::new(), 0.0)]
+    );
+    // A malformed value put into etcd by other means than `deckhand config`.
+    let key = format!("/deckhand/{}/config/agent/heartbeat_interval", o.c.ns);
+    o.c.etcd_client()
+        .await
+        .put(key, "soon", None)
+        .await
+        .unwrap();
+    wait_sample(
+        &o.agent_metrics,
+        "deckhand_config_rejected_values_total",
+        "",
+        1.0,
+    )
+    .await;
+
+    o.c.etcd_mut().stop();
+    wait_sample(&o.agent_metrics, "deckhand_etcd_connected", "", 0.0).await;
+    wait_sample(&o.manager_metrics, "deckhand_etcd_connected", "", 0.0).await;
+    o.c.etcd_mut().restart(false).await;
+    let text = wait_sample(&o.agent_metrics, "deckhand_etcd_connected", "", 1.0).await;
+    assert_eq!(
+        samples(&text, "deckhand_etcd_reconnects_total"),
+        [(String::new(), 1.0)]
+    );
+    wait_sample(
+        &o.manager_metrics,
+        "deckhand_etcd_reconnects_total",
+        "",
+        1.0,
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn a_bad_metrics_address_is_refused_naming_the_flag() {
     let c = Cluster::start("badmetrics").await;
     for bad in ["nonsense", "127.0.0.1:99999", ":9100"] {

@@ -40,13 +40,16 @@ struct Recent {
     pulls: HashMap<String, crate::rpc::pb::PullProgress>,
 }
 
+/// The agents' kernels as listed at an instant.
+type Listing = (Instant, Vec<KernelInfo>);
+
 /// What the page is made from.
 #[derive(Clone)]
 pub struct StatusPage {
     rpc: ManagerRpc,
     recent: Arc<Mutex<Recent>>,
     /// The last listing of the agents' kernels, and when it was made.
-    kernels: Arc<Mutex<Option<(Instant, Vec<KernelInfo>)>>>,
+    kernels: Arc<Mutex<Option<Listing>>>,
 }
 
 impl StatusPage {
