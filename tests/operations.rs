@@ -497,10 +497,19 @@ async fn a_kernels_life_can_be_followed_by_its_id_in_json_logs() {
         log.contains("\"action\":\"REMOVE\"").then_some(log)
     })
     .await;
-    let mine: Vec<serde_json::Value> = manager_log
+    let all: Vec<serde_json::Value> = manager_log
         .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON"))
-        .filter(|l: &serde_json::Value| l["fields"]["kernel_id"] == id.as_str())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    for l in &all {
+        assert_eq!(
+            l["span"]["manager_id"], "m1",
+            "a line without the manager's id: {l}"
+        );
+    }
+    let mine: Vec<&serde_json::Value> = all
+        .iter()
+        .filter(|l| l["fields"]["kernel_id"] == id.as_str())
         .collect();
     let messages: Vec<&str> = mine
         .iter()
