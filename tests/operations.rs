@@ -362,15 +362,20 @@ async fn a_bad_metrics_address_is_refused_naming_the_flag() {
     // A port someone else holds: the daemon does not start, and says which flag.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let mut m = c.manager("m1", &["--metrics-listen-addr", &addr]);
-    let status = m.wait_exit(Duration::from_secs(20)).await;
-    assert!(status.is_some_and(|s| !s.success()), "manager kept running");
-    assert!(
-        m.log()
-            .contains(&format!("--metrics-listen-addr `{addr}`: cannot listen")),
-        "{}",
-        m.log()
+    let m = c.manager("m1", &["--metrics-listen-addr", &addr]);
+    let a = c.agent_with(
+        "a1",
+        c.dir.path().join("scratch-a1"),
+        &["--metrics-listen-addr", &addr],
+        &[],
     );
+    for (what, mut daemon) in [("manager", m), ("agent", a)] {
+        let status = daemon.wait_exit(Duration::from_secs(20)).await;
+        assert!(status.is_some_and(|s| !s.success()), "{what} kept running");
+        let log = daemon.log();
+        let said = format!("--metrics-listen-addr `{addr}`: cannot listen");
+        assert!(log.contains(&said), "{what}: {log}");
+    }
     // Without the flag nothing listens beside gRPC.
     let m2 = c.manager("m2", &[]);
     wait_for(Duration::from_secs(20), "manager m2 registered", || async {
