@@ -14,6 +14,7 @@ pub mod config;
 pub mod host;
 pub mod kernel;
 pub mod manager;
+pub mod metrics;
 pub mod rpc;
 pub mod runtime;
 pub mod shutdown;

@@ -83,6 +83,8 @@ impl Heartbeat {
             let snap = self.collector.collect(&cfg, self.kernels.allocated()).await;
             self.identity.region = cfg.region.clone();
             self.identity.scaling_group = cfg.scaling_group.clone();
+            let usage = self.kernels.usage();
+            crate::metrics::agent::agent().set_usage(&usage);
             let req = HeartbeatRequest {
                 agent: Some(self.identity.clone()),
                 host: Some(snap.host.clone()),
@@ -90,7 +92,7 @@ impl Heartbeat {
                 slots: Some(snap.slots),
                 heartbeat_interval_ms: period.as_millis() as u64,
                 sequence: sequence + 1,
-                kernels: convert::usages(self.kernels.usage()),
+                kernels: convert::usages(usage),
                 runtimes: convert::runtime_infos(self.kernels.runtime_loads()),
             };
             let cap = super::status::capacity(&snap.host, &snap.gpus);
@@ -202,7 +204,21 @@ impl Links {
                 },
             };
             let mut client = client;
-            match client.heartbeat(req.clone()).await {
+            let sent = std::time::Instant::now();
+            let answer = client.heartbeat(req.clone()).await;
+            let metrics = crate::metrics::agent::agent();
+            match &answer {
+                Ok(_) => {
+                    metrics.heartbeats_sent.inc();
+                    metrics
+                        .heartbeat_seconds
+                        .observe(sent.elapsed().as_secs_f64());
+                }
+                Err(_) => {
+                    metrics.heartbeats_failed.inc();
+                }
+            }
+            match answer {
                 Ok(_) => {
                     self.current = idx;
                     if self.state != LinkState::Up(addr.clone()) {

@@ -50,6 +50,8 @@ pub struct AgentOptions {
     pub rpc_listen_addr: String,
     /// The address registered for the manager; derived from the listener when absent.
     pub advertise_addr: Option<String>,
+    /// Where `GET /metrics` is served (`--metrics-listen-addr`); none: not served.
+    pub metrics_listen_addr: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +69,8 @@ pub enum AgentError {
     Session(#[from] SessionError),
     #[error("{0}")]
     Docker(#[from] crate::runtime::docker::EngineError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
 }
 
 /// The address peers should dial: the listener's, with an unspecified IP replaced by the
@@ -101,6 +105,10 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let span = tracing::info_span!("agent", agent_id = %opts.agent_id, namespace = %opts.namespace);
 
     let bound = rpc::bind(&opts.rpc_listen_addr).await?;
+    let metrics_bound = match &opts.metrics_listen_addr {
+        Some(addr) => Some(crate::metrics::bind(addr).await?),
+        None => None,
+    };
     let address = rpc::advertised_uri(
         advertised(bound.local_addr, opts.advertise_addr.as_deref()),
         &opts.tls,
@@ -280,6 +288,15 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         .run(tasks.token())
         .instrument(span.clone()),
     );
+    if let Some(bound) = metrics_bound {
+        let collector = crate::metrics::agent::AgentCollector {
+            kernels: kernels.clone(),
+            snapshot: snap_rx.clone(),
+        };
+        let registry = crate::metrics::agent::registry(collector);
+        let router = crate::metrics::router(registry, axum::Router::new());
+        crate::metrics::spawn(&tasks, bound, router, span.clone());
+    }
     let shutdown_config = cfg_rx.clone();
     let shutdown_manager = mgr_rx.clone();
     let shutdown_kernels = kernels.clone();

@@ -33,6 +33,10 @@ pub struct AgentArgs {
     #[arg(long, env = "DECKHAND_ADVERTISE_ADDR")]
     pub advertise_addr: Option<String>,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics (`HOST:PORT`) [default: not served].
+    #[arg(long, env = "DECKHAND_METRICS_LISTEN_ADDR", value_name = "ADDR", value_parser = crate::metrics::parse_listen_addr)]
+    pub metrics_listen_addr: Option<String>,
+
     /// This agent's id in the namespace [default: the hostname].
     #[arg(long, env = "DECKHAND_AGENT_ID")]
     pub agent_id: Option<String>,
@@ -53,6 +57,7 @@ impl AgentArgs {
             scratch_root: self.scratch_root.clone(),
             rpc_listen_addr: self.rpc_listen_addr.clone(),
             advertise_addr: self.advertise_addr.clone(),
+            metrics_listen_addr: self.metrics_listen_addr.clone(),
         })
     }
 }
@@ -74,6 +79,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         );
         if let Some(a) = &opts.advertise_addr {
             t.insert("advertise-addr".into(), a.clone().into());
+        }
+        if let Some(a) = &opts.metrics_listen_addr {
+            t.insert("metrics-listen-addr".into(), a.clone().into());
         }
         if let Some(u) = &opts.etcd.user {
             t.insert("etcd-user".into(), u.clone().into());

@@ -25,6 +25,11 @@ pub struct ManagerArgs {
     #[arg(long, env = "DECKHAND_ADVERTISE_ADDR")]
     pub advertise_addr: Option<String>,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics and the status page at http://ADDR/
+    /// (`HOST:PORT`) [default: not served].
+    #[arg(long, env = "DECKHAND_METRICS_LISTEN_ADDR", value_name = "ADDR", value_parser = crate::metrics::parse_listen_addr)]
+    pub metrics_listen_addr: Option<String>,
+
     /// This manager's id in the namespace [default: the hostname].
     #[arg(long, env = "DECKHAND_MANAGER_ID")]
     pub manager_id: Option<String>,
@@ -59,6 +64,7 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         advertise_addr: args.advertise_addr.clone(),
         gone_retention: args.gone_retention,
         lease_ttl: args.lease_ttl,
+        metrics_listen_addr: args.metrics_listen_addr.clone(),
     })
     .await?;
     Ok(ExitCode::SUCCESS)

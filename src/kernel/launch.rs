@@ -124,11 +124,22 @@ impl Supervisor {
     }
 
     pub(super) async fn launch(self, id: String) {
+        let begun = std::time::Instant::now();
         let permit = self.0.permits.acquire().await;
         if permit.is_err() {
             return;
         }
-        if let Err(e) = self.launch_inner(&id).await {
+        let outcome = self.launch_inner(&id).await;
+        let made = self.with_record(&id, |r| (r.runtime.clone(), r.state));
+        if let (Ok(()), Some((runtime, state))) = (&outcome, &made) {
+            if !matches!(state, KernelState::Failed | KernelState::Cancelled) {
+                crate::metrics::agent::agent().kernel_created(runtime, begun.elapsed());
+            }
+        }
+        if let Err(e) = outcome {
+            if let Some((runtime, _)) = &made {
+                crate::metrics::agent::agent().kernel_create_failed(runtime);
+            }
             let reason = e.to_string();
             tracing::warn!(kernel_id = %id, error = %reason, "kernel could not start");
             let made = self.with_record(&id, |r| (r.runtime.clone(), r.handle.clone()));

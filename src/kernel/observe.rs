@@ -220,9 +220,10 @@ impl Supervisor {
                 if let (Some(h), Ok(rt)) = (e.rec.handle.clone(), self.runtime(&e.rec.runtime)) {
                     let grace = e.rec.spec.stop_grace_period;
                     tracing::info!(kernel_id = %id, "finishing an interrupted stop");
+                    let kid = id.to_string();
                     self.spawn(async move {
                         if let Err(e) = rt.stop(&h, grace).await {
-                            tracing::warn!(instance = %h.instance, error = %e, "finishing an interrupted stop failed");
+                            tracing::warn!(kernel_id = %kid, instance = %h.instance, error = %e, "finishing an interrupted stop failed");
                         }
                     });
                 }

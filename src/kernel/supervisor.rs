@@ -15,7 +15,7 @@
 //! [`observe`](super::observe) (runtime events, resync, restarts),
 //! [`recovery`](super::recovery) (after a restart), [`slots`](super::slots).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -29,6 +29,7 @@ use super::events::EventLog;
 use super::record::Record;
 use super::registry::Registry;
 use super::slots::{self, Amounts, Capacity};
+use super::state::KernelState;
 use super::table::{Entry, Table};
 use crate::config::ClusterConfig;
 use crate::runtime::{Background, Runtime, Runtimes, Usage};
@@ -369,6 +370,17 @@ impl Supervisor {
                 in_use: live.get(rt.name()).copied().unwrap_or(0),
             })
             .collect()
+    }
+
+    /// How many kernels each runtime holds in each state (for metrics; one pass under the
+    /// lock, nothing cloned but runtime names).
+    pub fn census(&self) -> HashMap<(String, KernelState), u32> {
+        let mut out: HashMap<(String, KernelState), u32> = HashMap::new();
+        for e in self.lock().kernels.values() {
+            let key = (e.rec.runtime.clone(), e.rec.state);
+            *out.entry(key).or_insert(0) += 1;
+        }
+        out
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, Table> {

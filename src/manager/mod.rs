@@ -7,6 +7,7 @@ pub mod kernels;
 mod placement;
 pub mod service;
 pub mod slots;
+pub mod status_page;
 pub mod table;
 
 use std::sync::{Arc, Mutex};
@@ -43,6 +44,9 @@ pub struct ManagerOptions {
     pub gone_retention: Duration,
     /// TTL of the manager's registration lease.
     pub lease_ttl: Duration,
+    /// Where `GET /metrics` and the status page are served (`--metrics-listen-addr`);
+    /// none: not served.
+    pub metrics_listen_addr: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +57,8 @@ pub enum ManagerError {
     Rpc(#[from] ServeError),
     #[error(transparent)]
     Session(#[from] SessionError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
 }
 
 pub async fn run(opts: ManagerOptions) -> Result<(), ManagerError> {
@@ -61,6 +67,10 @@ pub async fn run(opts: ManagerOptions) -> Result<(), ManagerError> {
     let span =
         tracing::info_span!("manager", manager_id = %opts.manager_id, namespace = %opts.namespace);
     let bound = rpc::bind(&opts.listen).await?;
+    let metrics_bound = match &opts.metrics_listen_addr {
+        Some(addr) => Some(crate::metrics::bind(addr).await?),
+        None => None,
+    };
     let address = rpc::advertised_uri(
         advertised(bound.local_addr, opts.advertise_addr.as_deref()),
         &opts.tls,
@@ -141,6 +151,16 @@ pub async fn run(opts: ManagerOptions) -> Result<(), ManagerError> {
             channels: Arc::default(),
             tls: opts.tls.clone(),
         };
+        if let Some(bound) = metrics_bound {
+            let page = status_page::StatusPage::new(svc.clone());
+            tasks.spawn(
+                "status-events",
+                page.clone().follow(tasks.token()).instrument(span.clone()),
+            );
+            let registry = crate::metrics::manager::registry(svc.table.clone());
+            let router = crate::metrics::router(registry, page.router());
+            crate::metrics::spawn(&tasks, bound, router, span.clone());
+        }
         let limit = crate::rpc::MAX_MESSAGE;
         let routes = tonic::service::Routes::new(
             ManagerServiceServer::new(svc.clone())

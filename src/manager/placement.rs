@@ -19,41 +19,88 @@ use crate::rpc::pb::{
     AgentState, AgentSummary, CreateKernelResponse, RunKernelRequest, SlotAmounts,
 };
 
+/// Why a kernel was not placed, for `deckhand_manager_placement_refusals`.
+type Refusal = (&'static str, Status);
+
+fn refused(reason: &'static str) -> impl FnOnce(Status) -> Refusal {
+    move |s| (reason, s)
+}
+
 impl ManagerRpc {
-    /// Places and creates the kernel of `req`; see the module doc.
+    /// Places and creates the kernel of `req` (see the module doc); counts and logs the
+    /// outcome.
     pub(super) async fn place(
         &self,
         req: RunKernelRequest,
     ) -> Result<CreateKernelResponse, Status> {
+        let kernel_id = req
+            .request
+            .as_ref()
+            .and_then(|c| c.spec.as_ref())
+            .map(|s| s.kernel_id.clone())
+            .unwrap_or_default();
+        let metrics = crate::metrics::manager::manager();
+        match self.place_on_an_agent(req).await {
+            Ok(resp) => {
+                metrics.placements.inc();
+                tracing::info!(kernel_id = %kernel_id, agent_id = %resp.agent_id, "kernel placed");
+                Ok(resp)
+            }
+            Err((reason, status)) => {
+                metrics.refused(reason);
+                tracing::info!(kernel_id = %kernel_id, reason, "kernel not placed: {}", status.message());
+                Err(status)
+            }
+        }
+    }
+
+    async fn place_on_an_agent(
+        &self,
+        req: RunKernelRequest,
+    ) -> Result<CreateKernelResponse, Refusal> {
+        let invalid = refused("invalid_request");
         let Some(create) = req.request else {
-            return Err(Status::invalid_argument("request: missing"));
+            return Err(invalid(Status::invalid_argument("request: missing")));
         };
         let Some(spec) = create.spec.as_ref() else {
-            return Err(Status::invalid_argument("request.spec: missing"));
+            return Err(invalid(Status::invalid_argument("request.spec: missing")));
         };
         let kernel_id = spec.kernel_id.clone();
+        let internal = refused("agent_error");
         if !req.agent_id.is_empty() {
-            let agent = self.agent_named(&req.agent_id)?;
-            let resp = self
-                .client(&agent)?
+            let agent = self
+                .agent_named(&req.agent_id)
+                .map_err(refused("unknown_agent"))?;
+            let answer = self
+                .client(&agent)
+                .map_err(refused("agent_error"))?
                 .create_kernel(create)
-                .await?
+                .await;
+            let resp = super::service::forwarded("CreateKernel", answer)
+                .map_err(|s| match s.code() {
+                    tonic::Code::ResourceExhausted => ("all_agents_full", s),
+                    _ => ("agent_error", s),
+                })?
                 .into_inner();
-            self.placed(&kernel_id, &resp)?;
+            self.placed(&kernel_id, &resp).map_err(internal)?;
             return Ok(resp);
         }
         let runtime = spec.runtime.as_str();
         let agents: Vec<(AgentSummary, SlotAmounts)> = self
-            .table()?
+            .table()
+            .map_err(refused("agent_error"))?
             .with_free_slots(Instant::now())
             .into_iter()
             .filter(|(a, _)| has_runtime(a, runtime))
             .collect();
         if agents.is_empty() && !runtime.is_empty() {
-            return Err(Status::failed_precondition(format!(
-                "runtime: no agent in namespace `{}` has the `{runtime}` runtime (an agent offers vastai once config/vast_api/api_key is set)",
-                self.namespace
-            )));
+            return Err((
+                "no_runtime",
+                Status::failed_precondition(format!(
+                    "runtime: no agent in namespace `{}` has the `{runtime}` runtime (an agent offers vastai once config/vast_api/api_key is set)",
+                    self.namespace
+                )),
+            ));
         }
         // A remote runtime takes none of the agent's own slots; the agent bounds it.
         let need = if matches!(runtime, "" | "docker") {
@@ -63,11 +110,11 @@ impl ManagerRpc {
         };
         let plan = slots::plan(&agents, &need);
         if plan.fit.is_empty() && plan.maybe.is_empty() {
-            return Err(Status::resource_exhausted(format!(
-                "{}: {}",
-                self.no_room(&need),
-                nobody_could(&agents, &need)
-            )));
+            let (reason, why) = nobody_could(&agents, &need);
+            return Err((
+                reason,
+                Status::resource_exhausted(format!("{}: {why}", self.no_room(&need))),
+            ));
         }
         let mut refusals = Vec::new();
         for agent in plan.fit.iter().chain(&plan.maybe) {
@@ -76,24 +123,30 @@ impl ManagerRpc {
                 .as_ref()
                 .map(|i| i.agent_id.clone())
                 .unwrap_or_default();
-            match self.client(agent)?.create_kernel(create.clone()).await {
+            let mut client = self.client(agent).map_err(refused("agent_error"))?;
+            let answer = client.create_kernel(create.clone()).await;
+            match super::service::forwarded("CreateKernel", answer) {
                 Ok(resp) => {
                     let resp = resp.into_inner();
-                    self.placed(&kernel_id, &resp)?;
+                    self.placed(&kernel_id, &resp)
+                        .map_err(refused("agent_error"))?;
                     return Ok(resp);
                 }
                 Err(s) if s.code() == tonic::Code::ResourceExhausted => {
                     tracing::debug!(agent_id = %agent_id, kernel_id = %kernel_id, "agent full: {}", s.message());
                     refusals.push(format!("agent `{agent_id}`: {}", s.message()));
                 }
-                Err(s) => return Err(s),
+                Err(s) => return Err(("agent_error", s)),
             }
         }
-        Err(Status::resource_exhausted(format!(
-            "{} ({})",
-            self.no_room(&need),
-            refusals.join("; ")
-        )))
+        Err((
+            "all_agents_full",
+            Status::resource_exhausted(format!(
+                "{} ({})",
+                self.no_room(&need),
+                refusals.join("; ")
+            )),
+        ))
     }
 
     /// Records a created kernel: where it is and what it holds.
@@ -120,15 +173,19 @@ fn has_runtime(a: &AgentSummary, runtime: &str) -> bool {
         || (a.runtimes.is_empty() && runtime == "docker")
 }
 
-/// Why no agent was even asked: none ALIVE, or none that large.
-fn nobody_could(agents: &[(AgentSummary, SlotAmounts)], need: &SlotAmounts) -> String {
+/// Why no agent was even asked: none ALIVE, or none that large (with the refusal's reason
+/// for metrics).
+fn nobody_could(
+    agents: &[(AgentSummary, SlotAmounts)],
+    need: &SlotAmounts,
+) -> (&'static str, String) {
     let alive: Vec<SlotAmounts> = agents
         .iter()
         .filter(|(a, _)| a.state == AgentState::Alive as i32)
         .map(|(a, _)| capacity(&a.slots.unwrap_or_default()))
         .collect();
     if alive.is_empty() {
-        return "no agent is ALIVE".into();
+        return ("no_agent_alive", "no agent is ALIVE".into());
     }
     let most = alive
         .iter()
@@ -138,15 +195,17 @@ fn nobody_could(agents: &[(AgentSummary, SlotAmounts)], need: &SlotAmounts) -> S
             gpus: m.gpus.max(c.gpus),
         });
     let short = short_of(&most, need);
-    if short.is_empty() {
-        return format!(
+    let why = if short.is_empty() {
+        format!(
             "no single agent has all of that after its reserve (the most of each: {})",
             describe(&most)
-        );
-    }
-    format!(
-        "no agent has that much {} after its reserve (the most any has: {})",
-        short.join(" or "),
-        describe(&most)
-    )
+        )
+    } else {
+        format!(
+            "no agent has that much {} after its reserve (the most any has: {})",
+            short.join(" or "),
+            describe(&most)
+        )
+    };
+    ("no_agent_large_enough", why)
 }

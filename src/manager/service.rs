@@ -32,6 +32,11 @@ use crate::tls::TlsFiles;
 
 type OutputStream = Pin<Box<dyn Stream<Item = Result<OutputChunk, Status>> + Send>>;
 
+/// Counts a call forwarded to an agent (`deckhand_manager_forwarded_calls`).
+pub(super) fn forwarded<T>(method: &'static str, answer: Result<T, Status>) -> Result<T, Status> {
+    crate::metrics::manager::manager().forwarded(method, answer)
+}
+
 /// How long a forwarded unary call may take (a create waits for the container to start; a
 /// stop waits out the grace period).
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -230,10 +235,12 @@ impl ManagerService for ManagerRpc {
         let address = agent.address.clone();
         self.table()?
             .heartbeat(req, Instant::now(), SystemTime::now());
+        crate::metrics::manager::manager().heartbeats.inc();
         if self.directory().first_sight(&agent_id, &instance_id) {
             // A new agent process (or a new manager): reconcile what each side believes.
             let me = self.clone();
-            tokio::spawn(async move { me.sync_with(&agent_id, &address).await });
+            let sync = async move { me.sync_with(&agent_id, &address).await };
+            tokio::spawn(tracing::Instrument::in_current_span(sync));
         }
         Ok(Response::new(HeartbeatResponse {
             manager_id: self.manager_id.clone(),
@@ -304,8 +311,8 @@ impl ClusterService for ManagerRpc {
                 c.list_kernels(ListKernelsRequest {}),
             )
             .await
-            .ok()?
-            .ok()?;
+            .unwrap_or_else(|_| Err(Status::deadline_exceeded("no answer within 5s")));
+            let r = forwarded("ListKernels", r).ok()?;
             Some(r.into_inner().kernels)
         });
         let mut kernels: Vec<KernelInfo> = futures::future::join_all(calls)
@@ -321,7 +328,8 @@ impl ClusterService for ManagerRpc {
     async fn get_kernel(&self, req: Request<KernelRef>) -> Result<Response<KernelInfo>, Status> {
         let req = req.into_inner();
         let agent = self.holder(&req.kernel_id).await?;
-        self.client(&agent)?.get_kernel(req).await
+        let answer = self.client(&agent)?.get_kernel(req).await;
+        forwarded("GetKernel", answer)
     }
 
     async fn control_kernel(
@@ -332,7 +340,24 @@ impl ClusterService for ManagerRpc {
         let agent = self.holder(&req.kernel_id).await?;
         let id = req.kernel_id.clone();
         let remove = req.action == KernelAction::Remove as i32;
-        let resp = self.client(&agent)?.control_kernel(req).await?;
+        let action = KernelAction::try_from(req.action)
+            .map(|a| a.as_str_name().trim_start_matches("KERNEL_ACTION_"))
+            .unwrap_or("UNKNOWN");
+        let agent_id = agent
+            .identity
+            .as_ref()
+            .map(|i| i.agent_id.clone())
+            .unwrap_or_default();
+        let answer = self.client(&agent)?.control_kernel(req).await;
+        match &answer {
+            Ok(_) => {
+                tracing::info!(kernel_id = %id, agent_id = %agent_id, action, "kernel control forwarded")
+            }
+            Err(s) => {
+                tracing::info!(kernel_id = %id, agent_id = %agent_id, action, "kernel control refused by the agent: {}", s.message())
+            }
+        }
+        let resp = forwarded("ControlKernel", answer)?;
         if remove {
             self.directory().forget(&id);
         }
@@ -362,7 +387,8 @@ impl ClusterService for ManagerRpc {
     ) -> Result<Response<OutputStream>, Status> {
         let req = req.into_inner();
         let agent = self.holder(&req.kernel_id).await?;
-        let s = self.client(&agent)?.kernel_logs(req).await?.into_inner();
+        let answer = self.client(&agent)?.kernel_logs(req).await;
+        let s = forwarded("KernelLogs", answer)?.into_inner();
         Ok(Response::new(Box::pin(s.map(|r| r))))
     }
 
@@ -410,7 +436,8 @@ impl ClusterService for ManagerRpc {
     ) -> Result<Response<OutputStream>, Status> {
         let req = req.into_inner();
         let agent = self.holder(&req.kernel_id).await?;
-        let s = self.client(&agent)?.exec_kernel(req).await?.into_inner();
+        let answer = self.client(&agent)?.exec_kernel(req).await;
+        let s = forwarded("ExecKernel", answer)?.into_inner();
         Ok(Response::new(Box::pin(s.map(|r| r))))
     }
 
@@ -420,7 +447,8 @@ impl ClusterService for ManagerRpc {
     ) -> Result<Response<UploadFileResponse>, Status> {
         let req = req.into_inner();
         let agent = self.holder(&req.kernel_id).await?;
-        self.client(&agent)?.upload_file(req).await
+        let answer = self.client(&agent)?.upload_file(req).await;
+        forwarded("UploadFile", answer)
     }
 
     async fn download_file(
@@ -429,7 +457,8 @@ impl ClusterService for ManagerRpc {
     ) -> Result<Response<DownloadFileResponse>, Status> {
         let req = req.into_inner();
         let agent = self.holder(&req.kernel_id).await?;
-        self.client(&agent)?.download_file(req).await
+        let answer = self.client(&agent)?.download_file(req).await;
+        forwarded("DownloadFile", answer)
     }
 
     async fn list_files(
@@ -438,6 +467,7 @@ impl ClusterService for ManagerRpc {
     ) -> Result<Response<ListFilesResponse>, Status> {
         let req = req.into_inner();
         let agent = self.holder(&req.kernel_id).await?;
-        self.client(&agent)?.list_files(req).await
+        let answer = self.client(&agent)?.list_files(req).await;
+        forwarded("ListFiles", answer)
     }
 }

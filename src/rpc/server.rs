@@ -90,7 +90,11 @@ pub async fn serve(
             .tls_config(config)
             .map_err(|e| ServeError::Tls(error_chain(&e)))?;
     }
+    // Requests are handled under the span `serve` runs in (the daemon's, carrying its
+    // agent or manager id), so every line a handler logs names the daemon.
+    let span = tracing::Span::current();
     server
+        .trace_fn(move |_| span.clone())
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(bound.listener), async move {

@@ -9,6 +9,7 @@
 //! in parallel.
 #![allow(dead_code)]
 
+pub mod observe;
 pub mod pki;
 pub mod s3;
 pub mod supervisord;

@@ -128,8 +128,13 @@ impl Images {
         p.running.insert(image.to_string(), rx.clone());
         let me = self.clone();
         let image = image.to_string();
-        tokio::spawn(async move {
+        let pull = async move {
+            let begun = Instant::now();
             let result = me.run_pull(&image, &opts, &tx).await;
+            let bytes = tx.borrow().progress.bytes_done;
+            let failure = result.as_ref().err().map(|(reason, _)| *reason);
+            crate::metrics::agent::agent().pull_finished(begun.elapsed(), bytes, failure);
+            let result = result.map_err(|(_, e)| e);
             if let Err(e) = &result {
                 tracing::warn!(image = %image, error = %e, "image pull failed");
             } else {
@@ -143,7 +148,9 @@ impl Images {
             p.finished.insert(image, (now, result.clone()));
             drop(p);
             tx.send_modify(|s| s.done = Some(result));
-        });
+        };
+        // The pull serves every kernel waiting on it: it logs under the agent's span.
+        tokio::spawn(tracing::Instrument::in_current_span(pull));
         rx
     }
 
@@ -152,7 +159,7 @@ impl Images {
         image: &str,
         opts: &PullOptions,
         tx: &watch::Sender<PullState>,
-    ) -> Result<(), PullError> {
+    ) -> Result<(), (&'static str, PullError)> {
         let credentials = opts.registry.as_ref().and_then(|r| {
             (!r.username.is_empty()).then(|| DockerCredentials {
                 username: Some(r.username.clone()),
@@ -185,16 +192,22 @@ impl Images {
                 Ok(Some(item)) => item,
                 Ok(None) => break,
                 Err(_) if quiet_until >= deadline => {
-                    return Err(PullError::Failed(format!(
-                        "pulling {from} timed out after {} (docker/pull_timeout)",
-                        humantime::format_duration(opts.timeout)
-                    )))
+                    return Err((
+                        "timeout",
+                        PullError::Failed(format!(
+                            "pulling {from} timed out after {} (docker/pull_timeout)",
+                            humantime::format_duration(opts.timeout)
+                        )),
+                    ))
                 }
                 Err(_) => {
-                    return Err(PullError::Failed(format!(
+                    return Err((
+                        "stalled",
+                        PullError::Failed(format!(
                     "pulling {from} stalled: no progress for {} (docker/pull_inactivity_timeout)",
                     humantime::format_duration(opts.inactivity_timeout)
-                )))
+                )),
+                    ))
                 }
             };
             let info = match item {
@@ -313,8 +326,13 @@ fn split_tag(image: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// A failed pull in words, naming the registry; credentials never appear.
-fn pull_error(from: &str, e: bollard::errors::Error, registry: Option<&Registry>) -> PullError {
+/// A failed pull in words, naming the registry (credentials never appear), with its reason
+/// for metrics: `auth`, `not_found`, `engine_unavailable` or `other`.
+fn pull_error(
+    from: &str,
+    e: bollard::errors::Error,
+    registry: Option<&Registry>,
+) -> (&'static str, PullError) {
     let mut message = match &e {
         bollard::errors::Error::DockerStreamError { error } => error.clone(),
         bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
@@ -335,15 +353,30 @@ fn pull_error(from: &str, e: bollard::errors::Error, registry: Option<&Registry>
     .iter()
     .any(|w| lower.contains(w))
     {
-        return PullError::Failed(format!(
-            "pulling {from} failed: authentication failed ({message})"
-        ));
+        return (
+            "auth",
+            PullError::Failed(format!(
+                "pulling {from} failed: authentication failed ({message})"
+            )),
+        );
     }
     match EngineError::from(e) {
-        EngineError::Unavailable(_) => {
-            PullError::Unavailable(format!("pulling {from} failed: {message}"))
-        }
-        _ => PullError::Failed(format!("pulling {from} failed: {message}")),
+        EngineError::Unavailable(_) => (
+            "engine_unavailable",
+            PullError::Unavailable(format!("pulling {from} failed: {message}")),
+        ),
+        EngineError::NotFound(_) => (
+            "not_found",
+            PullError::Failed(format!("pulling {from} failed: {message}")),
+        ),
+        _ if lower.contains("not found") || lower.contains("manifest unknown") => (
+            "not_found",
+            PullError::Failed(format!("pulling {from} failed: {message}")),
+        ),
+        _ => (
+            "other",
+            PullError::Failed(format!("pulling {from} failed: {message}")),
+        ),
     }
 }
 
@@ -456,8 +489,9 @@ mod tests {
         let e = bollard::errors::Error::DockerStreamError {
             error: "Head http://127.0.0.1:5000/v2/x: unauthorized: hunter2".into(),
         };
-        let msg =
-            pull_error("`x` from registry `private` (127.0.0.1:5000)", e, Some(&r)).to_string();
+        let (reason, msg) = pull_error("`x` from registry `private` (127.0.0.1:5000)", e, Some(&r));
+        assert_eq!(reason, "auth");
+        let msg = msg.to_string();
         assert!(msg.contains("registry `private`"), "{msg}");
         assert!(msg.contains("authentication failed"), "{msg}");
         assert!(!msg.contains("hunter2"), "{msg}");

@@ -1,0 +1,284 @@
+//! The agent's metrics: what it counts as things happen ([`AgentMetrics`], a process-wide
+//! static), and what it reads at scrape time ([`AgentCollector`]: kernels by state and
+//! runtime, the event log, per-kernel usage, and through [`super::host`] the host, slots
+//! and GPUs of the last heartbeat).
+//!
+//! Per-kernel series carry one label, `kernel_id`, and exist only while the kernel lives:
+//! usage is replaced whole by every heartbeat and a kernel's entry is dropped the moment it
+//! ends ([`AgentMetrics::kernel_ended`], from the supervisor's one transition point).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+use tokio::sync::watch;
+
+use super::LATENCY_BUCKETS;
+use crate::agent::status::Snapshot;
+use crate::kernel::{KernelState, Supervisor};
+use crate::runtime::Usage;
+
+/// One label: `[("runtime", "docker")]`, `[("reason", "auth")]`.
+pub type Label = [(&'static str, String); 1];
+
+type HistogramFamily = Family<Label, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// Every state a kernel can be in, so each runtime reports all of them (zeros included).
+const STATES: [KernelState; 11] = [
+    KernelState::Preparing,
+    KernelState::Pulling,
+    KernelState::Creating,
+    KernelState::Held,
+    KernelState::Running,
+    KernelState::Suspended,
+    KernelState::Restarting,
+    KernelState::Terminating,
+    KernelState::Done,
+    KernelState::Failed,
+    KernelState::Cancelled,
+];
+
+/// What the agent counts as it happens.
+pub struct AgentMetrics {
+    /// From launch (queueing for a creation permit and the image pull included) to RUNNING
+    /// or HELD, per runtime.
+    pub create_seconds: HistogramFamily,
+    pub create_failures: Family<Label, Counter>,
+    pub pulls: Counter,
+    pub pull_bytes: Counter,
+    pub pull_seconds: Histogram,
+    pub pull_failures: Family<Label, Counter>,
+    pub heartbeats_sent: Counter,
+    pub heartbeats_failed: Counter,
+    pub heartbeat_seconds: Histogram,
+    pub config_reloads: Counter,
+    pub config_rejected: Counter,
+    /// The last heartbeat's per-kernel usage, less the kernels that ended since.
+    usage: Mutex<HashMap<String, Usage>>,
+}
+
+static AGENT: LazyLock<AgentMetrics> = LazyLock::new(|| AgentMetrics {
+    create_seconds: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+    create_failures: Family::default(),
+    pulls: Counter::default(),
+    pull_bytes: Counter::default(),
+    pull_seconds: latency_histogram(),
+    pull_failures: Family::default(),
+    heartbeats_sent: Counter::default(),
+    heartbeats_failed: Counter::default(),
+    heartbeat_seconds: latency_histogram(),
+    config_reloads: Counter::default(),
+    config_rejected: Counter::default(),
+    usage: Mutex::new(HashMap::new()),
+});
+
+/// The process's agent metrics.
+pub fn agent() -> &'static AgentMetrics {
+    &AGENT
+}
+
+impl AgentMetrics {
+    /// A kernel reached RUNNING or HELD `took` after its launch began.
+    pub fn kernel_created(&self, runtime: &str, took: Duration) {
+        self.create_seconds
+            .get_or_create(&[("runtime", runtime.to_string())])
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn kernel_create_failed(&self, runtime: &str) {
+        self.create_failures
+            .get_or_create(&[("runtime", runtime.to_string())])
+            .inc();
+    }
+
+    /// A pull ended: `failure` is its reason (`auth`, `timeout`, …) when it failed.
+    pub fn pull_finished(&self, took: Duration, bytes: u64, failure: Option<&'static str>) {
+        self.pulls.inc();
+        self.pull_seconds.observe(took.as_secs_f64());
+        self.pull_bytes.inc_by(bytes);
+        if let Some(reason) = failure {
+            self.pull_failures
+                .get_or_create(&[("reason", reason.to_string())])
+                .inc();
+        }
+    }
+
+    /// The usage every running kernel had at this heartbeat.
+    pub fn set_usage(&self, usage: &[(String, Usage)]) {
+        let mut u = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        *u = usage.iter().cloned().collect();
+    }
+
+    /// A kernel ended: its usage series goes now, not at the next heartbeat.
+    pub fn kernel_ended(&self, kernel_id: &str) {
+        let mut u = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        u.remove(kernel_id);
+    }
+
+    fn usage(&self) -> Vec<(String, Usage)> {
+        let u = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<(String, Usage)> = u.iter().map(|(k, u)| (k.clone(), *u)).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+}
+
+/// The agent's registry: etcd and agent families, and the scrape-time collector.
+pub fn registry(collector: AgentCollector) -> Registry {
+    let m = agent();
+    let mut r = Registry::default();
+    super::etcd::register(&mut r);
+    r.register_with_unit(
+        "deckhand_kernel_create_duration",
+        "Time from a kernel's launch (waiting for a creation permit and pulling included) to RUNNING or HELD, per runtime",
+        Unit::Seconds,
+        m.create_seconds.clone(),
+    );
+    r.register(
+        "deckhand_kernel_create_failures",
+        "Kernels whose launch failed (FAILED before RUNNING), per runtime",
+        m.create_failures.clone(),
+    );
+    r.register(
+        "deckhand_image_pulls",
+        "Image pulls that ended, failed or not",
+        m.pulls.clone(),
+    );
+    r.register_with_unit(
+        "deckhand_image_pull",
+        "Bytes of the image layers that pulls fetched",
+        Unit::Bytes,
+        m.pull_bytes.clone(),
+    );
+    r.register_with_unit(
+        "deckhand_image_pull_duration",
+        "How long image pulls took, failed or not",
+        Unit::Seconds,
+        m.pull_seconds.clone(),
+    );
+    r.register(
+        "deckhand_image_pull_failures",
+        "Failed image pulls by reason: auth, timeout, stalled, not_found, engine_unavailable, other",
+        m.pull_failures.clone(),
+    );
+    r.register(
+        "deckhand_heartbeats_sent",
+        "Heartbeats a manager accepted",
+        m.heartbeats_sent.clone(),
+    );
+    r.register(
+        "deckhand_heartbeats_failed",
+        "Heartbeat attempts a manager refused or that did not reach one",
+        m.heartbeats_failed.clone(),
+    );
+    r.register_with_unit(
+        "deckhand_heartbeat_duration",
+        "Round-trip time of accepted heartbeats",
+        Unit::Seconds,
+        m.heartbeat_seconds.clone(),
+    );
+    r.register(
+        "deckhand_config_reloads",
+        "Changes of the cluster settings applied without a restart",
+        m.config_reloads.clone(),
+    );
+    r.register(
+        "deckhand_config_rejected_values",
+        "Malformed settings values refused (the key keeps its last good value)",
+        m.config_rejected.clone(),
+    );
+    r.register_collector(Box::new(collector));
+    r
+}
+
+/// Reads the agent's state at scrape time.
+pub struct AgentCollector {
+    pub kernels: Supervisor,
+    pub snapshot: watch::Receiver<Arc<Snapshot>>,
+}
+
+impl std::fmt::Debug for AgentCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentCollector")
+            .field("agent_id", &self.kernels.agent_id())
+            .finish()
+    }
+}
+
+impl Collector for AgentCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let census = self.kernels.census();
+        let mut counts: BTreeMap<(String, String), u32> = BTreeMap::new();
+        for runtime in self.kernels.runtimes().names() {
+            for state in STATES {
+                counts.insert((runtime.to_string(), state.to_string()), 0);
+            }
+        }
+        for ((runtime, state), n) in census {
+            counts.insert((runtime, state.to_string()), n);
+        }
+        let mut e = encoder.encode_descriptor(
+            "deckhand_kernels",
+            "Kernels this agent holds, by runtime and state",
+            None,
+            MetricType::Gauge,
+        )?;
+        for ((runtime, state), n) in &counts {
+            let labels = [("runtime", runtime.as_str()), ("state", state.as_str())];
+            ConstGauge::new(i64::from(*n)).encode(e.encode_family(&labels)?)?;
+        }
+
+        let events = self.kernels.events();
+        let e = encoder.encode_descriptor(
+            "deckhand_events_queued",
+            "Kernel events waiting for a manager to take them",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(events.backlog() as i64).encode(e)?;
+        let e = encoder.encode_descriptor(
+            "deckhand_events_dropped",
+            "Kernel events dropped undelivered because the queue was full",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(events.dropped()).encode(e)?;
+
+        let usage = agent().usage();
+        let mut e = encoder.encode_descriptor(
+            "deckhand_kernel_cpu_seconds",
+            "CPU time a running kernel used, from its cgroup",
+            None,
+            MetricType::Counter,
+        )?;
+        for (id, u) in &usage {
+            let secs = u.cpu_ns as f64 / 1e9;
+            ConstCounter::new(secs).encode(e.encode_family(&[("kernel_id", id.as_str())])?)?;
+        }
+        let mut e = encoder.encode_descriptor(
+            "deckhand_kernel_memory_bytes",
+            "Memory a running kernel uses, from its cgroup",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (id, u) in &usage {
+            ConstGauge::new(u.memory_bytes as i64)
+                .encode(e.encode_family(&[("kernel_id", id.as_str())])?)?;
+        }
+
+        let snapshot = self.snapshot.borrow().clone();
+        super::host::encode(&snapshot, &mut encoder)
+    }
+}
