@@ -109,6 +109,10 @@ async fn the_cheapest_matching_offer_runs_the_kernel_with_its_env_and_its_exit_c
     let info = k.wait_state(&id, "DONE", T).await;
     assert_eq!(info["exit_code"], 0, "{info}");
     assert_eq!(info["runtime"], "vastai");
+    // What an instance cannot do is refused naming the runtime.
+    let out = k.c.cli(&["suspend", &id]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not supported by the vastai runtime"), "{err}");
     assert_eq!(info["runtime_info"]["offer_id"], "102", "{info}");
     assert_eq!(info["runtime_info"]["gpu"], "RTX 3090");
     assert_eq!(info["runtime_info"]["dph"], "0.200");
@@ -350,12 +354,19 @@ async fn a_wrong_key_is_one_clear_error_and_refuses_kernels_naming_the_setting()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_storm_and_the_api_down_for_10s_lose_nothing() {
-    let vast = VastStandIn::start(
-        VastConfig::new(KEY)
-            .release_on_destroy(true)
-            .offers(vec![Offer::new(9, "H100", 2.0)]),
-    );
-    let k = cluster("vaststorm", &vast, &[]).await;
+    let vast = VastStandIn::start(VastConfig::new(KEY).release_on_destroy(true).offers(vec![
+        Offer::new(9, "H100", 2.0),
+        Offer::new(10, "H100", 2.0),
+    ]));
+    let k = cluster(
+        "vaststorm",
+        &vast,
+        &[
+            ("vast_api/max_instances", "3"),
+            ("vast_api/max_dph_total", "3.0"),
+        ],
+    )
+    .await;
     vast.storm_429(6);
     let done = run_ok(&k, &[TEST_IMAGE, "sh", "-c", "exit 0"]);
     k.wait_state(&done, "DONE", T).await;
@@ -367,6 +378,13 @@ async fn a_429_storm_and_the_api_down_for_10s_lose_nothing() {
 
     let id = run_ok(&k, &[TEST_IMAGE, "sleep", "600"]);
     k.wait_state(&id, "RUNNING", T).await;
+    // $2.00/h of $3.00/h in use: one more $2.00/h instance would pass the total.
+    let out = run(&k, &[TEST_IMAGE, "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("vast_api/max_dph_total"),
+        "{err}"
+    );
     vast.down_for(Duration::from_secs(10));
     let out = k.c.cli(&["stop", &id]);
     assert!(!out.status.success(), "stop while the API is down: {out:?}");

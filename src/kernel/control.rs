@@ -195,6 +195,21 @@ impl Supervisor {
         Ok((rec, rt))
     }
 
+    /// The kernel's record and its runtime, if the runtime can do `op` at all (checked before
+    /// the kernel's state: "suspend is not supported by the vastai runtime").
+    fn capable(
+        &self,
+        id: &str,
+        op: &'static str,
+        can: impl Fn(&crate::runtime::Capabilities) -> bool,
+    ) -> Result<(Record, Arc<dyn Runtime>), KernelError> {
+        let (rec, rt) = self.with_runtime(id)?;
+        if !can(&rt.capabilities()) {
+            return Err(crate::runtime::RuntimeError::Unsupported(rt.name(), op).into());
+        }
+        Ok((rec, rt))
+    }
+
     async fn stop(&self, id: &str, grace: Option<Duration>) -> Result<(), KernelError> {
         let (rec, rt) = self.with_runtime(id)?;
         let (rx, was, grace) = {
@@ -302,7 +317,7 @@ impl Supervisor {
     }
 
     async fn signal(&self, id: &str, signal: i32) -> Result<(), KernelError> {
-        let (rec, rt) = self.with_runtime(id)?;
+        let (rec, rt) = self.capable(id, "signal", |c| c.signal)?;
         if !matches!(
             rec.state,
             KernelState::Running | KernelState::Suspended | KernelState::Terminating
@@ -324,7 +339,8 @@ impl Supervisor {
         } else {
             (Transition::Resume, KernelState::Suspended)
         };
-        let (rec, rt) = self.with_runtime(id)?;
+        let op = if suspend { "suspend" } else { "resume" };
+        let (rec, rt) = self.capable(id, op, |c| c.suspend)?;
         rec.state.apply(tr)?;
         let Some(h) = &rec.handle else {
             return Err(Self::wrong(
@@ -376,7 +392,7 @@ impl Supervisor {
     }
 
     pub async fn exec(&self, id: &str, req: Exec) -> Result<ExecOutput, KernelError> {
-        let (rec, rt) = self.with_runtime(id)?;
+        let (rec, rt) = self.capable(id, "exec", |c| c.exec)?;
         if rec.state != KernelState::Running {
             return Err(Self::wrong("exec in", rec.state));
         }
@@ -395,17 +411,17 @@ impl Supervisor {
     }
 
     pub async fn upload(&self, id: &str, path: &str, content: &[u8]) -> Result<u64, KernelError> {
-        let (rec, rt) = self.with_runtime(id)?;
+        let (rec, rt) = self.capable(id, "files", |c| c.files)?;
         Ok(rt.upload(&rec, path, content, &self.config()).await?)
     }
 
     pub async fn download(&self, id: &str, path: &str) -> Result<Vec<u8>, KernelError> {
-        let (rec, rt) = self.with_runtime(id)?;
+        let (rec, rt) = self.capable(id, "files", |c| c.files)?;
         Ok(rt.download(&rec, path).await?)
     }
 
     pub fn list_files(&self, id: &str, path: &str) -> Result<Vec<FileEntry>, KernelError> {
-        let (rec, rt) = self.with_runtime(id)?;
+        let (rec, rt) = self.capable(id, "files", |c| c.files)?;
         Ok(rt.list_files(&rec, path)?)
     }
 }

@@ -38,6 +38,11 @@ impl Supervisor {
         }
         let digest = digest(&req);
         let id = shown.kernel_id.clone();
+        if !self.lock().kernels.contains_key(&id) {
+            // The cheap refusals first (instances at most), then the runtime's market.
+            rt.admit(&self.lock().live(), &cfg)?;
+            rt.quote(&spec, &cfg).await?;
+        }
         if let Some(a) = &req.array {
             let range = spec::validate_array(a)?;
             return self.create_array(shown, spec, range, &digest, rt.as_ref());
@@ -81,13 +86,7 @@ impl Supervisor {
         cfg: &ClusterConfig,
         rt: &dyn Runtime,
     ) -> Result<Allocation, KernelError> {
-        let live: Vec<&Record> = t
-            .kernels
-            .values()
-            .filter(|e| !e.rec.state.is_final() && e.launched)
-            .map(|e| &e.rec)
-            .collect();
-        rt.admit(&live, cfg)?;
+        rt.admit(&t.live(), cfg)?;
         let caps = rt.capabilities();
         slots::allocate(
             &self.capacity(),

@@ -30,6 +30,17 @@ pub(super) struct Table {
     pub arrays: BTreeMap<String, ArrayRun>,
 }
 
+impl Table {
+    /// Kernels that run or are about to (launched, not final): what runtimes count.
+    pub fn live(&self) -> Vec<&Record> {
+        self.kernels
+            .values()
+            .filter(|e| !e.rec.state.is_final() && e.launched)
+            .map(|e| &e.rec)
+            .collect()
+    }
+}
+
 impl Supervisor {
     /// Applies `tr` to kernel `id`; on a final state gives its slots back (once), and
     /// persists and reports the change.

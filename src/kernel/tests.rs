@@ -251,7 +251,11 @@ async fn operations_in_the_wrong_state_are_refused_naming_the_state() {
         .await
         .err()
         .expect("exec refused");
-    assert_eq!(err.to_string(), "cannot exec in a kernel that is SUSPENDED");
+    // What the runtime cannot do at all says so first, naming the runtime.
+    assert_eq!(
+        err.to_string(),
+        "exec is not supported by the memory runtime"
+    );
     f.sup
         .control(f.control(&held_id, Action::Resume))
         .await

@@ -113,7 +113,7 @@ impl ManagerRpc {
             let (reason, why) = nobody_could(&agents, &need);
             return Err((
                 reason,
-                Status::resource_exhausted(format!("{}: {why}", self.no_room(&need))),
+                Status::resource_exhausted(format!("{}: {why}", self.no_room(&need, runtime))),
             ));
         }
         let mut refusals = Vec::new();
@@ -143,7 +143,7 @@ impl ManagerRpc {
             "all_agents_full",
             Status::resource_exhausted(format!(
                 "{} ({})",
-                self.no_room(&need),
+                self.no_room(&need, runtime),
                 refusals.join("; ")
             )),
         ))
@@ -156,12 +156,19 @@ impl ManagerRpc {
         Ok(())
     }
 
-    fn no_room(&self, need: &SlotAmounts) -> String {
-        format!(
-            "no alive agent in namespace `{}` has room for {}",
-            self.namespace,
-            describe(need)
-        )
+    fn no_room(&self, need: &SlotAmounts, runtime: &str) -> String {
+        if matches!(runtime, "" | "docker") {
+            format!(
+                "no alive agent in namespace `{}` has room for {}",
+                self.namespace,
+                describe(need)
+            )
+        } else {
+            format!(
+                "no alive agent in namespace `{}` can take another `{runtime}` kernel",
+                self.namespace
+            )
+        }
     }
 }
 

@@ -85,6 +85,13 @@ pub trait Runtime: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Before a kernel is admitted: whether what it would cost fits the runtime's budget now
+    /// (a remote runtime asks its market); RESOURCE_EXHAUSTED naming the setting when not.
+    async fn quote(&self, spec: &Spec, cfg: &ClusterConfig) -> Result<(), RuntimeError> {
+        let _ = (spec, cfg);
+        Ok(())
+    }
+
     /// How many kernels the runtime can hold at once, when it has its own bound (remote
     /// instances); `None` when only the host's slots bound it.
     fn capacity(&self, cfg: &ClusterConfig) -> Option<u32> {

@@ -40,7 +40,13 @@ pub fn stream(docker: Docker, namespace: &str, agent_id: &str) -> EventStream {
                 "die" | "start" | "pause" | "unpause" => {
                     let st = docker.inspect(&ev.container_id).await.unwrap_or_default();
                     if st.exists {
-                        Observed::Changed(st.into())
+                        let mut status: Status = st.into();
+                        // A container its restart policy already started again reads exit
+                        // code 0: the `die` event carries the code of the run that ended.
+                        if ev.action == "die" && ev.exit_code.is_some() {
+                            status.exit_code = ev.exit_code;
+                        }
+                        Observed::Changed(status)
                     } else if ev.action == "die" {
                         Observed::ExitedAndGone {
                             exit_code: ev.exit_code,

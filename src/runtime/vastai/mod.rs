@@ -421,6 +421,10 @@ impl Runtime for VastRuntime {
         Ok(())
     }
 
+    async fn quote(&self, _spec: &Spec, cfg: &ClusterConfig) -> Result<(), RuntimeError> {
+        self.affordable(cfg).await.map(|_| ())
+    }
+
     fn capacity(&self, cfg: &ClusterConfig) -> Option<u32> {
         Some(cfg.vast.max_instances)
     }

@@ -134,32 +134,13 @@ impl VastRuntime {
         cfg: &ClusterConfig,
         report: &Reporter,
     ) -> Result<Handle, RuntimeError> {
-        let vs = &cfg.vast;
+        let affordable = self.affordable(cfg).await?;
         let api = self.api(cfg)?;
-        let offers = api.search(&offer_query(vs)).await.map_err(api_error)?;
-        if offers.is_empty() {
-            return Err(RuntimeError::Failed(
-                "no Vast.ai offer matches config/vast_api/offer_filters (with one GPU, verified, rentable, within vast_api/max_dph)".into(),
-            ));
-        }
-        let committed = self.committed_dph(&rec.id);
-        let budget = vs.max_dph_total.map(|t| t - committed);
-        let affordable: Vec<&Offer> = offers
-            .iter()
-            .filter(|o| vs.max_dph.is_none_or(|m| o.dph_total <= m + 1e-9))
-            .filter(|o| budget.is_none_or(|b| o.dph_total <= b + 1e-9))
-            .collect();
-        if affordable.is_empty() {
-            return Err(RuntimeError::Exhausted(format!(
-                "vast_api/max_dph_total: ${committed:.3}/h of ${:.3}/h is in use; the cheapest matching offer costs ${:.3}/h",
-                vs.max_dph_total.unwrap_or_default(),
-                offers.iter().map(|o| o.dph_total).fold(f64::MAX, f64::min)
-            )));
-        }
+        let vs = &cfg.vast;
         let token = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         let label = label(&self.namespace, &self.agent_id, &rec.id, &token);
         let mut tried = Vec::new();
-        for offer in affordable {
+        for offer in &affordable {
             let gpu = &offer.gpu_name;
             if !report(Progress::Note(format!(
                 "ordering offer {} ({gpu}, ${:.3}/h)",
@@ -225,6 +206,36 @@ impl VastRuntime {
             "no offer could be provisioned ({})",
             tried.join("; ")
         )))
+    }
+
+    /// The offers a new instance may be rented from now, cheapest first: the filters,
+    /// `max_dph`, and what `max_dph_total` leaves beside this agent's instances.
+    /// RESOURCE_EXHAUSTED naming the setting when the market or the budget has none.
+    pub(super) async fn affordable(&self, cfg: &ClusterConfig) -> Result<Vec<Offer>, RuntimeError> {
+        let vs = &cfg.vast;
+        let api = self.api(cfg)?;
+        let offers = api.search(&offer_query(vs)).await.map_err(api_error)?;
+        if offers.is_empty() {
+            return Err(RuntimeError::Exhausted(
+                "vast_api/offer_filters: no Vast.ai offer matches now (with one GPU, verified, rentable, within vast_api/max_dph)".into(),
+            ));
+        }
+        let committed = self.committed_dph("");
+        let budget = vs.max_dph_total.map(|t| t - committed);
+        let affordable: Vec<Offer> = offers
+            .iter()
+            .filter(|o| vs.max_dph.is_none_or(|m| o.dph_total <= m + 1e-9))
+            .filter(|o| budget.is_none_or(|b| o.dph_total <= b + 1e-9))
+            .cloned()
+            .collect();
+        if affordable.is_empty() {
+            return Err(RuntimeError::Exhausted(format!(
+                "vast_api/max_dph_total: ${committed:.3}/h of ${:.3}/h is in use; the cheapest matching offer costs ${:.3}/h",
+                vs.max_dph_total.unwrap_or_default(),
+                offers.iter().map(|o| o.dph_total).fold(f64::MAX, f64::min)
+            )));
+        }
+        Ok(affordable)
     }
 
     /// Waits until `instance` runs, fails, or `vast_api/provision_timeout` passes. The API
