@@ -243,6 +243,7 @@ async fn operations_in_the_wrong_state_are_refused_naming_the_state() {
         command: vec!["true".into()],
         env: Default::default(),
         working_dir: String::new(),
+        ..Default::default()
     };
     let err = f
         .sup

@@ -1,0 +1,185 @@
+//! A profile kernel's resources and results, against the real agent, manager, CLI, etcd,
+//! Docker engine and a real S3-compatible server (moto, which checks credentials): the
+//! resources are in `/job` when the command starts (from S3, and from a host dir), what the
+//! kernel leaves there is uploaded after it ends while it reads UPLOADING, a failed upload
+//! fails the kernel with the reason, and the S3 secret is in no read-back.
+
+mod common;
+
+use std::time::Duration;
+
+use common::s3::{S3Server, S3_REGION};
+use common::{wait_for, KernelCluster};
+
+const T: Duration = Duration::from_secs(60);
+
+async fn cluster(test: &str, s3: &S3Server, extra: &[(&str, &str)]) -> KernelCluster {
+    let endpoint = s3.endpoint();
+    let mut settings = vec![
+        ("storage/s3/endpoint", endpoint.as_str()),
+        ("storage/s3/region", S3_REGION),
+        ("storage/s3/access_key", s3.access_key.as_str()),
+        ("storage/s3/secret_key", s3.secret_key.as_str()),
+    ];
+    settings.extend_from_slice(extra);
+    KernelCluster::start_with(test, &settings).await
+}
+
+fn run(k: &KernelCluster, cmd: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "run",
+        "-d",
+        "--profile",
+        "docker-batch",
+        "--constant",
+        "DOCKER_REPO=deckhand-test/busybox",
+        "--constant",
+        "DOCKER_TAG=latest",
+        "--constant",
+    ];
+    let cmd = format!("DOCKER_CMD={cmd}");
+    args.push(&cmd);
+    args.extend_from_slice(extra);
+    let out = k.c.cli(&args);
+    assert!(
+        out.status.success(),
+        "run: {}\nagent log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        k.agent.log()
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+async fn ended(k: &KernelCluster, id: &str) -> serde_json::Value {
+    wait_for(T, &format!("kernel {id} to end"), || async {
+        let v: serde_json::Value =
+            serde_json::from_slice(&k.c.cli(&["inspect", id]).stdout).ok()?;
+        ["DONE", "FAILED", "CANCELLED"]
+            .contains(&v["state"].as_str()?)
+            .then_some(v)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_from_s3_are_in_job_at_start_and_results_are_uploaded_after_the_end() {
+    let s3 = S3Server::start().await;
+    s3.create_bucket("task-in");
+    s3.create_bucket("task-out");
+    s3.put("task-in", "jobs/7/input.txt", "forty-two").await;
+    s3.put("task-in", "jobs/7/conf/settings.ini", "mode=fast")
+        .await;
+    let k = cluster("res-s3", &s3, &[]).await;
+    let id = run(
+        &k,
+        "sh -c 'cat /job/input.txt /job/conf/settings.ini > /job/seen.txt; mkdir -p /job/out; echo result-of-$(cat /job/input.txt) > /job/out/answer.txt; sleep 2'",
+        &["--resources", "s3://task-in/jobs/7", "--results", "s3://task-out/runs/7"],
+    );
+    // While the results go up, the kernel reads UPLOADING (Qarnot UploadingResults) or is
+    // done already; it never reads DONE before they are there.
+    let info = ended(&k, &id).await;
+    assert_eq!(
+        info["state"],
+        "DONE",
+        "{info}\nagent log:\n{}",
+        k.agent.log()
+    );
+    assert_eq!(info["qarnot_state"], "Success", "{info}");
+    assert!(
+        info["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("uploaded to s3://task-out/runs/7"),
+        "{info}"
+    );
+    let keys = s3.list("task-out", "runs/7").await;
+    assert_eq!(
+        keys,
+        [
+            "runs/7/conf/settings.ini",
+            "runs/7/input.txt",
+            "runs/7/out/answer.txt",
+            "runs/7/seen.txt"
+        ]
+    );
+    assert_eq!(
+        s3.get_string("task-out", "runs/7/seen.txt")
+            .await
+            .as_deref(),
+        Some("forty-twomode=fast")
+    );
+    assert_eq!(
+        s3.get_string("task-out", "runs/7/out/answer.txt")
+            .await
+            .as_deref(),
+        Some("result-of-forty-two\n")
+    );
+    // The download was reported in the kernel's events (through the manager's watch).
+    let log = k.agent.log();
+    assert!(log.contains("resources: 2 files"), "{log}");
+    // The secret is in no read-back.
+    for (what, text) in [
+        ("agent log", k.agent.log()),
+        ("manager log", k.manager.log()),
+        ("config get", k.c.cli_ok(&["config", "get"])),
+        ("inspect", k.c.cli_ok(&["inspect", &id])),
+    ] {
+        assert!(
+            !text.contains(&s3.secret_key),
+            "the S3 secret is in the {what}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_results_path_uploads_only_that_dir_and_a_failed_upload_fails_the_kernel() {
+    let s3 = S3Server::start().await;
+    s3.create_bucket("task-out");
+    let staged = tempfile::tempdir().unwrap();
+    std::fs::write(staged.path().join("model.bin"), "weights").unwrap();
+    let dirs = staged.path().display().to_string();
+    let k = cluster(
+        "res-dir",
+        &s3,
+        &[("container/stage_in_dirs", dirs.as_str())],
+    )
+    .await;
+    // Resources from a host dir; only /home/work/out goes up.
+    let id = run(
+        &k,
+        "sh -c 'mkdir -p /home/work/out; cp /job/model.bin /home/work/out/copy.bin; echo scratch > /job/tmp.txt'",
+        &[
+            "--resources",
+            &dirs,
+            "--results",
+            "s3://task-out/only-out",
+            "--results-path",
+            "/home/work/out",
+        ],
+    );
+    let info = ended(&k, &id).await;
+    assert_eq!(info["state"], "DONE", "{info}");
+    assert_eq!(s3.list("task-out", "only-out").await, ["only-out/copy.bin"]);
+    assert_eq!(
+        s3.get_string("task-out", "only-out/copy.bin")
+            .await
+            .as_deref(),
+        Some("weights")
+    );
+    // A bucket that does not exist: the command succeeded, the kernel fails with the reason.
+    let id = run(
+        &k,
+        "sh -c 'echo data > /job/r.txt'",
+        &["--results", "s3://no-such-bucket/x"],
+    );
+    let info = ended(&k, &id).await;
+    assert_eq!(info["state"], "FAILED", "{info}");
+    assert_eq!(info["exit_code"], 0, "{info}");
+    assert_eq!(info["qarnot_state"], "Failure", "{info}");
+    let reason = info["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("results upload to s3://no-such-bucket/x failed"),
+        "{reason}"
+    );
+    assert!(!reason.contains(&s3.secret_key));
+}
