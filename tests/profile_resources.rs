@@ -1,8 +1,9 @@
 //! A profile kernel's resources and results, against the real agent, manager, CLI, etcd,
 //! Docker engine and a real S3-compatible server (moto, which checks credentials): the
-//! resources are in `/job` when the command starts (from S3, and from a host dir), what the
-//! kernel leaves there is uploaded after it ends while it reads UPLOADING, a failed upload
-//! fails the kernel with the reason, and the S3 secret is in no read-back.
+//! resources are in `/job` when the command starts (from S3, and from a host dir), with the
+//! download in the kernel's events; what the kernel leaves there is uploaded after it ends
+//! while it reads UPLOADING in `ps` and `inspect` (seen by freezing the S3 server mid-upload);
+//! a failed upload fails the kernel with the reason; the S3 secret is in no read-back.
 
 mod common;
 
@@ -10,6 +11,9 @@ use std::time::Duration;
 
 use common::s3::{S3Server, S3_REGION};
 use common::{wait_for, KernelCluster};
+use deckhand::rpc::pb::agent_service_client::AgentServiceClient;
+use deckhand::rpc::pb::{KernelState, WatchEventsRequest};
+use futures::StreamExt;
 
 const T: Duration = Duration::from_secs(60);
 
@@ -70,13 +74,38 @@ async fn resources_from_s3_are_in_job_at_start_and_results_are_uploaded_after_th
     s3.put("task-in", "jobs/7/conf/settings.ini", "mode=fast")
         .await;
     let k = cluster("res-s3", &s3, &[]).await;
+    let mut agent = AgentServiceClient::connect(format!("http://127.0.0.1:{}", k.agent.port))
+        .await
+        .expect("agent gRPC");
+    let mut events = agent
+        .watch_events(WatchEventsRequest { after_seq: 0 })
+        .await
+        .expect("watch")
+        .into_inner();
+    // The command reads its resources first thing, then waits for `go` (put into its
+    // resources dir from the host) before it writes its results and ends.
     let id = run(
         &k,
-        "sh -c 'cat /job/input.txt /job/conf/settings.ini > /job/seen.txt; mkdir -p /job/out; echo result-of-$(cat /job/input.txt) > /job/out/answer.txt; sleep 2'",
+        "sh -c 'cat /job/input.txt /job/conf/settings.ini > /job/seen.txt; mkdir -p /job/out; echo result-of-$(cat /job/input.txt) > /job/out/answer.txt; while [ ! -e /job/go ]; do sleep 0.1; done; rm /job/go'",
         &["--resources", "s3://task-in/jobs/7", "--results", "s3://task-out/runs/7"],
     );
-    // While the results go up, the kernel reads UPLOADING (Qarnot UploadingResults) or is
-    // done already; it never reads DONE before they are there.
+    k.wait_state(&id, "RUNNING", T).await;
+    // With the S3 server frozen, the upload cannot finish: the kernel ends and reads
+    // UPLOADING (Qarnot's UploadingResults) in `ps` and `inspect` until the server answers.
+    s3.pause();
+    let go = k.scratch().join(&id).join("resources/go");
+    std::fs::write(&go, "").unwrap_or_else(|e| panic!("{}: {e}", go.display()));
+    let info = k.wait_state(&id, "UPLOADING", T).await;
+    assert_eq!(info["qarnot_state"], "UploadingResults", "{info}");
+    assert_eq!(info["drmaa2_state"], "RUNNING", "{info}");
+    assert_eq!(info["exit_code"], 0, "{info}");
+    let ps = k.c.cli_ok(&["ps"]);
+    assert!(
+        ps.lines()
+            .any(|l| l.contains(&id) && l.contains("UPLOADING")),
+        "{ps}"
+    );
+    s3.resume();
     let info = ended(&k, &id).await;
     assert_eq!(
         info["state"],
@@ -106,7 +135,8 @@ async fn resources_from_s3_are_in_job_at_start_and_results_are_uploaded_after_th
         s3.get_string("task-out", "runs/7/seen.txt")
             .await
             .as_deref(),
-        Some("forty-twomode=fast")
+        Some("forty-twomode=fast"),
+        "the resources were in /job when the command started"
     );
     assert_eq!(
         s3.get_string("task-out", "runs/7/out/answer.txt")
@@ -114,15 +144,37 @@ async fn resources_from_s3_are_in_job_at_start_and_results_are_uploaded_after_th
             .as_deref(),
         Some("result-of-forty-two\n")
     );
-    // The download was reported in the kernel's events (through the manager's watch).
-    let log = k.agent.log();
-    assert!(log.contains("resources: 2 files"), "{log}");
+    // The kernel's events: the download with its count, then UPLOADING, then DONE.
+    let mut seen: Vec<(i32, String)> = Vec::new();
+    while !seen.iter().any(|(s, _)| *s == KernelState::Done as i32) {
+        let ev = tokio::time::timeout(T, events.next())
+            .await
+            .expect("an event")
+            .expect("stream")
+            .expect("event");
+        if ev.kernel_id == id {
+            seen.push((ev.state, ev.reason));
+        }
+    }
+    let download = seen
+        .iter()
+        .position(|(_, r)| r.contains("resources: 2 files") && r.contains("in /job"));
+    let uploading = seen
+        .iter()
+        .position(|(s, _)| *s == KernelState::Uploading as i32);
+    assert!(
+        download.is_some() && uploading.is_some() && download < uploading,
+        "{seen:?}"
+    );
     // The secret is in no read-back.
+    let events_text = format!("{seen:?}");
     for (what, text) in [
         ("agent log", k.agent.log()),
         ("manager log", k.manager.log()),
         ("config get", k.c.cli_ok(&["config", "get"])),
         ("inspect", k.c.cli_ok(&["inspect", &id])),
+        ("ps", k.c.cli_ok(&["ps", "--json"])),
+        ("events", events_text),
     ] {
         assert!(
             !text.contains(&s3.secret_key),

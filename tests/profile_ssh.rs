@@ -1,14 +1,15 @@
 //! SSH into a `docker-network-ssh` kernel with the real OpenSSH client (Debian's
 //! `openssh-client`), against the real agent, manager, CLI, etcd and Docker engine: the
 //! kernel's `DOCKER_SSH` key opens a shell (with a terminal) and runs commands as the
-//! kernel's user inside its container — whose image has no SSH server; another key, a
-//! password and port forwarding are refused; after `rm` the port is closed.
+//! kernel's user inside its container — whose image has no SSH server; another key, another
+//! user, a password, agent forwarding and port forwarding (remote and local) are refused;
+//! after `rm` the port is closed.
 
 mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use common::{wait_for, KernelCluster};
@@ -27,8 +28,8 @@ fn keygen(dir: &Path, name: &str) -> PathBuf {
     path
 }
 
-/// `ssh -p PORT -i KEY work@127.0.0.1 ARGS…` with no known-hosts file and no prompts.
-fn ssh(port: u16, key: &Path, extra: &[&str], stdin: Option<&str>) -> Output {
+/// `ssh -p PORT -i KEY ARGS…` with no known-hosts file and no prompts, not started.
+fn ssh_command(port: u16, key: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new("ssh");
     c.args([
         "-p",
@@ -49,16 +50,74 @@ fn ssh(port: u16, key: &Path, extra: &[&str], stdin: Option<&str>) -> Output {
     ])
     .arg(key)
     .args(extra)
-    .stdin(Stdio::piped())
+    .env_remove("SSH_AUTH_SOCK")
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
-    let mut child = c.spawn().expect("ssh (Debian's openssh-client)");
+    c
+}
+
+/// [`ssh_command`] run to its end, `stdin` written to it.
+fn ssh(port: u16, key: &Path, extra: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = ssh_command(port, key, extra)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("ssh (Debian's openssh-client)");
     let mut input = child.stdin.take().expect("stdin");
     if let Some(text) = stdin {
         input.write_all(text.as_bytes()).expect("write to ssh");
     }
     drop(input);
     child.wait_with_output().expect("ssh")
+}
+
+/// An `ssh-agent` holding one key, on a socket in `dir`; killed when dropped.
+struct SshAgent {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl SshAgent {
+    fn start(dir: &Path, key: &Path) -> Self {
+        let socket = dir.join("agent.sock");
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ssh-agent (Debian's openssh-client)");
+        let agent = Self { child, socket };
+        let mut added = None;
+        for _ in 0..100 {
+            let out = Command::new("ssh-add")
+                .arg(key)
+                .env("SSH_AUTH_SOCK", &agent.socket)
+                .output()
+                .expect("ssh-add");
+            if out.status.success() {
+                added = Some(());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        added.expect("ssh-add to the test's ssh-agent");
+        agent
+    }
+
+    /// [`ssh`] with this agent in the client's environment.
+    fn ssh(&self, port: u16, key: &Path, extra: &[&str]) -> Output {
+        let mut c = ssh_command(port, key, extra);
+        c.env("SSH_AUTH_SOCK", &self.socket).stdin(Stdio::null());
+        c.output().expect("ssh")
+    }
+}
+
+impl Drop for SshAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn text(o: &Output) -> String {
@@ -167,6 +226,26 @@ async fn the_kernels_key_opens_a_shell_inside_it_and_nothing_else_gets_in() {
         "remote forwarding refused: {}",
         text(&out)
     );
+
+    // Agent forwarding: the client asks (`-A`, with a running ssh-agent holding a key), the
+    // agent refuses, and the session has no forwarded agent socket.
+    let agent = SshAgent::start(keys.path(), &right);
+    let out = agent.ssh(
+        port,
+        &right,
+        &["-A", "work@127.0.0.1", "echo \"agent=[$SSH_AUTH_SOCK]\""],
+    );
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("agent=[]"), "{said}");
+    assert!(
+        k.agent.log().contains("SSH agent forwarding refused"),
+        "the agent says it refused the forwarding"
+    );
+    // Local forwarding (`-W`, a direct-tcpip channel) is refused too.
+    let rpc = format!("127.0.0.1:{}", k.agent.port);
+    let out = ssh(port, &right, &["-W", &rpc, "work@127.0.0.1"], None);
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out));
 
     // Removed: the port is closed.
     k.c.cli_ok(&["rm", "-f", &id]);

@@ -84,6 +84,8 @@ impl Supervisor {
         let key = host_key(&self.0.state_dir)?;
         let config = Arc::new(russh::server::Config {
             keys: vec![key],
+            // Only the kernel's key: no password or keyboard-interactive prompt is offered.
+            methods: russh::MethodSet::from(&[russh::MethodKind::PublicKey][..]),
             auth_rejection_time: Duration::from_millis(300),
             auth_rejection_time_initial: Some(Duration::ZERO),
             max_auth_attempts: 3,
@@ -358,6 +360,15 @@ impl russh::server::Handler for Connection {
     ) -> Result<(), Self::Error> {
         self.channels.remove(&channel);
         Ok(())
+    }
+
+    async fn agent_request(
+        &mut self,
+        _channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        tracing::info!(kernel_id = %self.kernel_id, "SSH agent forwarding refused");
+        Ok(false)
     }
 
     async fn window_change_request(
