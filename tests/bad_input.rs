@@ -776,7 +776,7 @@ async fn malformed_requests_are_refused_naming_the_field_and_change_nothing() {
         ("no/such_key", "1"),
         ("profiles/docker-batch/ssh", "true"),
         ("profiles/mine/constants/DOCKER_TAGG", "1"),
-        ("profiles/mine/network", "-bad"),
+        ("profiles/mine/network", "not a network!"),
         ("storage/s3/endpoint", "ftp://x"),
     ] {
         let out = k.c.cli(&["config", "set", key, value]);
