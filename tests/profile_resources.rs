@@ -184,7 +184,7 @@ async fn resources_from_s3_are_in_job_at_start_and_results_are_uploaded_after_th
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_results_path_uploads_only_that_dir_and_a_failed_upload_fails_the_kernel() {
+async fn a_results_path_uploads_only_that_dir_and_a_failed_upload_fails_the_kernel_and_run() {
     let s3 = S3Server::start().await;
     s3.create_bucket("task-out");
     let staged = tempfile::tempdir().unwrap();
@@ -234,4 +234,27 @@ async fn a_results_path_uploads_only_that_dir_and_a_failed_upload_fails_the_kern
         "{reason}"
     );
     assert!(!reason.contains(&s3.secret_key));
+    // Attached, `deckhand run` waits for the upload and does not exit 0 when it failed.
+    let out = k.c.cli(&[
+        "run",
+        "--profile",
+        "docker-batch",
+        "--constant",
+        "DOCKER_REPO=deckhand-test/busybox",
+        "--constant",
+        "DOCKER_CMD=sh -c 'echo attached-output; echo r > /job/r.txt'",
+        "--results",
+        "s3://no-such-bucket/y",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("attached-output"),
+        "{out:?}"
+    );
+    assert!(
+        stderr.contains("results upload to s3://no-such-bucket/y failed"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&s3.secret_key));
 }

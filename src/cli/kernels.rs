@@ -460,8 +460,9 @@ pub fn progress_line(p: &PullProgress) -> String {
 async fn follow_to_exit(target: &ManagerArgs, id: &str) -> anyhow::Result<ExitCode> {
     stream_logs(target, id, true, 0).await?;
     // The log stream ends when the container stops; the DONE/FAILED record follows at once,
-    // or after its results are uploaded.
-    for _ in 0..100 {
+    // or once its results are uploaded (however long that takes: the upload ends by itself).
+    let mut waits = 0;
+    while waits < 100 {
         let k = get(target, id).await?;
         let s = k.state();
         if s == KernelState::Uploading {
@@ -475,9 +476,16 @@ async fn follow_to_exit(target: &ManagerArgs, id: &str) -> anyhow::Result<ExitCo
             if s != KernelState::Done {
                 eprintln!("kernel {id} {}: {}", state_name(s), k.reason);
             }
-            let code = k.exit_code.unwrap_or(1);
+            // A kernel that failed after its command succeeded (its results upload) does
+            // not exit 0.
+            let code = match k.exit_code {
+                Some(0) if s == KernelState::Failed => 1,
+                Some(c) => c,
+                None => 1,
+            };
             return Ok(ExitCode::from(code.clamp(0, 255) as u8));
         }
+        waits += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bail!("kernel {id} is still running after its output ended")
