@@ -352,7 +352,7 @@ async fn profile_features_the_runtime_cannot_carry_out_are_refused_naming_it() {
         ),
     ] {
         let id = t.kernel_id.clone();
-        let err = f.sup.create(one(t)).await.err().expect("refused");
+        let err = f.sup.create(one(t)).await.expect_err("refused");
         let KernelError::Spec(e) = &err else {
             panic!("{err}");
         };
