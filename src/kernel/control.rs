@@ -13,7 +13,9 @@ use super::record::Record;
 use super::spec::SpecError;
 use super::state::{KernelState, Transition};
 use super::supervisor::{KernelView, Supervisor};
-use crate::runtime::{ChunkStream, Exec, ExecOutput, FileEntry, Observed, Runtime, RuntimeEvent};
+use crate::runtime::{
+    ChunkStream, Exec, ExecOutput, FileEntry, Handle, Observed, Runtime, RuntimeError, RuntimeEvent,
+};
 
 /// What to do to a kernel (a task, or every task of an array).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -387,18 +389,75 @@ impl Supervisor {
 
     // ---------------------------------------------------------------- logs, exec, files
 
-    pub fn logs(&self, id: &str, follow: bool, tail: u32) -> Result<ChunkStream, KernelError> {
-        let (rec, rt) = self.with_runtime(id)?;
+    /// A kernel id, or one instance of a cluster kernel as `<kernel-id>/<index>`.
+    fn split_instance(id: &str) -> Result<(&str, Option<u32>), KernelError> {
+        match id.split_once('/') {
+            None => Ok((id, None)),
+            Some((kid, i)) => match i.parse::<u32>() {
+                Ok(i) => Ok((kid, Some(i))),
+                Err(_) => Err(SpecError::invalid(
+                    "kernel_id",
+                    format!("`{id}`: one instance of a cluster kernel is `<kernel-id>/<index>`"),
+                )
+                .into()),
+            },
+        }
+    }
+
+    /// The handle to act on: the kernel's, or that of one of its instances.
+    fn instance_handle(
+        rec: &Record,
+        rt: &dyn Runtime,
+        index: Option<u32>,
+        what: &str,
+    ) -> Result<Handle, KernelError> {
         let Some(h) = &rec.handle else {
+            return Err(Self::wrong(what, rec.state));
+        };
+        Ok(match index {
+            None => h.clone(),
+            Some(i) => rt.member(h, i)?,
+        })
+    }
+
+    /// Files live in the kernel's home, which every instance of a cluster shares: an
+    /// instance id names the kernel's files, once its index is checked.
+    fn files_target(&self, id: &str) -> Result<String, KernelError> {
+        let (kid, index) = Self::split_instance(id)?;
+        if let Some(i) = index {
+            let n = self
+                .with_record(kid, |r| r.spec.instances())
+                .ok_or_else(|| KernelError::NotFound(kid.to_string()))?;
+            if n < 2 || i >= n {
+                return Err(RuntimeError::NotFound(format!(
+                    "{id}: {}",
+                    if n < 2 {
+                        "the kernel is not a cluster kernel (it has no instances)".to_string()
+                    } else {
+                        format!("the cluster has instances 0 to {}", n - 1)
+                    }
+                ))
+                .into());
+            }
+        }
+        Ok(kid.to_string())
+    }
+
+    pub fn logs(&self, id: &str, follow: bool, tail: u32) -> Result<ChunkStream, KernelError> {
+        let (kid, index) = Self::split_instance(id)?;
+        let (rec, rt) = self.with_runtime(kid)?;
+        if rec.handle.is_none() {
             return Err(KernelError::WrongState(format!(
-                "kernel `{id}` has no container yet ({})",
+                "kernel `{kid}` has no container yet ({})",
                 rec.state
             )));
-        };
-        Ok(rt.logs(h, follow, tail)?)
+        }
+        let h = Self::instance_handle(&rec, rt.as_ref(), index, "read the logs of")?;
+        Ok(rt.logs(&h, follow, tail)?)
     }
 
     pub async fn exec(&self, id: &str, req: Exec) -> Result<ExecOutput, KernelError> {
+        let (id, index) = Self::split_instance(id)?;
         let (rec, rt) = self.capable(id, "exec", |c| c.exec)?;
         if rec.state != KernelState::Running {
             return Err(Self::wrong("exec in", rec.state));
@@ -411,10 +470,8 @@ impl Supervisor {
                 return Err(SpecError::invalid(format!("env[{k:?}]"), "bad variable name").into());
             }
         }
-        let Some(h) = &rec.handle else {
-            return Err(Self::wrong("exec in", rec.state));
-        };
-        Ok(rt.exec(&rec, h, req).await?)
+        let h = Self::instance_handle(&rec, rt.as_ref(), index, "exec in")?;
+        Ok(rt.exec(&rec, &h, req).await?)
     }
 
     /// Resizes the terminal of an exec in kernel `id`.
@@ -430,16 +487,19 @@ impl Supervisor {
     }
 
     pub async fn upload(&self, id: &str, path: &str, content: &[u8]) -> Result<u64, KernelError> {
+        let id = &self.files_target(id)?;
         let (rec, rt) = self.capable(id, "files", |c| c.files)?;
         Ok(rt.upload(&rec, path, content, &self.config()).await?)
     }
 
     pub async fn download(&self, id: &str, path: &str) -> Result<Vec<u8>, KernelError> {
+        let id = &self.files_target(id)?;
         let (rec, rt) = self.capable(id, "files", |c| c.files)?;
         Ok(rt.download(&rec, path).await?)
     }
 
     pub fn list_files(&self, id: &str, path: &str) -> Result<Vec<FileEntry>, KernelError> {
+        let id = &self.files_target(id)?;
         let (rec, rt) = self.capable(id, "files", |c| c.files)?;
         Ok(rt.list_files(&rec, path)?)
     }

@@ -37,6 +37,16 @@ impl Supervisor {
             )
             .into());
         }
+        if spec.cluster.is_some() && !rt.capabilities().cluster {
+            return Err(SpecError::forbidden(
+                "instances",
+                format!(
+                    "cluster kernels are not supported by the {} runtime",
+                    rt.name()
+                ),
+            )
+            .into());
+        }
         let digest = digest(&req);
         let id = shown.kernel_id.clone();
         if !self.lock().kernels.contains_key(&id) {

@@ -126,16 +126,37 @@ pub fn allocate<'a>(
     let s = summary(capacity, &cfg.reserved, held(records.clone()));
     let cpu_total = (s.total.cpu - s.reserved.cpu).max(0.0);
     let mem_total = s.total.memory.saturating_sub(s.reserved.memory);
-    if spec.cpus > s.free.cpu + 1e-9 {
+    // A cluster kernel's instances get their slots together or not at all.
+    let n = spec.instances();
+    let each = |what: String| {
+        if n > 1 {
+            format!("{what} × {n} instances")
+        } else {
+            what
+        }
+    };
+    let cpu = spec.cpus * f64::from(n);
+    let memory = memory * u64::from(n);
+    if cpu > s.free.cpu + 1e-9 {
         return Err(KernelError::Exhausted(format!(
-            "cpu: {} requested, {} of {cpu_total} free on this agent",
-            spec.cpus, s.free.cpu
+            "cpu: {cpu} requested{}, {} of {cpu_total} free on this agent",
+            if n > 1 {
+                format!(" ({})", each(spec.cpus.to_string()))
+            } else {
+                String::new()
+            },
+            s.free.cpu
         )));
     }
     if memory > s.free.memory {
         return Err(KernelError::Exhausted(format!(
-            "memory: {} requested, {} of {} free on this agent",
+            "memory: {} requested{}, {} of {} free on this agent",
             show_bytes(memory),
+            if n > 1 {
+                format!(" ({})", each(show_bytes(memory / u64::from(n))))
+            } else {
+                String::new()
+            },
             show_bytes(s.free.memory),
             show_bytes(mem_total)
         )));
@@ -145,7 +166,16 @@ pub fn allocate<'a>(
         .filter_map(|r| r.slots.as_ref())
         .flat_map(|s| s.gpus.iter().map(String::as_str))
         .collect();
-    let chosen = choose_gpus(&capacity.gpus, &gpus_used, &spec.gpus)?;
+    let asked = match (&spec.gpus, n) {
+        (GpuRequest::Count(k), n) if n > 1 => GpuRequest::Count(k * n),
+        (other, _) => other.clone(),
+    };
+    let chosen = choose_gpus(&capacity.gpus, &gpus_used, &asked).map_err(|e| match (e, n) {
+        (KernelError::Exhausted(m), n) if n > 1 => {
+            KernelError::Exhausted(format!("{m} (the gpus of {n} instances together)"))
+        }
+        (e, _) => e,
+    })?;
     let real_gpus = !chosen.is_empty() && chosen.iter().all(|g| g.real);
     let ports = if needs.host_ports {
         choose_ports(cfg, records, spec)?
@@ -154,7 +184,7 @@ pub fn allocate<'a>(
     };
     Ok(Allocation {
         slots: Slots {
-            cpu: spec.cpus,
+            cpu,
             memory,
             gpus: chosen.into_iter().map(|g| g.uuid.clone()).collect(),
         },

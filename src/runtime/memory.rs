@@ -65,6 +65,7 @@ impl MemoryRuntime {
                 hold: true,
                 host_ports: false,
                 local_slots: true,
+                cluster: false,
             },
             fail_create: Mutex::new(None),
             prepare_delay: Duration::ZERO,

@@ -49,6 +49,8 @@ pub struct Capabilities {
     pub host_ports: bool,
     /// Kernels take this host's CPU, memory and GPU slots.
     pub local_slots: bool,
+    /// Cluster kernels: several instances (master and workers) run as one kernel.
+    pub cluster: bool,
 }
 
 /// One place where kernels run. Every method that touches the outside world is async and
@@ -189,6 +191,15 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// The kernel's output (stdout and stderr), all of it or the last `tail` lines.
     fn logs(&self, handle: &Handle, follow: bool, tail: u32) -> Result<ChunkStream, RuntimeError>;
+
+    /// The handle of instance `index` of a cluster kernel (`<id>/<index>` in logs and
+    /// exec).
+    fn member(&self, handle: &Handle, index: u32) -> Result<Handle, RuntimeError> {
+        let _ = handle;
+        Err(RuntimeError::NotFound(format!(
+            "instance {index}: the kernel is not a cluster kernel (it has no instances)"
+        )))
+    }
 
     async fn signal(&self, handle: &Handle, signal: i32) -> Result<(), RuntimeError> {
         let _ = (handle, signal);

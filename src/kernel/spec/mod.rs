@@ -96,6 +96,18 @@ pub struct BindMount {
     pub read_only: bool,
 }
 
+/// The instances of a cluster kernel (the `docker-cluster*` profiles): instance 0 is the
+/// master and runs the kernel's command, the others are workers and run `worker_command`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cluster {
+    /// How many instances (2 or more), master included.
+    pub instances: u32,
+    /// `DOCKER_CMD_WORKER`; empty: the image's own command.
+    pub worker_command: Vec<String>,
+    /// Whether the instances reach outside their private network (`docker-cluster-network`).
+    pub outside: bool,
+}
+
 /// A validated kernel spec.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Spec {
@@ -155,6 +167,16 @@ pub struct Spec {
     /// What a task profile adds (progress, shutdown command, resources, results, SSH).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<profile::ProfileRun>,
+    /// A cluster kernel's instances; `None` for a kernel of one instance.
+    #[serde(default)]
+    pub cluster: Option<Cluster>,
+}
+
+impl Spec {
+    /// How many instances the kernel has (1 unless it is a cluster).
+    pub fn instances(&self) -> u32 {
+        self.cluster.as_ref().map_or(1, |c| c.instances)
+    }
 }
 
 impl Spec {
@@ -454,6 +476,7 @@ pub fn validate(spec: &Template, cfg: &KernelSettings) -> Result<Spec, SpecError
             spec.process_id.clone()
         },
         profile: None,
+        cluster: None,
     })
 }
 

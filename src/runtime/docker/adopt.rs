@@ -3,12 +3,14 @@
 //! between creating it and writing the record, or a deleted record file) from its labels,
 //! the `kernel.json` in its home and what the engine says about its resources.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use bollard::models::ContainerInspectResponse;
 
 use super::body::{LABEL_ARRAY, LABEL_PROCESS_DATA, LABEL_SCRATCH};
-use super::client::EngineError;
+use super::client::{EngineError, LABEL_INSTANCE, LABEL_INSTANCES};
+use super::cluster::{network_name, Members};
 use super::local::ProcessData;
 use super::DockerRuntime;
 use crate::config::ClusterConfig;
@@ -41,19 +43,68 @@ impl DockerRuntime {
             .client
             .list_labelled(&self.namespace, &self.agent_id)
             .await?;
-        Ok(list
-            .into_iter()
-            .map(|c| Owned {
-                handle: Self::handle(
-                    &c.id,
-                    c.labels
-                        .get(LABEL_PROCESS_DATA)
-                        .and_then(|v| ProcessData::from_label(v))
-                        .as_ref(),
-                ),
-                kernel_id: c.kernel_id,
-            })
-            .collect())
+        let mut out = Vec::new();
+        // A cluster kernel's containers and network, by kernel id: one handle for all.
+        let mut clusters: BTreeMap<String, (Members, Option<ProcessData>)> = BTreeMap::new();
+        for c in list {
+            let pd = c
+                .labels
+                .get(LABEL_PROCESS_DATA)
+                .and_then(|v| ProcessData::from_label(v));
+            let Some(index) = c
+                .labels
+                .get(LABEL_INSTANCE)
+                .and_then(|i| i.parse::<usize>().ok())
+            else {
+                out.push(Owned {
+                    handle: Self::handle(&c.id, pd.as_ref()),
+                    kernel_id: c.kernel_id,
+                });
+                continue;
+            };
+            let count = c
+                .labels
+                .get(LABEL_INSTANCES)
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(0)
+                .clamp(index + 1, 1024);
+            let (m, _) = clusters.entry(c.kernel_id.clone()).or_insert_with(|| {
+                (
+                    Members {
+                        network: network_name(&self.namespace, &c.kernel_id),
+                        ids: Vec::new(),
+                    },
+                    pd,
+                )
+            });
+            if m.ids.len() < count {
+                m.ids.resize(count, String::new());
+            }
+            m.ids[index] = c.id;
+        }
+        // A network whose instances were never made (or already removed).
+        for (network, kernel_id) in self
+            .client
+            .list_networks(&self.namespace, &self.agent_id)
+            .await?
+        {
+            clusters.entry(kernel_id).or_insert_with(|| {
+                (
+                    Members {
+                        network,
+                        ids: Vec::new(),
+                    },
+                    None,
+                )
+            });
+        }
+        for (kernel_id, (members, pd)) in clusters {
+            let master = members.ids.first().cloned().unwrap_or_default();
+            let mut handle = Self::handle(&master, pd.as_ref());
+            members.store(&mut handle);
+            out.push(Owned { kernel_id, handle });
+        }
+        Ok(out)
     }
 
     /// A record for a container of ours that has none; see the module docs.

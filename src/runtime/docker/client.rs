@@ -19,6 +19,10 @@ use crate::runtime::{Chunk, ChunkStream, LocalImage, RuntimeError};
 pub const LABEL_NAMESPACE: &str = "io.deckhand.namespace";
 pub const LABEL_AGENT: &str = "io.deckhand.agent-id";
 pub const LABEL_KERNEL: &str = "io.deckhand.kernel-id";
+/// On the containers of a cluster kernel: the instance index (0 is the master) and the
+/// number of instances.
+pub const LABEL_INSTANCE: &str = "io.deckhand.instance";
+pub const LABEL_INSTANCES: &str = "io.deckhand.instances";
 /// On shared process-data volumes: the process id.
 pub const LABEL_PROCESS: &str = "io.deckhand.process-id";
 
@@ -99,6 +103,8 @@ pub struct Labelled {
 pub struct ContainerEvent {
     pub container_id: String,
     pub kernel_id: String,
+    /// The instance index of a cluster kernel's container (`None` for a single kernel).
+    pub member: Option<u32>,
     pub action: String,
     pub exit_code: Option<i64>,
 }
@@ -180,6 +186,68 @@ impl Docker {
         }
     }
 
+    /// Creates a cluster kernel's private bridge network (`internal`: no route outside it)
+    /// with the kernel's labels; one of that name left from a crash is used as it is.
+    pub async fn create_network(
+        &self,
+        name: &str,
+        internal: bool,
+        labels: HashMap<String, String>,
+    ) -> Result<(), EngineError> {
+        let req = bollard::models::NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            internal: Some(internal),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        match self.api.create_network(req).await {
+            Ok(_) => Ok(()),
+            Err(e) => match EngineError::from(e) {
+                EngineError::Conflict(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Removes a network; one already gone counts as removed.
+    pub async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
+        match self.api.remove_network(name).await {
+            Ok(()) => Ok(()),
+            Err(e) => match EngineError::from(e) {
+                EngineError::NotFound(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// The names of the networks carrying this namespace's and agent's labels, with the
+    /// kernel id each was made for.
+    pub async fn list_networks(
+        &self,
+        namespace: &str,
+        agent_id: &str,
+    ) -> Result<Vec<(String, String)>, EngineError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{LABEL_NAMESPACE}={namespace}"),
+                format!("{LABEL_AGENT}={agent_id}"),
+            ],
+        )]);
+        let opts = bollard::query_parameters::ListNetworksOptions {
+            filters: Some(filters),
+        };
+        let list = self.api.list_networks(Some(opts)).await?;
+        Ok(list
+            .into_iter()
+            .filter_map(|n| {
+                let kernel = n.labels?.get(LABEL_KERNEL)?.clone();
+                Some((n.name?, kernel))
+            })
+            .collect())
+    }
+
     pub async fn create(
         &self,
         name: &str,
@@ -228,9 +296,15 @@ impl Docker {
 
     /// SIGTERM, then SIGKILL after `grace` (the engine does the waiting).
     pub async fn stop(&self, id: &str, grace: Duration) -> Result<(), EngineError> {
+        self.stop_within(id, Some(grace)).await
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`, or after the container's own stop timeout
+    /// when `None`.
+    pub async fn stop_within(&self, id: &str, grace: Option<Duration>) -> Result<(), EngineError> {
         let opts = StopContainerOptions {
             signal: None,
-            t: Some(grace.as_secs().min(i32::MAX as u64) as i32),
+            t: grace.map(|g| g.as_secs().min(i32::MAX as u64) as i32),
         };
         match self.api.stop_container(id, Some(opts)).await {
             Ok(()) => Ok(()),
@@ -261,6 +335,9 @@ impl Docker {
     }
 
     pub async fn inspect(&self, id: &str) -> Result<ContainerStatus, EngineError> {
+        if id.is_empty() {
+            return Ok(ContainerStatus::default());
+        }
         let c = match self.api.inspect_container(id, None).await {
             Ok(c) => c,
             Err(e) => {
@@ -384,6 +461,7 @@ impl Docker {
             Ok(ContainerEvent {
                 container_id: actor.id.unwrap_or_default(),
                 kernel_id: attrs.get(LABEL_KERNEL).cloned().unwrap_or_default(),
+                member: attrs.get(LABEL_INSTANCE).and_then(|i| i.parse().ok()),
                 action: m.action.unwrap_or_default(),
                 exit_code: attrs.get("exitCode").and_then(|c| c.parse().ok()),
             })

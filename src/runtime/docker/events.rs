@@ -5,7 +5,8 @@
 
 use futures::StreamExt;
 
-use super::client::{ContainerStatus, Docker};
+use super::client::{ContainerEvent, ContainerStatus, Docker, LABEL_INSTANCE, LABEL_INSTANCES};
+use super::cluster::{self, Members};
 use crate::runtime::{EventStream, Observed, RuntimeError, RuntimeEvent, Status};
 
 impl From<ContainerStatus> for Status {
@@ -29,13 +30,18 @@ impl From<ContainerStatus> for Status {
 /// The agent's container events as the supervisor reads them.
 pub fn stream(docker: Docker, namespace: &str, agent_id: &str) -> EventStream {
     let raw = docker.events(namespace, agent_id);
+    let (namespace, agent_id) = (namespace.to_string(), agent_id.to_string());
     Box::pin(raw.filter_map(move |r| {
         let docker = docker.clone();
+        let (namespace, agent_id) = (namespace.clone(), agent_id.clone());
         async move {
             let ev = match r {
                 Ok(ev) => ev,
                 Err(e) => return Some(Err(RuntimeError::from(e))),
             };
+            if ev.member.is_some() {
+                return cluster_event(&docker, &namespace, &agent_id, ev).await;
+            }
             let what = match ev.action.as_str() {
                 "die" | "start" | "pause" | "unpause" => {
                     let st = docker.inspect(&ev.container_id).await.unwrap_or_default();
@@ -67,5 +73,64 @@ pub fn stream(docker: Docker, namespace: &str, agent_id: &str) -> EventStream {
                 what,
             }))
         }
+    }))
+}
+
+/// An event of one instance of a cluster kernel: what the whole cluster is doing now
+/// ([`cluster::status`], which also stops the instances of a cluster that ended), as an
+/// event of its master.
+async fn cluster_event(
+    docker: &Docker,
+    namespace: &str,
+    agent_id: &str,
+    ev: ContainerEvent,
+) -> Option<Result<RuntimeEvent, RuntimeError>> {
+    if !matches!(
+        ev.action.as_str(),
+        "die" | "start" | "pause" | "unpause" | "destroy"
+    ) {
+        return None;
+    }
+    let list = match docker.list_labelled(namespace, agent_id).await {
+        Ok(l) => l,
+        Err(e) => return Some(Err(e.into())),
+    };
+    let mut ids: Vec<String> = Vec::new();
+    for c in list.into_iter().filter(|c| c.kernel_id == ev.kernel_id) {
+        let Some(i) = c
+            .labels
+            .get(LABEL_INSTANCE)
+            .and_then(|i| i.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let count = c
+            .labels
+            .get(LABEL_INSTANCES)
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0)
+            .clamp(i + 1, 1024);
+        if ids.len() < count {
+            ids.resize(count, String::new());
+        }
+        ids[i] = c.id;
+    }
+    let master = ids.first().cloned().unwrap_or_default();
+    if master.is_empty() {
+        // The master is gone: the cluster was removed (or is being removed).
+        return None;
+    }
+    let members = Members {
+        network: cluster::network_name(namespace, &ev.kernel_id),
+        ids,
+    };
+    let status = match cluster::status(docker, &members).await {
+        Ok(s) => s,
+        Err(e) => return Some(Err(e.into())),
+    };
+    Some(Ok(RuntimeEvent {
+        kernel_id: ev.kernel_id,
+        instance: master,
+        what: Observed::Changed(status),
     }))
 }

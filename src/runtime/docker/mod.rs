@@ -16,6 +16,7 @@ pub mod adopt;
 pub mod body;
 pub mod cgroup;
 pub mod client;
+pub mod cluster;
 pub mod events;
 pub mod images;
 pub mod local;
@@ -41,6 +42,7 @@ use crate::runtime::{
     LocalImage, Owned, Reporter, Runtime, RuntimeError, Started, Status, Usage,
 };
 use cgroup::CgroupPaths;
+use cluster::Members;
 use images::Images;
 use scratch::Scratch;
 
@@ -94,6 +96,86 @@ impl DockerRuntime {
         if let Some(paths) = CgroupPaths::of_pid(pid) {
             self.cgroups().insert(cid.to_string(), paths);
         }
+    }
+
+    /// The containers of a kernel: its members for a cluster, else its one container.
+    fn containers(handle: &Handle) -> Vec<String> {
+        match Members::of(handle) {
+            Some(m) => m.ids.into_iter().filter(|id| !id.is_empty()).collect(),
+            None => vec![handle.instance.clone()],
+        }
+    }
+
+    /// Creates a container by name; one of that name left from a crash before it was
+    /// recorded is removed first.
+    async fn create_named(
+        &self,
+        name: &str,
+        body: bollard::models::ContainerCreateBody,
+    ) -> Result<String, EngineError> {
+        match self.client.create(name, body.clone()).await {
+            Err(EngineError::Conflict(_)) => {
+                self.client.remove(name, true).await?;
+                self.client.create(name, body).await
+            }
+            other => other,
+        }
+    }
+
+    /// A cluster kernel's network and instances, from the body it would have alone; on any
+    /// failure what was made is removed again.
+    async fn create_cluster(
+        &self,
+        rec: &Record,
+        base: bollard::models::ContainerCreateBody,
+        process_data: Option<&local::ProcessData>,
+    ) -> Result<Handle, RuntimeError> {
+        let c = rec.spec.cluster.as_ref().expect("a cluster spec");
+        let network = cluster::network_name(&self.namespace, &rec.id);
+        let labels = std::collections::HashMap::from([
+            (client::LABEL_NAMESPACE.to_string(), self.namespace.clone()),
+            (client::LABEL_AGENT.to_string(), self.agent_id.clone()),
+            (client::LABEL_KERNEL.to_string(), rec.id.clone()),
+        ]);
+        self.client
+            .create_network(&network, !c.outside, labels)
+            .await?;
+        let gpus = rec
+            .slots
+            .as_ref()
+            .map(|s| s.gpus.clone())
+            .unwrap_or_default();
+        let mut members = Members {
+            network: network.clone(),
+            ids: Vec::new(),
+        };
+        for i in 0..c.instances {
+            let body = cluster::member_body(
+                base.clone(),
+                &cluster::Member {
+                    index: i,
+                    count: c.instances,
+                    network: &network,
+                    worker_command: &c.worker_command,
+                    gpus: cluster::gpu_share(&gpus, c.instances, i),
+                },
+            );
+            let name = cluster::member_name(&self.namespace, &rec.id, i);
+            match self.create_named(&name, body).await {
+                Ok(id) => members.ids.push(id),
+                Err(e) => {
+                    let mut h = Self::handle("", None);
+                    members.store(&mut h);
+                    if let Err(e) = self.destroy(&h).await {
+                        tracing::warn!(kernel_id = %rec.id, error = %e, "cannot remove a half-made cluster");
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        let mut h = Self::handle(&members.ids[0], process_data);
+        members.store(&mut h);
+        Ok(h)
     }
 
     /// An engine error, with a missing network named by the setting that asked for it.
@@ -155,6 +237,7 @@ impl Runtime for DockerRuntime {
             hold: true,
             host_ports: true,
             local_slots: true,
+            cluster: true,
         }
     }
 
@@ -210,18 +293,14 @@ impl Runtime for DockerRuntime {
             &self.agent_id,
             &cfg.docker,
         );
+        if rec.spec.cluster.is_some() {
+            return self.create_cluster(rec, body, process_data.as_ref()).await;
+        }
         let name = body::container_name(&self.namespace, &rec.id);
-        let cid = match self.client.create(&name, body.clone()).await {
-            Err(EngineError::Conflict(_)) => {
-                // A container of this name left from a crash before it was recorded.
-                self.client.remove(&name, true).await?;
-                self.client
-                    .create(&name, body)
-                    .await
-                    .map_err(|e| Self::name_network(e, rec, cfg))?
-            }
-            other => other.map_err(|e| Self::name_network(e, rec, cfg))?,
-        };
+        let cid = self
+            .create_named(&name, body)
+            .await
+            .map_err(|e| Self::name_network(e, rec, cfg))?;
         Ok(Self::handle(&cid, process_data.as_ref()))
     }
 
@@ -232,6 +311,14 @@ impl Runtime for DockerRuntime {
         cfg: &ClusterConfig,
     ) -> Result<Started, RuntimeError> {
         let cid = &handle.instance;
+        if let Some(m) = Members::of(handle) {
+            // Workers first, so the master finds them when it starts.
+            for id in m.ids.iter().skip(1) {
+                self.client.start(id).await?;
+                let st = self.client.inspect(id).await?;
+                self.track(id, st.pid);
+            }
+        }
         let input = match local::input_file(&self.scratch, rec)? {
             Some(path) => Some((path, self.client.attach_stdin(cid).await?)),
             None => None,
@@ -265,12 +352,18 @@ impl Runtime for DockerRuntime {
     }
 
     async fn stop(&self, handle: &Handle, grace: Duration) -> Result<(), RuntimeError> {
-        Ok(self.client.stop(&handle.instance, grace).await?)
+        Ok(cluster::stop_all(&self.client, &Self::containers(handle), Some(grace)).await?)
     }
 
     async fn destroy(&self, handle: &Handle) -> Result<(), RuntimeError> {
-        self.cgroups().remove(&handle.instance);
-        Ok(self.client.remove(&handle.instance, true).await?)
+        for id in Self::containers(handle) {
+            self.cgroups().remove(&id);
+            self.client.remove(&id, true).await?;
+        }
+        if let Some(m) = Members::of(handle) {
+            self.client.remove_network(&m.network).await?;
+        }
+        Ok(())
     }
 
     async fn release(&self, rec: &Record, process_still_used: bool, cfg: &ClusterConfig) {
@@ -288,6 +381,9 @@ impl Runtime for DockerRuntime {
     }
 
     async fn status(&self, handle: &Handle) -> Result<Status, RuntimeError> {
+        if let Some(m) = Members::of(handle) {
+            return Ok(cluster::status(&self.client, &m).await?);
+        }
         let st = self.client.inspect(&handle.instance).await?;
         if !st.exists {
             return Ok(Status {
@@ -316,6 +412,13 @@ impl Runtime for DockerRuntime {
         owned: &Owned,
         cfg: &ClusterConfig,
     ) -> Result<Option<Record>, RuntimeError> {
+        if Members::of(&owned.handle).is_some() {
+            // A cluster nobody recorded was caught mid-creation: undo it, never leave some
+            // instances running alone.
+            tracing::warn!(kernel_id = %owned.kernel_id, "removing the instances and network of a cluster kernel that has no record");
+            self.destroy(&owned.handle).await?;
+            return Ok(None);
+        }
         self.adopt_container(owned, cfg).await.map(Some)
     }
 
@@ -350,18 +453,44 @@ impl Runtime for DockerRuntime {
     }
 
     async fn signal(&self, handle: &Handle, signal: i32) -> Result<(), RuntimeError> {
-        Ok(self
-            .client
-            .kill(&handle.instance, &signal.to_string())
-            .await?)
+        let signal = signal.to_string();
+        for id in Self::containers(handle) {
+            self.client.kill(&id, &signal).await?;
+        }
+        Ok(())
     }
 
     async fn suspend(&self, handle: &Handle) -> Result<(), RuntimeError> {
-        Ok(self.client.pause(&handle.instance).await?)
+        for id in Self::containers(handle) {
+            self.client.pause(&id).await?;
+        }
+        Ok(())
     }
 
     async fn resume(&self, handle: &Handle) -> Result<(), RuntimeError> {
-        Ok(self.client.unpause(&handle.instance).await?)
+        for id in Self::containers(handle) {
+            self.client.unpause(&id).await?;
+        }
+        Ok(())
+    }
+
+    fn member(&self, handle: &Handle, index: u32) -> Result<Handle, RuntimeError> {
+        let Some(m) = Members::of(handle) else {
+            return Err(RuntimeError::NotFound(format!(
+                "instance {index}: the kernel is not a cluster kernel (it has no instances)"
+            )));
+        };
+        let Some(id) = m.ids.get(index as usize).filter(|id| !id.is_empty()) else {
+            return Err(RuntimeError::NotFound(format!(
+                "instance {index}: the cluster has instances 0 to {}",
+                m.ids.len().saturating_sub(1)
+            )));
+        };
+        Ok(Handle {
+            instance: id.clone(),
+            data: serde_json::Value::Null,
+            ..handle.clone()
+        })
     }
 
     async fn exec(
@@ -400,12 +529,23 @@ impl Runtime for DockerRuntime {
     }
 
     fn usage(&self, handle: &Handle) -> Option<Usage> {
-        let paths = self.cgroups().get(&handle.instance).cloned()?;
-        let (cpu_ns, memory_bytes) = paths.read()?;
-        Some(Usage {
-            cpu_ns,
-            memory_bytes,
-        })
+        let paths: Vec<CgroupPaths> = {
+            let cg = self.cgroups();
+            Self::containers(handle)
+                .iter()
+                .filter_map(|id| cg.get(id).cloned())
+                .collect()
+        };
+        let mut total: Option<Usage> = None;
+        for (cpu_ns, memory_bytes) in paths.iter().filter_map(CgroupPaths::read) {
+            let t = total.get_or_insert(Usage {
+                cpu_ns: 0,
+                memory_bytes: 0,
+            });
+            t.cpu_ns += cpu_ns;
+            t.memory_bytes += memory_bytes;
+        }
+        total
     }
 
     async fn upload(

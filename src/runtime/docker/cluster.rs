@@ -1,0 +1,386 @@
+//! Cluster kernels on Docker: N containers of one image that run as one kernel (Qarnot's
+//! `docker-cluster*` profiles, Backend.AI's multi-container sessions).
+//!
+//! - Instance 0 is the master: container `deckhand-<ns>-<kernel>` (the name a single kernel
+//!   has), hostname `master`. Instances 1…N-1 are workers: `deckhand-<ns>-<kernel>-<i>`,
+//!   hostname `worker-<i>`. On the cluster's network each is also `instance-<i>`.
+//! - The instances share a bridge network made for the kernel, `deckhand-<ns>-<kernel>`,
+//!   removed with it; `internal` (no route outside it) unless the profile has the network.
+//! - Every instance sees `INSTANCE_ID`, `INSTANCE_COUNT`, `CLUSTER_HOSTS` (the hostnames,
+//!   master first, comma-separated) and `CLUSTER_MASTER`.
+//! - The handle's instance is the master's container id; its data lists every member, so
+//!   the supervisor sees one kernel and the runtime answers for all of its containers.
+//! - What the cluster is doing is read from all of them ([`aggregate`]): RUNNING when every
+//!   instance runs; ended when the master ended (its exit code), or failed when a worker
+//!   failed before the master ended (that worker's exit code and reason). Instances still
+//!   running once the cluster ended are stopped with the kernel's grace period (the
+//!   containers' own stop timeout).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::models::{ContainerCreateBody, EndpointSettings, NetworkingConfig};
+use serde::{Deserialize, Serialize};
+
+use super::body::container_name;
+use super::client::{ContainerStatus, Docker, LABEL_INSTANCE, LABEL_INSTANCES};
+use crate::runtime::{Handle, Status};
+
+/// What a cluster kernel's handle holds beside the master's container id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Members {
+    /// The cluster's network.
+    pub network: String,
+    /// Container ids by instance index (0: the master).
+    pub ids: Vec<String>,
+}
+
+impl Members {
+    /// The members a handle names; `None` for a single kernel.
+    pub fn of(handle: &Handle) -> Option<Self> {
+        serde_json::from_value(handle.data.get("cluster")?.clone()).ok()
+    }
+
+    /// Puts the members into a handle's data.
+    pub fn store(&self, handle: &mut Handle) {
+        if !handle.data.is_object() {
+            handle.data = serde_json::json!({});
+        }
+        handle.data["cluster"] = serde_json::to_value(self).unwrap_or_default();
+    }
+}
+
+/// The network of kernel `kernel_id`.
+pub fn network_name(namespace: &str, kernel_id: &str) -> String {
+    container_name(namespace, kernel_id)
+}
+
+/// The container name of instance `i`.
+pub fn member_name(namespace: &str, kernel_id: &str, i: u32) -> String {
+    match i {
+        0 => container_name(namespace, kernel_id),
+        i => format!("{}-{i}", container_name(namespace, kernel_id)),
+    }
+}
+
+/// The hostname of instance `i` on the cluster's network.
+pub fn hostname(i: u32) -> String {
+    match i {
+        0 => "master".into(),
+        i => format!("worker-{i}"),
+    }
+}
+
+/// What makes instance `i` of `n` differ from the master's body.
+pub struct Member<'a> {
+    pub index: u32,
+    pub count: u32,
+    pub network: &'a str,
+    /// The worker command (empty: the image's); the master keeps the body's command.
+    pub worker_command: &'a [String],
+    /// The GPUs of this instance (its share of the kernel's).
+    pub gpus: &'a [String],
+}
+
+/// The create body of one instance, from the body the kernel would have alone: its own
+/// hostname, command, GPUs and environment, on the cluster's network. Host ports and the
+/// input file belong to the master only.
+pub fn member_body(mut body: ContainerCreateBody, m: &Member<'_>) -> ContainerCreateBody {
+    let name = hostname(m.index);
+    let hosts: Vec<String> = (0..m.count).map(hostname).collect();
+    let mut env: Vec<String> = body
+        .env
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| !e.starts_with("NVIDIA_VISIBLE_DEVICES="))
+        .collect();
+    env.push(format!("INSTANCE_ID={}", m.index));
+    env.push(format!("INSTANCE_COUNT={}", m.count));
+    env.push(format!("CLUSTER_HOSTS={}", hosts.join(",")));
+    env.push(format!("CLUSTER_MASTER={}", hostname(0)));
+    if !m.gpus.is_empty() {
+        env.push(format!("NVIDIA_VISIBLE_DEVICES={}", m.gpus.join(",")));
+    }
+    body.env = Some(env);
+    body.hostname = Some(name.clone());
+    let labels = body.labels.get_or_insert_with(HashMap::new);
+    labels.insert(LABEL_INSTANCE.into(), m.index.to_string());
+    labels.insert(LABEL_INSTANCES.into(), m.count.to_string());
+    if let Some(hc) = body.host_config.as_mut() {
+        hc.network_mode = Some(m.network.to_string());
+        if let Some(reqs) = hc.device_requests.as_mut() {
+            for r in reqs.iter_mut() {
+                r.device_ids = Some(m.gpus.to_vec());
+            }
+            if m.gpus.is_empty() {
+                hc.device_requests = None;
+            }
+        }
+        if m.index > 0 {
+            hc.port_bindings = None;
+        }
+    }
+    body.networking_config = Some(NetworkingConfig {
+        endpoints_config: Some(HashMap::from([(
+            m.network.to_string(),
+            EndpointSettings {
+                aliases: Some(vec![name, format!("instance-{}", m.index)]),
+                ..Default::default()
+            },
+        )])),
+    });
+    if m.index > 0 {
+        body.exposed_ports = None;
+        body.open_stdin = None;
+        body.stdin_once = None;
+        body.attach_stdin = None;
+        body.cmd = (!m.worker_command.is_empty()).then(|| m.worker_command.to_vec());
+    }
+    body
+}
+
+/// The GPUs of instance `i`: the kernel's GPUs split evenly, in order.
+pub fn gpu_share(gpus: &[String], count: u32, i: u32) -> &[String] {
+    let per = gpus.len() / count.max(1) as usize;
+    let start = (i as usize * per).min(gpus.len());
+    &gpus[start..(start + per).min(gpus.len())]
+}
+
+/// What the cluster is doing, from its instances (index order, master first), and which
+/// instances must be stopped because the cluster ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aggregate {
+    pub status: Status,
+    pub stop: Vec<usize>,
+}
+
+fn ended(c: &ContainerStatus) -> bool {
+    c.exists && !c.running && !c.restarting && c.started_at_ms > 0
+}
+
+fn role(i: usize) -> &'static str {
+    if i == 0 {
+        "master"
+    } else {
+        "worker"
+    }
+}
+
+/// See the module docs. `members[i]` is instance `i`; a missing one reads `exists: false`.
+pub fn aggregate(members: &[ContainerStatus]) -> Aggregate {
+    let Some(master) = members.first() else {
+        return Aggregate {
+            status: Status::default(),
+            stop: Vec::new(),
+        };
+    };
+    let running: Vec<usize> = (0..members.len()).filter(|&i| members[i].running).collect();
+    if !master.exists {
+        return Aggregate {
+            status: Status {
+                error: "instance 0 (master) was removed outside deckhand".into(),
+                ..Status::default()
+            },
+            stop: running,
+        };
+    }
+    let mut st = Status::from(master.clone());
+    // A worker that failed (or vanished) before the master ended fails the cluster.
+    let master_end = if ended(master) {
+        master.finished_at_ms
+    } else {
+        i64::MAX
+    };
+    let failed = members.iter().enumerate().skip(1).find(|(_, w)| {
+        !w.exists
+            || (ended(w) && (w.exit_code != 0 || w.oom_killed) && w.finished_at_ms <= master_end)
+    });
+    if let Some((i, w)) = failed {
+        if master.started_at_ms > 0 || w.exists {
+            st.running = false;
+            st.paused = false;
+            st.exit_code = w.exists.then_some(w.exit_code);
+            st.oom_killed = w.oom_killed;
+            st.error = if !w.exists {
+                format!("instance {i} (worker) was removed outside deckhand")
+            } else if w.oom_killed {
+                format!("instance {i} (worker) ran out of memory")
+            } else {
+                format!("instance {i} (worker) exited with code {}", w.exit_code)
+            };
+            if st.finished_at_ms <= 0 || (w.exists && w.finished_at_ms < st.finished_at_ms) {
+                st.finished_at_ms = w.finished_at_ms;
+            }
+            if st.started_at_ms <= 0 {
+                st.started_at_ms = w.started_at_ms;
+            }
+            return Aggregate {
+                status: st,
+                stop: running,
+            };
+        }
+    }
+    if ended(master) {
+        if st.error.is_empty() && master.oom_killed {
+            st.error = format!("instance 0 ({}) ran out of memory", role(0));
+        }
+        return Aggregate {
+            status: st,
+            stop: running,
+        };
+    }
+    if master.running {
+        // RUNNING once every instance has started; paused when the master is.
+        let all_started = members.iter().all(|m| m.started_at_ms > 0);
+        if !all_started {
+            st.running = false;
+            st.started_at_ms = 0;
+        }
+    }
+    Aggregate {
+        status: st,
+        stop: Vec::new(),
+    }
+}
+
+/// Reads every member and aggregates them; stops, in the background, the members still
+/// running in a cluster that ended.
+pub async fn status(docker: &Docker, members: &Members) -> Result<Status, super::EngineError> {
+    let reads = members.ids.iter().map(|id| docker.inspect(id));
+    let all: Vec<ContainerStatus> = futures::future::try_join_all(reads).await?;
+    let agg = aggregate(&all);
+    if !agg.stop.is_empty() {
+        let ids: Vec<String> = agg.stop.iter().map(|&i| members.ids[i].clone()).collect();
+        let docker = docker.clone();
+        tokio::spawn(async move {
+            if let Err(e) = stop_all(&docker, &ids, None).await {
+                tracing::warn!(error = %e, "cannot stop the instances of a cluster kernel that ended");
+            }
+        });
+    }
+    Ok(agg.status)
+}
+
+/// Stops containers in parallel, each with `grace` (`None`: the container's own stop
+/// timeout, the kernel's grace period); one already stopped counts as stopped.
+pub async fn stop_all(
+    docker: &Docker,
+    ids: &[String],
+    grace: Option<Duration>,
+) -> Result<(), super::EngineError> {
+    let stops = ids.iter().map(|id| docker.stop_within(id, grace));
+    futures::future::try_join_all(stops).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(started: i64) -> ContainerStatus {
+        ContainerStatus {
+            exists: true,
+            running: true,
+            started_at_ms: started,
+            ..Default::default()
+        }
+    }
+
+    fn exited(code: i64, finished: i64) -> ContainerStatus {
+        ContainerStatus {
+            exists: true,
+            exit_code: code,
+            started_at_ms: 1,
+            finished_at_ms: finished,
+            ..Default::default()
+        }
+    }
+
+    fn created() -> ContainerStatus {
+        ContainerStatus {
+            exists: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn running_only_when_every_instance_runs() {
+        let a = aggregate(&[running(5), running(3), running(4)]);
+        assert!(a.status.running);
+        assert_eq!(a.status.started_at_ms, 5);
+        assert!(a.stop.is_empty());
+        // Killed mid-start: the master runs, a worker never started — not RUNNING, not
+        // started, so recovery undoes the start instead of taking it as running.
+        let a = aggregate(&[running(5), created()]);
+        assert!(!a.status.running);
+        assert_eq!(a.status.started_at_ms, 0);
+    }
+
+    #[test]
+    fn the_master_ending_ends_the_cluster_with_its_code_and_stops_the_workers() {
+        let a = aggregate(&[exited(3, 100), running(1), exited(0, 50)]);
+        assert!(!a.status.running);
+        assert_eq!(a.status.exit_code, Some(3));
+        assert_eq!(a.status.finished_at_ms, 100);
+        assert_eq!(a.stop, vec![1]);
+        // Workers stopped after the master ended (143) do not change its result.
+        let a = aggregate(&[exited(0, 100), exited(143, 130)]);
+        assert_eq!(a.status.exit_code, Some(0));
+        assert!(a.status.error.is_empty());
+        assert!(a.stop.is_empty());
+    }
+
+    #[test]
+    fn a_failing_worker_fails_the_cluster_with_its_code_and_stops_the_rest() {
+        let a = aggregate(&[running(1), exited(7, 40), running(1)]);
+        assert!(!a.status.running);
+        assert_eq!(a.status.exit_code, Some(7));
+        assert_eq!(a.status.error, "instance 1 (worker) exited with code 7");
+        assert_eq!(a.stop, vec![0, 2]);
+        // Once the master was stopped because of it, the worker's failure still decides.
+        let a = aggregate(&[exited(143, 60), exited(7, 40), exited(143, 61)]);
+        assert_eq!(a.status.exit_code, Some(7));
+        assert_eq!(a.status.finished_at_ms, 40);
+        // A worker that finished its part (exit 0) before the master does not end it.
+        let a = aggregate(&[running(1), exited(0, 40)]);
+        assert!(a.status.running || a.status.started_at_ms > 0);
+        assert_eq!(a.status.exit_code, Some(0));
+        assert!(a.stop.is_empty());
+    }
+
+    #[test]
+    fn a_vanished_instance_is_named() {
+        let a = aggregate(&[ContainerStatus::default(), running(1)]);
+        assert!(!a.status.exists);
+        assert!(a.status.error.contains("instance 0 (master)"));
+        assert_eq!(a.stop, vec![1]);
+        let a = aggregate(&[running(1), ContainerStatus::default()]);
+        assert!(a.status.exists && !a.status.running);
+        assert!(a.status.error.contains("instance 1 (worker) was removed"));
+    }
+
+    #[test]
+    fn gpus_are_split_evenly_in_order() {
+        let g: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+        assert_eq!(gpu_share(&g, 2, 0), &g[0..2]);
+        assert_eq!(gpu_share(&g, 2, 1), &g[2..4]);
+        assert!(gpu_share(&[], 3, 2).is_empty());
+    }
+
+    #[test]
+    fn handles_keep_their_members() {
+        let mut h = Handle {
+            runtime: "docker".into(),
+            version: 1,
+            instance: "m".into(),
+            data: serde_json::Value::Null,
+        };
+        assert_eq!(Members::of(&h), None);
+        let m = Members {
+            network: "n".into(),
+            ids: vec!["m".into(), "w".into()],
+        };
+        m.store(&mut h);
+        assert_eq!(Members::of(&h), Some(m));
+    }
+}
