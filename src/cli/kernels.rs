@@ -133,8 +133,8 @@ pub struct RunArgs {
     #[arg(long = "parent", value_name = "ID=SLUG")]
     pub parents: Vec<String>,
     /// A Qarnot task profile: docker-batch (no network), docker-network,
-    /// docker-network-ssh, docker-nvidia-batch, docker-nvidia-network, or one from
-    /// config/profiles/. The image and command then come from --constant DOCKER_REPO=…,
+    /// docker-network-ssh, docker-nvidia-batch, docker-nvidia-network, the cluster profiles
+    /// docker-cluster[-network][-ssh] (with --instances), or one from config/profiles/. The image and command then come from --constant DOCKER_REPO=…,
     /// DOCKER_TAG=…, DOCKER_CMD=… (see README, "Task profiles").
     #[arg(long, default_value = "")]
     pub profile: String,
@@ -153,6 +153,11 @@ pub struct RunArgs {
     /// The container dir uploaded as results (under RESOURCES_PATH or /home/work).
     #[arg(long = "results-path", default_value = "")]
     pub results_path: String,
+    /// A cluster kernel of N instances (with a docker-cluster* profile): instance 0, the
+    /// master, runs DOCKER_CMD_MASTER, the workers DOCKER_CMD_WORKER; they are ID/0 … ID/N-1
+    /// in logs and exec.
+    #[arg(long, default_value_t = 0)]
+    pub instances: u32,
     /// Run on this agent instead of letting the manager choose.
     #[arg(long)]
     pub agent: Option<String>,
@@ -314,6 +319,7 @@ impl RunArgs {
             resources: self.resources.clone(),
             results: self.results.clone(),
             results_path: self.results_path.clone(),
+            instances: self.instances,
         })
     }
 }
@@ -613,6 +619,16 @@ pub async fn ps(args: PsArgs) -> anyhow::Result<ExitCode> {
             k.gpus.len().to_string(),
             ports.join(","),
         ]);
+        // A cluster kernel's instances, each by its id and hostname.
+        let instances = k.spec.as_ref().map_or(0, |s| s.instances);
+        if instances > 0 {
+            for i in 0..instances {
+                let host = crate::runtime::docker::cluster::hostname(i);
+                let mut row = vec![format!("{}/{i}", k.kernel_id), host];
+                row.resize(10, String::new());
+                t.add_row(row);
+            }
+        }
     }
     println!("{t}");
     Ok(ExitCode::SUCCESS)

@@ -186,7 +186,8 @@ pub fn capacity(slots: &ResourceSlots) -> SlotAmounts {
     }
 }
 
-/// What one kernel (or one array task) needs, read from the spec the way the agent will.
+/// What one kernel (or one array task; all instances of a cluster kernel) needs, read from
+/// the spec the way the agent will.
 pub fn demand(spec: &pb::KernelSpec) -> SlotAmounts {
     let gpus = match spec.gpus.trim() {
         "" => 0,
@@ -195,10 +196,12 @@ pub fn demand(spec: &pb::KernelSpec) -> SlotAmounts {
             .parse::<u32>()
             .unwrap_or_else(|_| g.split(',').count() as u32),
     };
+    // A cluster kernel's instances are placed together, on one agent.
+    let n = spec.instances.max(1);
     SlotAmounts {
-        cpu: spec.cpus.max(0.0),
-        memory_bytes: schema::parse_bytes(&spec.memory).unwrap_or(0),
-        gpus,
+        cpu: spec.cpus.max(0.0) * f64::from(n),
+        memory_bytes: schema::parse_bytes(&spec.memory).unwrap_or(0) * u64::from(n),
+        gpus: gpus * n,
     }
 }
 

@@ -110,6 +110,7 @@ impl From<pb::KernelSpec> for Template {
             resources: s.resources,
             results: s.results,
             results_path: s.results_path,
+            instances: s.instances,
         }
     }
 }
@@ -177,6 +178,7 @@ impl From<Template> for pb::KernelSpec {
             resources: s.resources,
             results: s.results,
             results_path: s.results_path,
+            instances: s.instances,
         }
     }
 }

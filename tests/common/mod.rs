@@ -437,7 +437,8 @@ impl Drop for Cluster {
 /// The local test image built by `scripts/deps.sh` (no image can be pulled here).
 pub const TEST_IMAGE: &str = "deckhand-test/busybox:latest";
 
-/// `docker rm -f` of every container labelled with namespace `ns`, then of its volumes.
+/// `docker rm -f` of every container labelled with namespace `ns`, then of its volumes and
+/// networks.
 pub fn remove_containers(ns: &str) {
     for id in containers(ns) {
         let _ = Command::new("docker")
@@ -457,6 +458,28 @@ pub fn remove_containers(ns: &str) {
     for v in String::from_utf8_lossy(&out.stdout).lines() {
         let _ = Command::new("docker").args(["volume", "rm", v]).output();
     }
+    for n in networks(ns) {
+        let _ = Command::new("docker").args(["network", "rm", &n]).output();
+    }
+}
+
+/// Names of the networks (cluster kernels') labelled with namespace `ns`.
+pub fn networks(ns: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args([
+            "network",
+            "ls",
+            "--format",
+            "{{.Name}}",
+            "--filter",
+            &format!("label=io.deckhand.namespace={ns}"),
+        ])
+        .output()
+        .expect("docker network ls");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 /// Ids of the containers (running or not) labelled with namespace `ns`.

@@ -43,6 +43,14 @@ pub const KNOWN: &[(&str, &str)] = &[
     ),
     ("DOCKER_WORKDIR", "working directory"),
     (
+        "DOCKER_CMD_MASTER",
+        "cluster profiles: the master's (instance 0) command line (empty: DOCKER_CMD, else the image's)",
+    ),
+    (
+        "DOCKER_CMD_WORKER",
+        "cluster profiles: the workers' command line (empty: the image's ENTRYPOINT/CMD)",
+    ),
+    (
         "DOCKER_PROGRESS1",
         "regex over the output; group 1 (0-100) is the progress",
     ),

@@ -195,8 +195,42 @@ impl Spec {
 pub fn prepare(t: &Template, cfg: &ClusterConfig) -> Result<Spec, SpecError> {
     let (effective, run) = profile::resolve(t, cfg)?;
     let mut spec = validate(&effective, &cfg.kernel)?;
+    spec.cluster = run.as_ref().and_then(|r| r.cluster.clone());
+    if spec.cluster.is_some() {
+        cluster_rules(&spec)?;
+    }
     spec.profile = run;
     Ok(spec)
+}
+
+/// What a cluster kernel cannot have: its instances end with the master (no restart
+/// policy, no auto-removal), and its GPUs are a count per instance.
+fn cluster_rules(spec: &Spec) -> Result<(), SpecError> {
+    if !spec.restart_policy.is_empty() && spec.restart_policy != "no" {
+        return Err(SpecError::invalid(
+            "restart_policy",
+            "a cluster kernel ends when its master ends; restart policies are for single kernels",
+        ));
+    }
+    if spec.auto_remove {
+        return Err(SpecError::invalid(
+            "auto_remove",
+            "a cluster kernel's instances are removed with the kernel (`rm`)",
+        ));
+    }
+    if matches!(spec.gpus, GpuRequest::All | GpuRequest::Ids(_)) {
+        return Err(SpecError::invalid(
+            "gpus",
+            "a cluster kernel asks for a count of GPUs per instance (`--gpus 1`)",
+        ));
+    }
+    if !spec.network_mode.is_empty() {
+        return Err(SpecError::invalid(
+            "network_mode",
+            "a cluster kernel's instances share the private network made for it",
+        ));
+    }
+    Ok(())
 }
 
 /// Validates everything in `spec`; `cfg` says what the cluster allows.

@@ -6,7 +6,8 @@
 //!
 //! Built-in profiles have Qarnot's names and meaning ([`BUILTIN`]); operators define more
 //! under `config/profiles/<name>/…` ([`crate::config::profiles`]). The cluster profiles
-//! (`docker-cluster*`) come with the master/worker kernels.
+//! (`docker-cluster*`, [`CLUSTER`]) run `instances` containers as one kernel: instance 0,
+//! the master, runs `DOCKER_CMD_MASTER`; the workers run `DOCKER_CMD_WORKER`.
 
 use std::collections::BTreeMap;
 
@@ -42,6 +43,8 @@ pub struct Profile {
     pub rdma: bool,
     /// Defaults under the kernel's own constants.
     pub constants: BTreeMap<String, String>,
+    /// A cluster profile: master and workers on a private network.
+    pub cluster: bool,
 }
 
 /// Built-in profiles: name, network, ssh, gpus, rdma. Add a row for a new one.
@@ -55,11 +58,37 @@ pub const BUILTIN: &[(&str, bool, bool, bool, bool)] = &[
     ("docker-nvidia-network-roce", true, false, true, true),
 ];
 
+/// Built-in cluster profiles: name, reaches outside its private network, ssh.
+pub const CLUSTER: &[(&str, bool, bool)] = &[
+    ("docker-cluster", false, false),
+    ("docker-cluster-ssh", false, true),
+    ("docker-cluster-network", true, false),
+    ("docker-cluster-network-ssh", true, true),
+];
+
+/// Most instances of one cluster kernel.
+pub const MAX_INSTANCES: u32 = 64;
+
 /// Where RDMA devices appear on a host that has them.
 pub const RDMA_DIR: &str = "/dev/infiniband";
 
 /// The built-in profile `name`.
 pub fn builtin(name: &str) -> Option<Profile> {
+    if let Some(&(n, outside, ssh)) = CLUSTER.iter().find(|(n, ..)| *n == name) {
+        return Some(Profile {
+            name: n.into(),
+            network: if outside {
+                Network::Default
+            } else {
+                Network::None
+            },
+            ssh,
+            gpus: false,
+            rdma: false,
+            constants: BTreeMap::new(),
+            cluster: true,
+        });
+    }
     BUILTIN
         .iter()
         .find(|(n, ..)| *n == name)
@@ -74,6 +103,7 @@ pub fn builtin(name: &str) -> Option<Profile> {
             gpus,
             rdma,
             constants: BTreeMap::new(),
+            cluster: false,
         })
 }
 
@@ -90,6 +120,7 @@ impl From<&ProfileDef> for Profile {
             gpus: d.gpus,
             rdma: false,
             constants: d.constants.clone(),
+            cluster: false,
         }
     }
 }
@@ -102,13 +133,8 @@ pub fn find(name: &str, cfg: &ClusterConfig) -> Result<Profile, SpecError> {
     if let Some(d) = cfg.profiles.iter().find(|d| d.name == name) {
         return Ok(d.into());
     }
-    if name.starts_with("docker-cluster") {
-        return Err(SpecError::forbidden(
-            "profile",
-            format!("`{name}`: cluster profiles (master and workers) are not available yet"),
-        ));
-    }
     let mut known: Vec<String> = BUILTIN.iter().map(|(n, ..)| n.to_string()).collect();
+    known.extend(CLUSTER.iter().map(|(n, ..)| n.to_string()));
     known.extend(cfg.profiles.iter().map(|d| d.name.clone()));
     Err(SpecError::invalid(
         "profile",
@@ -182,6 +208,9 @@ pub struct ProfileRun {
     pub rdma: bool,
     /// `QARNOT_DISABLE_CPU_BOOST`.
     pub no_cpu_boost: bool,
+    /// A cluster profile's instances.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<super::Cluster>,
 }
 
 /// Longest value of one constant.
@@ -194,6 +223,19 @@ pub fn resolve(
     t: &Template,
     cfg: &ClusterConfig,
 ) -> Result<(Template, Option<ProfileRun>), SpecError> {
+    if t.instances > 0 && !t.profile.starts_with("docker-cluster") {
+        return Err(SpecError::invalid(
+            "instances",
+            format!(
+                "needs a cluster profile ({})",
+                CLUSTER
+                    .iter()
+                    .map(|(n, ..)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
     if t.profile.is_empty() {
         for (field, set) in [
             ("constants", !t.constants.is_empty()),
@@ -249,6 +291,7 @@ pub fn resolve(
         ));
     }
     e.command = command_line("constants[DOCKER_CMD]", get("DOCKER_CMD"))?;
+    let cluster = cluster(t, &profile, &c, &mut e.command)?;
     e.user = once("user", &t.user, "DOCKER_USER", get("DOCKER_USER"))?;
     e.hostname = once("hostname", &t.hostname, "DOCKER_HOST", get("DOCKER_HOST"))?;
     e.working_dir = once(
@@ -264,6 +307,8 @@ pub fn resolve(
         ));
     }
     e.network_mode = match &profile.network {
+        // A cluster's instances are on the network made for it, `internal` without one.
+        _ if profile.cluster => String::new(),
         Network::None => "none".into(),
         Network::Default => String::new(),
         Network::Named(n) => n.clone(),
@@ -307,6 +352,7 @@ pub fn resolve(
     let mut run = ProfileRun {
         name: profile.name.clone(),
         rdma: profile.rdma,
+        cluster,
         ..Default::default()
     };
     for i in 1..=3 {
@@ -414,6 +460,55 @@ pub fn resolve(
     }
     run.results_path = results_path(&t.results_path, &run.resources_path)?;
     Ok((e, Some(run)))
+}
+
+/// A cluster profile's instances and commands (the master's replaces `command` when
+/// given); the cluster constants are refused on other profiles.
+fn cluster(
+    t: &Template,
+    profile: &Profile,
+    c: &BTreeMap<String, String>,
+    command: &mut Vec<String>,
+) -> Result<Option<super::Cluster>, SpecError> {
+    let get = |k: &str| c.get(k).map(|v| v.trim()).unwrap_or("");
+    if !profile.cluster {
+        for k in ["DOCKER_CMD_MASTER", "DOCKER_CMD_WORKER"] {
+            if !get(k).is_empty() {
+                return Err(SpecError::invalid(
+                    format!("constants[{k}]"),
+                    format!(
+                        "belongs to the cluster profiles; profile `{}` runs one instance",
+                        profile.name
+                    ),
+                ));
+            }
+        }
+        return Ok(None);
+    }
+    if t.instances == 0 || t.instances > MAX_INSTANCES {
+        return Err(SpecError::invalid(
+            "instances",
+            format!(
+                "profile `{}` needs the number of instances, 1 to {MAX_INSTANCES} (`--instances 3`)",
+                profile.name
+            ),
+        ));
+    }
+    let master = command_line("constants[DOCKER_CMD_MASTER]", get("DOCKER_CMD_MASTER"))?;
+    if !master.is_empty() {
+        if !command.is_empty() {
+            return Err(SpecError::invalid(
+                "constants[DOCKER_CMD_MASTER]",
+                "also given as DOCKER_CMD; give the master's command once",
+            ));
+        }
+        *command = master;
+    }
+    Ok(Some(super::Cluster {
+        instances: t.instances,
+        worker_command: command_line("constants[DOCKER_CMD_WORKER]", get("DOCKER_CMD_WORKER"))?,
+        outside: profile.network != Network::None,
+    }))
 }
 
 /// Whether this host has RDMA devices.

@@ -61,6 +61,8 @@ pub struct Template {
     pub results: String,
     /// The container dir whose content is uploaded as results; empty: `RESOURCES_PATH`.
     pub results_path: String,
+    /// A cluster profile kernel's instances (master and workers); 0: not a cluster.
+    pub instances: u32,
 }
 
 /// A host path bind-mounted into the kernel (DRMAA2 `stageInFiles`).

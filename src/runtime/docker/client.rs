@@ -186,7 +186,8 @@ impl Docker {
         }
     }
 
-    /// Creates a cluster kernel's private bridge network (`internal`: no route outside it)
+    /// Creates a cluster kernel's private bridge network (`internal`: no route outside it,
+    /// not even to this host)
     /// with the kernel's labels; one of that name left from a crash is used as it is.
     pub async fn create_network(
         &self,
@@ -198,6 +199,14 @@ impl Docker {
             name: name.to_string(),
             driver: Some("bridge".into()),
             internal: Some(internal),
+            // `internal` alone still lets the instances reach the host itself through the
+            // bridge's address; without one on the host side nothing outside answers.
+            options: internal.then(|| {
+                HashMap::from([(
+                    "com.docker.network.bridge.inhibit_ipv4".to_string(),
+                    "true".to_string(),
+                )])
+            }),
             labels: Some(labels),
             ..Default::default()
         };

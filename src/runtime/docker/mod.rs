@@ -246,6 +246,25 @@ impl Runtime for DockerRuntime {
         Ok(())
     }
 
+    /// A cluster kernel's instances: `instance/<i>` → `<hostname> <container id>`.
+    fn describe(&self, rec: &Record) -> std::collections::BTreeMap<String, String> {
+        let mut out = std::collections::BTreeMap::new();
+        if let Some(m) = rec.handle.as_ref().and_then(Members::of) {
+            out.insert("network".into(), m.network.clone());
+            for (i, id) in m.ids.iter().enumerate() {
+                out.insert(
+                    format!("instance/{i}"),
+                    format!(
+                        "{} {}",
+                        cluster::hostname(i as u32),
+                        id.get(..12).unwrap_or(id)
+                    ),
+                );
+            }
+        }
+        out
+    }
+
     fn home(&self, kernel_id: &str) -> String {
         self.scratch
             .kernel_dir(kernel_id)
