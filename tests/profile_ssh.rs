@@ -257,3 +257,55 @@ async fn the_kernels_key_opens_a_shell_inside_it_and_nothing_else_gets_in() {
     .await;
     assert!(!k.agent.log().contains("BEGIN OPENSSH PRIVATE KEY"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_ssh_profile_opens_the_master() {
+    let keys = tempfile::tempdir().unwrap();
+    let right = keygen(keys.path(), "right");
+    let public = std::fs::read_to_string(right.with_extension("pub")).unwrap();
+    let k = KernelCluster::start("cluster-ssh").await;
+    let ssh_key = format!("DOCKER_SSH={}", public.trim());
+    let id = k.run_detached(&[
+        "--profile",
+        "docker-cluster-ssh",
+        "--instances",
+        "2",
+        "--stop-timeout",
+        "1s",
+        "--constant",
+        "DOCKER_REPO=deckhand-test/busybox",
+        "--constant",
+        "DOCKER_CMD_MASTER=sleep 300",
+        "--constant",
+        "DOCKER_CMD_WORKER=sleep 300",
+        "--constant",
+        &ssh_key,
+    ]);
+    let info = k.wait_state(&id, "RUNNING", T).await;
+    let port = info["ssh_port"].as_u64().expect("ssh_port in inspect") as u16;
+    let out = wait_for(T, "ssh to answer", || async {
+        let out = ssh(
+            port,
+            &right,
+            &[
+                "work@127.0.0.1",
+                "echo on $(hostname) instance $INSTANCE_ID",
+            ],
+            None,
+        );
+        (out.status.code() != Some(255)).then_some(out)
+    })
+    .await;
+    assert!(
+        text(&out).contains("on master instance 0"),
+        "{}",
+        text(&out)
+    );
+    k.c.cli_ok(&["rm", "-f", &id]);
+    wait_for(T, "the ssh port to close", || async {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .is_err()
+            .then_some(())
+    })
+    .await;
+}

@@ -467,4 +467,16 @@ mod tests {
         };
         assert_eq!(demand(&spec).gpus, 1);
     }
+
+    #[test]
+    fn a_cluster_kernel_needs_all_of_its_instances_on_one_agent() {
+        let spec = pb::KernelSpec {
+            cpus: 0.5,
+            memory: "64MiB".into(),
+            gpus: "1".into(),
+            instances: 3,
+            ..Default::default()
+        };
+        assert_eq!(demand(&spec), amounts(1.5, 192, 3));
+    }
 }
