@@ -102,6 +102,29 @@ fn spec(f: impl FnOnce(&mut KernelSpec)) -> Op {
     Op::Create(Box::new(s), None)
 }
 
+/// A valid docker-batch profile kernel of the test image.
+fn profile_base(s: &mut KernelSpec) {
+    s.image.clear();
+    s.command.clear();
+    s.profile = "docker-batch".into();
+    s.constants
+        .insert("DOCKER_REPO".into(), "deckhand-test/busybox".into());
+    s.constants.insert("DOCKER_TAG".into(), "latest".into());
+    s.constants.insert("DOCKER_CMD".into(), "sleep 300".into());
+}
+
+/// A docker-batch profile kernel with `constants` added.
+fn profiled(constants: &[(&str, &str)]) -> Op {
+    let constants: Vec<(String, String)> = constants
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    spec(move |s| {
+        profile_base(s);
+        s.constants.extend(constants);
+    })
+}
+
 fn control(id: &str, action: KernelAction, signal: i32) -> Op {
     Op::Control(ControlKernelRequest {
         kernel_id: id.into(),
@@ -553,6 +576,156 @@ async fn malformed_requests_are_refused_naming_the_field_and_change_nothing() {
             "../..",
         ),
         (
+            "unknown profile",
+            spec(|s| {
+                profile_base(s);
+                s.profile = "docker-nope".into();
+            }),
+            Code::InvalidArgument,
+            "docker-nope",
+        ),
+        (
+            "unknown DOCKER_ constant",
+            profiled(&[("DOCKER_TAGG", "1")]),
+            Code::InvalidArgument,
+            "DOCKER_TAGG",
+        ),
+        (
+            "unknown QARNOT_ constant",
+            profiled(&[("QARNOT_TURBO", "1")]),
+            Code::InvalidArgument,
+            "QARNOT_TURBO",
+        ),
+        (
+            "progress regex that does not compile",
+            profiled(&[("DOCKER_PROGRESS1", "step (\\d+/100")]),
+            Code::InvalidArgument,
+            "DOCKER_PROGRESS1",
+        ),
+        (
+            "progress regex without a capture group",
+            profiled(&[("DOCKER_PROGRESS2", "step \\d+/100")]),
+            Code::InvalidArgument,
+            "DOCKER_PROGRESS2",
+        ),
+        (
+            "constants that refer to each other",
+            profiled(&[("A", "${B}"), ("B", "x${A}")]),
+            Code::InvalidArgument,
+            "refers back",
+        ),
+        (
+            "DOCKER_CMD with unbalanced quotes",
+            profiled(&[("DOCKER_CMD", "sh -c 'echo")]),
+            Code::InvalidArgument,
+            "DOCKER_CMD",
+        ),
+        (
+            "registry password without login",
+            profiled(&[("DOCKER_REGISTRY_PASSWORD", "pw")]),
+            Code::InvalidArgument,
+            "DOCKER_REGISTRY_LOGIN",
+        ),
+        (
+            "an ssh key on a profile without ssh",
+            profiled(&[("DOCKER_SSH", "ssh-ed25519 AAAA")]),
+            Code::InvalidArgument,
+            "DOCKER_SSH",
+        ),
+        (
+            "an ssh profile without a key",
+            spec(|s| {
+                profile_base(s);
+                s.profile = "docker-network-ssh".into();
+            }),
+            Code::InvalidArgument,
+            "DOCKER_SSH",
+        ),
+        (
+            "an ssh key that is not one",
+            spec(|s| {
+                profile_base(s);
+                s.profile = "docker-network-ssh".into();
+                s.constants.insert("DOCKER_SSH".into(), "not a key".into());
+            }),
+            Code::InvalidArgument,
+            "DOCKER_SSH",
+        ),
+        (
+            "RESOURCES_PATH over the kernel's home",
+            profiled(&[("RESOURCES_PATH", "/home/work")]),
+            Code::InvalidArgument,
+            "RESOURCES_PATH",
+        ),
+        (
+            "QARNOT_DISABLE_CPU_BOOST without cpus",
+            profiled(&[("QARNOT_DISABLE_CPU_BOOST", "true")]),
+            Code::InvalidArgument,
+            "cpus",
+        ),
+        (
+            "a GPU on a profile without GPUs",
+            spec(|s| {
+                profile_base(s);
+                s.gpus = "1".into();
+            }),
+            Code::InvalidArgument,
+            "gpus",
+        ),
+        (
+            "an image beside a profile",
+            spec(|s| {
+                profile_base(s);
+                s.image = TEST_IMAGE.into();
+            }),
+            Code::InvalidArgument,
+            "image",
+        ),
+        (
+            "constants without a profile",
+            spec(|s| {
+                s.constants.insert("DOCKER_TAG".into(), "1".into());
+            }),
+            Code::InvalidArgument,
+            "constants",
+        ),
+        (
+            "results that are not on S3",
+            spec(|s| {
+                profile_base(s);
+                s.results = "/tmp/results".into();
+            }),
+            Code::InvalidArgument,
+            "results",
+        ),
+        (
+            "S3 resources while S3 is not set up",
+            spec(|s| {
+                profile_base(s);
+                s.resources = "s3://bucket/in".into();
+            }),
+            Code::FailedPrecondition,
+            "config/storage/s3",
+        ),
+        (
+            "a cluster profile",
+            spec(|s| {
+                profile_base(s);
+                s.profile = "docker-cluster".into();
+            }),
+            Code::FailedPrecondition,
+            "docker-cluster",
+        ),
+        (
+            "a RoCE profile on an agent without RDMA devices",
+            spec(|s| {
+                profile_base(s);
+                s.profile = "docker-network-roce".into();
+            }),
+            Code::FailedPrecondition,
+            "RDMA",
+        ),
+        (
             "upload too large",
             Op::Upload(UploadFileRequest {
                 kernel_id: running.clone(),
@@ -601,6 +774,10 @@ async fn malformed_requests_are_refused_naming_the_field_and_change_nothing() {
         ("docker/volumes/v/on", "[unclosed"),
         ("docker/registries/r/password", "bad\u{7}"),
         ("no/such_key", "1"),
+        ("profiles/docker-batch/ssh", "true"),
+        ("profiles/mine/constants/DOCKER_TAGG", "1"),
+        ("profiles/mine/network", "not a network!"),
+        ("storage/s3/endpoint", "ftp://x"),
     ] {
         let out = k.c.cli(&["config", "set", key, value]);
         let err = String::from_utf8_lossy(&out.stderr);

@@ -60,6 +60,48 @@ proptest! {
         }
     }
 
+    /// Profile resolution never panics; whatever it accepts runs the image its constants
+    /// name, and no read-back of the template shows a secret's value.
+    #[test]
+    fn profile_constants_resolve_or_are_refused_and_secrets_never_show(
+        profile in prop_oneof![Just("docker-batch"), Just("docker-network"), Just("docker-nvidia-batch"), Just("nope")],
+        names in proptest::collection::vec(prop_oneof![
+            Just("DOCKER_REPO".to_string()), Just("DOCKER_TAG".to_string()),
+            Just("DOCKER_CMD".to_string()), Just("DOCKER_PROGRESS1".to_string()),
+            Just("DOCKER_USER".to_string()), Just("RESOURCES_PATH".to_string()),
+            Just("QARNOT_SECRET__TOKEN".to_string()), Just("DOCKER_BOGUS".to_string()),
+            "[A-Z_]{1,8}",
+        ], 0..6),
+        values in proptest::collection::vec(any_text(), 6),
+        secret in "[a-zA-Z0-9]{8,16}",
+    ) {
+        let mut t = pb::KernelSpec {
+            kernel_id: uuid::Uuid::new_v4().to_string(),
+            profile: profile.to_string(),
+            ..Default::default()
+        };
+        for (n, v) in names.iter().zip(values.iter()) {
+            t.constants.insert(n.clone(), v.clone());
+        }
+        t.constants.insert("QARNOT_SECRET__KEY".into(), secret.clone());
+        t.constants.insert("USES_IT".into(), "x${QARNOT_SECRET__KEY}y".into());
+        let template: spec::Template = t.into();
+        let shown = serde_json::to_string(&template.masked()).unwrap();
+        prop_assert!(!shown.contains(&secret), "{shown}");
+        match spec::prepare(&template, &ClusterConfig::default()) {
+            Ok(s) => {
+                prop_assert!(spec::image_reference(&s.image).is_ok());
+                prop_assert!(s.profile.is_some());
+                for (k, v) in &s.env {
+                    prop_assert!(!v.contains(&secret) || s.secret_names.contains(k), "{k} holds a secret in plain env");
+                }
+            }
+            Err(e) => {
+                prop_assert!(!e.to_string().contains(&secret), "{e}");
+            }
+        }
+    }
+
     /// Settings parsing never panics; an accepted value always builds a config, and a
     /// secret is never echoed by an error.
     #[test]
@@ -89,7 +131,7 @@ proptest! {
     /// No sequence of operations leaves a final state, skips holding resources in a live
     /// one, or gives slots back twice.
     #[test]
-    fn the_state_machine_never_leaks_or_revives(ops in proptest::collection::vec(0usize..12, 0..40)) {
+    fn the_state_machine_never_leaks_or_revives(ops in proptest::collection::vec(0usize..15, 0..40)) {
         let all = [
             Transition::PullStarted,
             Transition::PullFinished,
@@ -103,6 +145,9 @@ proptest! {
             Transition::Terminate,
             Transition::Exited { success: true },
             Transition::Fail,
+            Transition::UploadStarted,
+            Transition::Uploaded { success: true },
+            Transition::Uploaded { success: false },
         ];
         let mut state = KernelState::Preparing;
         let mut held_slots = true; // allocated at creation
@@ -112,6 +157,11 @@ proptest! {
             match state.apply(all[i]) {
                 Ok(next) => {
                     prop_assert!(!before.is_final(), "{before} changed to {next}");
+                    // Nothing but the end of an upload leaves UPLOADING, except a failure
+                    // (removal by force): an upload is never stopped half-way as a stop.
+                    if before == KernelState::Uploading {
+                        prop_assert!(next.is_final(), "UPLOADING changed to {next}");
+                    }
                     state = next;
                     if state.is_final() && held_slots {
                         held_slots = false;

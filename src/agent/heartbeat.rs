@@ -106,6 +106,7 @@ impl Heartbeat {
                 sequence: sequence + 1,
                 kernels: convert::usages(usage),
                 runtimes: convert::runtime_infos(self.kernels.runtime_loads()),
+                progress: convert::progresses(self.kernels.progress()),
             };
             let cap = super::status::capacity(&snap.host, &snap.gpus);
             self.capacity.send_if_modified(|c| {

@@ -133,6 +133,7 @@ impl AgentService for AgentRpc {
             command: r.command,
             env: r.env,
             working_dir: r.working_dir,
+            ..Default::default()
         };
         let run = self.kernels.exec(&r.kernel_id, exec).await?;
         let body = run.output.map(|c| {

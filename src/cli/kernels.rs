@@ -132,6 +132,27 @@ pub struct RunArgs {
     /// A parent task ID=SLUG (repeatable); a Vast.ai instance gets them as TASK_PARENTS (JSON).
     #[arg(long = "parent", value_name = "ID=SLUG")]
     pub parents: Vec<String>,
+    /// A Qarnot task profile: docker-batch (no network), docker-network,
+    /// docker-network-ssh, docker-nvidia-batch, docker-nvidia-network, or one from
+    /// config/profiles/. The image and command then come from --constant DOCKER_REPO=…,
+    /// DOCKER_TAG=…, DOCKER_CMD=… (see README, "Task profiles").
+    #[arg(long, default_value = "")]
+    pub profile: String,
+    /// A profile constant KEY=VALUE (repeatable), by Qarnot's names; other names become
+    /// environment variables, QARNOT_SECRET__* are write-only.
+    #[arg(long = "constant", value_name = "KEY=VALUE")]
+    pub constants: Vec<String>,
+    /// A profile kernel's resources, put at RESOURCES_PATH (default /job) before it starts:
+    /// s3://bucket/prefix (config/storage/s3) or a host dir in config/container/stage_in_dirs.
+    #[arg(long, default_value = "")]
+    pub resources: String,
+    /// Upload what a profile kernel leaves in RESOURCES_PATH (or --results-path) here after
+    /// it ends: s3://bucket/prefix. The kernel reads UPLOADING meanwhile.
+    #[arg(long, default_value = "")]
+    pub results: String,
+    /// The container dir uploaded as results (under RESOURCES_PATH or /home/work).
+    #[arg(long = "results-path", default_value = "")]
+    pub results_path: String,
     /// Run on this agent instead of letting the manager choose.
     #[arg(long)]
     pub agent: Option<String>,
@@ -141,7 +162,8 @@ pub struct RunArgs {
     /// Print the created kernel(s) as JSON (implies --detach).
     #[arg(long)]
     pub json: bool,
-    pub image: String,
+    /// The image (with --profile it comes from the DOCKER_* constants instead).
+    pub image: Option<String>,
     /// Command and arguments (default: the image's CMD).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
@@ -212,6 +234,14 @@ pub fn parse_port(p: &str) -> anyhow::Result<PortSpec> {
 
 impl RunArgs {
     pub fn spec(&self) -> anyhow::Result<KernelSpec> {
+        let image = match (&self.image, self.profile.is_empty()) {
+            (Some(i), true) => i.clone(),
+            (None, true) => bail!("give the IMAGE to run (or a --profile with its constants)"),
+            (Some(i), false) => bail!(
+                "`{i}`: with --profile the image comes from --constant DOCKER_REPO=…/DOCKER_TAG=…/DOCKER_SRV=… and the command from --constant DOCKER_CMD=…"
+            ),
+            (None, false) => String::new(),
+        };
         let stage_in = self
             .volumes
             .iter()
@@ -245,7 +275,7 @@ impl RunArgs {
             name: self.name.clone(),
             slug: self.slug.clone(),
             labels: pairs("--label", &self.labels)?,
-            image: self.image.clone(),
+            image,
             command: self.command.clone(),
             env: pairs("--env", &self.env)?,
             secret_env: pairs("--secret-env", &self.secret_env)?,
@@ -279,6 +309,11 @@ impl RunArgs {
             input_path: self.input.clone(),
             runtime: self.runtime.clone(),
             parents: pairs("--parent", &self.parents)?,
+            profile: self.profile.clone(),
+            constants: pairs("--constant", &self.constants)?,
+            resources: self.resources.clone(),
+            results: self.results.clone(),
+            results_path: self.results_path.clone(),
         })
     }
 }
@@ -424,10 +459,16 @@ pub fn progress_line(p: &PullProgress) -> String {
 /// Streams the kernel's output until it ends, then exits with its exit code.
 async fn follow_to_exit(target: &ManagerArgs, id: &str) -> anyhow::Result<ExitCode> {
     stream_logs(target, id, true, 0).await?;
-    // The log stream ends when the container stops; the DONE/FAILED record follows at once.
-    for _ in 0..100 {
+    // The log stream ends when the container stops; the DONE/FAILED record follows at once,
+    // or once its results are uploaded (however long that takes: the upload ends by itself).
+    let mut waits = 0;
+    while waits < 100 {
         let k = get(target, id).await?;
         let s = k.state();
+        if s == KernelState::Uploading {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
         if matches!(
             s,
             KernelState::Done | KernelState::Failed | KernelState::Cancelled
@@ -435,9 +476,16 @@ async fn follow_to_exit(target: &ManagerArgs, id: &str) -> anyhow::Result<ExitCo
             if s != KernelState::Done {
                 eprintln!("kernel {id} {}: {}", state_name(s), k.reason);
             }
-            let code = k.exit_code.unwrap_or(1);
+            // A kernel that failed after its command succeeded (its results upload) does
+            // not exit 0.
+            let code = match k.exit_code {
+                Some(0) if s == KernelState::Failed => 1,
+                Some(c) => c,
+                None => 1,
+            };
             return Ok(ExitCode::from(code.clamp(0, 255) as u8));
         }
+        waits += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bail!("kernel {id} is still running after its output ended")
@@ -535,7 +583,7 @@ pub async fn ps(args: PsArgs) -> anyhow::Result<ExitCode> {
     let mut t = Table::new();
     t.load_preset(NOTHING);
     t.set_header([
-        "KERNEL", "NAME", "AGENT", "STATE", "IMAGE", "CREATED", "EXIT", "GPUS", "PORTS",
+        "KERNEL", "NAME", "AGENT", "STATE", "PROGRESS", "IMAGE", "CREATED", "EXIT", "GPUS", "PORTS",
     ]);
     for k in list {
         let ports: Vec<String> = k
@@ -551,12 +599,14 @@ pub async fn ps(args: PsArgs) -> anyhow::Result<ExitCode> {
                 };
                 format!("{ip}{}->{}/{}", p.host_port, p.container_port, p.protocol)
             })
+            .chain((k.ssh_port > 0).then(|| format!("{}->ssh", k.ssh_port)))
             .collect();
         t.add_row([
             k.kernel_id.clone(),
             k.name.clone(),
             k.agent_id.clone(),
             state_name(k.state()).to_string(),
+            k.progress.map(|p| format!("{p:.0}%")).unwrap_or_default(),
             k.image.clone(),
             ago(k.created_at_ms),
             k.exit_code.map(|c| c.to_string()).unwrap_or_default(),

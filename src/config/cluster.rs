@@ -34,6 +34,8 @@ pub struct KernelSettings {
     pub gid: u32,
     pub port_range: (u16, u16),
     pub stop_grace_period: Duration,
+    /// `container/shutdown_grace`: how long a profile kernel's shutdown command may take.
+    pub shutdown_grace: Duration,
     pub keep_scratch: bool,
     pub stage_in_dirs: Vec<PathBuf>,
     pub allow_privileged: bool,
@@ -50,6 +52,7 @@ impl Default for KernelSettings {
             gid: 1000,
             port_range: (30000, 31000),
             stop_grace_period: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
             keep_scratch: false,
             stage_in_dirs: Vec::new(),
             allow_privileged: false,
@@ -200,6 +203,11 @@ pub struct ClusterConfig {
     /// `agent/default_runtime`: where kernels run when `run` names no runtime.
     pub default_runtime: String,
     pub vast: super::vast::VastSettings,
+    /// Task profiles the operators defined (`profiles/<name>/…`).
+    pub profiles: Vec<super::profiles::ProfileDef>,
+    /// `storage/s3/…`: where profile kernels' resources and results are; `None` until the
+    /// access key and secret are set.
+    pub storage: Option<super::profiles::S3Settings>,
 }
 
 impl Default for ClusterConfig {
@@ -216,6 +224,8 @@ impl Default for ClusterConfig {
             docker: DockerSettings::default(),
             default_runtime: "docker".into(),
             vast: super::vast::VastSettings::default(),
+            profiles: Vec::new(),
+            storage: None,
         }
     }
 }
@@ -280,6 +290,11 @@ impl ClusterConfig {
         {
             k.stage_in_dirs = v;
         }
+        if let Some(v) =
+            get("container/shutdown_grace").and_then(|v| schema::parse_duration(v).ok())
+        {
+            k.shutdown_grace = v;
+        }
         k.keep_scratch = flag("container/keep_scratch").unwrap_or(false);
         k.allow_privileged = flag("security/allow_privileged").unwrap_or(false);
         k.allow_host_namespaces = flag("security/allow_host_namespaces").unwrap_or(false);
@@ -310,6 +325,8 @@ impl ClusterConfig {
             cfg.default_runtime = v.trim().to_string();
         }
         cfg.vast = super::vast::VastSettings::from_tree(tree);
+        cfg.profiles = super::profiles::profiles(tree);
+        cfg.storage = super::profiles::s3(tree);
         (cfg, problems)
     }
 }

@@ -6,11 +6,13 @@
 //! - [`schema`]: every known key, its kind and its validation.
 //! - [`cluster`]: the typed [`ClusterConfig`] built from a validated tree.
 //! - [`vast`]: the `vast_api/` settings of the Vast.ai runtime.
+//! - [`profiles`]: operators' task profiles and the S3 store of resources and results.
 //! - [`live`]: merging global and per-agent layers, keeping the last good value of a key
 //!   whose new value is malformed.
 
 pub mod cluster;
 pub mod live;
+pub mod profiles;
 pub mod schema;
 pub mod tree;
 pub mod vast;

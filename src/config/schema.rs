@@ -84,6 +84,9 @@ pub enum Kind {
     /// A Vast.ai offer filter (`vast_api/offer_filters/<field>/<op>`): the key names an API
     /// field and operator, the value fits the field.
     OfferFilter,
+    /// A `profiles/<name>/…` setting: the key names the profile and field, the value fits
+    /// the field ([`super::profiles::check`]).
+    ProfileSetting,
 }
 
 /// One known setting.
@@ -288,6 +291,14 @@ pub static KEYS: &[KeySpec] = &[
         help: "SIGTERM → SIGKILL delay of `stop` when the kernel sets none (default 10s)",
     },
     KeySpec {
+        pattern: "container/shutdown_grace",
+        kind: Kind::Duration {
+            min: Duration::ZERO,
+            max: secs(3600),
+        },
+        help: "how long a profile kernel's DOCKER_SHUTDOWN_CMD may take before the kernel is stopped (default 30s)",
+    },
+    KeySpec {
         pattern: "container/keep_scratch",
         kind: Kind::Bool,
         help: "keep a kernel's scratch dir when it is removed (default false)",
@@ -324,11 +335,21 @@ pub const CACHE_USAGES: [&str; 3] = ["cache_first", "remote_first", "require_pul
 
 /// Every known setting: the core keys and the Vast.ai runtime's.
 fn all_keys() -> impl Iterator<Item = &'static KeySpec> {
-    KEYS.iter().chain(super::vast::KEYS.iter())
+    KEYS.iter()
+        .chain(super::vast::KEYS.iter())
+        .chain(super::profiles::KEYS.iter())
 }
 
 /// Whether `key` holds a secret.
 pub fn is_secret(key: &str) -> bool {
+    // A profile's default constant that is write-only on a kernel is secret here too.
+    if let Some(constant) = key
+        .strip_prefix("profiles/")
+        .and_then(|r| r.split_once("/constants/"))
+        .map(|(_, c)| c)
+    {
+        return crate::kernel::spec::constants::mask_for(constant).is_some();
+    }
     matches!(lookup(key).map(|s| s.kind), Ok(Kind::Secret))
 }
 
@@ -396,9 +417,15 @@ pub fn validate(key: &str, value: &str) -> Result<(), ConfigError> {
     let spec = lookup(key)?;
     let checked = match spec.kind {
         Kind::OfferFilter => super::vast::check_filter(key, value),
+        Kind::ProfileSetting => super::profiles::check(key, value),
         kind => check_kind(kind, value),
     };
     checked.map_err(|reason| ConfigError::invalid(key, reason))
+}
+
+/// Checks `value` against `kind` alone (for checks that combine kinds).
+pub fn validate_kind(kind: Kind, value: &str) -> Result<(), String> {
+    check_kind(kind, value)
 }
 
 fn check_kind(kind: Kind, value: &str) -> Result<(), String> {
@@ -508,8 +535,8 @@ fn check_kind(kind: Kind, value: &str) -> Result<(), String> {
                 return Err(format!("`{value}` is not an http:// or https:// URL"));
             }
         }
-        // Checked with its key, in `validate`.
-        Kind::OfferFilter => {}
+        // Checked with their key, in `validate`.
+        Kind::OfferFilter | Kind::ProfileSetting => {}
     }
     Ok(())
 }

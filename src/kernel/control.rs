@@ -236,7 +236,8 @@ impl Supervisor {
                     "cancelled before it started"
                 };
                 self.transition(&mut t, id, Transition::Terminate, |r| {
-                    r.reason = reason.into()
+                    r.reason = reason.into();
+                    r.stop_requested = true;
                 })?;
             }
             (rx, was, grace)
@@ -248,6 +249,12 @@ impl Supervisor {
                 if was == KernelState::Suspended {
                     let _ = rt.resume(&h).await;
                 }
+                // A profile kernel runs its shutdown command first and gets
+                // container/shutdown_grace to end by itself.
+                let mut rx = rx.clone();
+                let shutdown_grace = self.config().kernel.shutdown_grace;
+                self.run_shutdown_command(&rec, &h, rt.as_ref(), shutdown_grace, &mut rx)
+                    .await;
                 rt.stop(&h, grace).await?;
             }
             (KernelState::Restarting, Some(h)) => {
@@ -272,7 +279,7 @@ impl Supervisor {
         let mut rx = rx;
         let _ = tokio::time::timeout(
             grace + Duration::from_secs(30),
-            rx.wait_for(|s| s.is_final()),
+            rx.wait_for(|s| s.is_final() || *s == KernelState::Uploading),
         )
         .await;
         Ok(())
@@ -408,6 +415,18 @@ impl Supervisor {
             return Err(Self::wrong("exec in", rec.state));
         };
         Ok(rt.exec(&rec, h, req).await?)
+    }
+
+    /// Resizes the terminal of an exec in kernel `id`.
+    pub async fn resize_exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        cols: u16,
+        rows: u16,
+    ) -> Result<(), KernelError> {
+        let (_, rt) = self.with_runtime(id)?;
+        Ok(rt.resize_exec(exec_id, cols, rows).await?)
     }
 
     pub async fn upload(&self, id: &str, path: &str, content: &[u8]) -> Result<u64, KernelError> {

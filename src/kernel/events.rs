@@ -22,6 +22,8 @@ pub struct KernelEvent {
     pub exit_code: Option<i32>,
     pub agent_id: String,
     pub pull: Option<PullProgress>,
+    /// A profile kernel's progress (0-100).
+    pub progress: Option<f64>,
 }
 
 impl Default for KernelEvent {
@@ -35,6 +37,7 @@ impl Default for KernelEvent {
             exit_code: None,
             agent_id: String::new(),
             pull: None,
+            progress: None,
         }
     }
 }

@@ -21,7 +21,7 @@ impl Supervisor {
         let shown = &req.template;
         self.wait_for_capacity().await;
         let cfg = self.config();
-        let spec = spec::validate(shown, &cfg.kernel)?;
+        let spec = spec::prepare(shown, &cfg)?;
         let runtime = if shown.runtime.is_empty() {
             cfg.default_runtime.as_str()
         } else {
@@ -29,6 +29,7 @@ impl Supervisor {
         };
         let rt = self.runtime(runtime)?;
         rt.validate(&spec, &cfg)?;
+        super::profile::check_support(&spec, rt.as_ref())?;
         if spec.hold && !rt.capabilities().hold {
             return Err(SpecError::forbidden(
                 "submit_as_hold",
@@ -113,6 +114,9 @@ impl Supervisor {
     ) -> Record {
         let mut rec = Record::new(id, shown, spec, digest, rt.name());
         rec.scratch_dir = rt.home(id);
+        if let Some(m) = super::profile::resources_mount(&rec.spec, &rec.scratch_dir) {
+            rec.spec.stage_in.push(m);
+        }
         if let Some(a) = alloc {
             rec.granted = Some(a.slots.clone());
             rec.slots = Some(a.slots);
@@ -161,6 +165,10 @@ impl Supervisor {
         let rt = self.runtime(&rec.runtime)?;
         self.prepare(rt.as_ref(), &rec, &cfg).await?;
         let rec = self.record(id)?;
+        if rec.state.is_final() {
+            return Ok(());
+        }
+        self.stage_resources(&rec, &cfg).await?;
         let handle = rt.create(&rec, &cfg, &self.reporter(id)).await?;
         let held = rec.spec.hold;
         let cancelled = {
@@ -291,6 +299,8 @@ impl Supervisor {
         for work in started.follow {
             self.spawn(work);
         }
+        self.follow_progress(id);
+        self.serve_ssh(id);
         Ok(())
     }
 

@@ -11,7 +11,9 @@
 //! - [`recovery`]: after a restart, records against the runtime's instances;
 //! - [`slots`]: the one slot calculation (allocation and heartbeats);
 //! - [`state`]: the lifecycle state machine (with the DRMAA2 mapping);
-//! - [`spec`]: the template as asked, and its validation;
+//! - [`spec`]: the template as asked (a task profile resolved), and its validation;
+//! - [`profile`]: what task-profile kernels get beyond that (progress, shutdown command,
+//!   resources and results, SSH);
 //! - [`record`], [`registry`]: what is known of a kernel, and where it is persisted;
 //! - [`events`]: the numbered event log delivered to the manager and to watchers;
 //! - [`error`]: what operations fail with.
@@ -22,6 +24,7 @@ pub mod error;
 pub mod events;
 pub mod launch;
 pub mod observe;
+pub mod profile;
 pub mod record;
 pub mod recovery;
 pub mod registry;

@@ -182,7 +182,11 @@ impl Supervisor {
             }
             Observed::Gone { reason } => {
                 let mut t = self.lock();
-                let live = t.kernels.get(id).is_some_and(|e| !e.rec.state.is_final());
+                // An uploading kernel's container has ended already; its results are on
+                // this host.
+                let live = t.kernels.get(id).is_some_and(|e| {
+                    !e.rec.state.is_final() && e.rec.state != KernelState::Uploading
+                });
                 if live {
                     let _ = self.transition(&mut t, id, Transition::Fail, |r| r.reason = reason);
                 }
@@ -254,6 +258,13 @@ impl Supervisor {
         let stopping = e.rec.state == KernelState::Terminating;
         let restarts = st.restart_count.max(e.rec.restart_count);
         let policy = e.rec.spec.restart_policy_shown();
+        // A profile kernel with results uploads them before it ends.
+        let uploads = e
+            .rec
+            .spec
+            .profile
+            .as_ref()
+            .is_some_and(|p| p.results.is_some());
         if e.rec.state == KernelState::Creating {
             let started = st.started_at_ms;
             let _ = self.transition(&mut t, id, Transition::Started, |r| {
@@ -281,7 +292,12 @@ impl Supervisor {
             ));
         }
         let finished = st.finished_at_ms;
-        let _ = self.transition(&mut t, id, Transition::Exited { success }, |r| {
+        let tr = if uploads {
+            Transition::UploadStarted
+        } else {
+            Transition::Exited { success }
+        };
+        let applied = self.transition(&mut t, id, tr, |r| {
             r.restart_count = restarts;
             r.exit_code = code.map(|c| c as i32);
             r.signal = signal;
@@ -289,6 +305,11 @@ impl Supervisor {
             r.reason = reason;
             r.finished_at_ms = finished;
         });
+        if uploads && applied.is_ok() {
+            let me = self.clone();
+            let id = id.to_string();
+            self.spawn(async move { me.upload_results(id).await });
+        }
     }
 
     /// The instance exited and its restart policy starts it again: RESTARTING (DRMAA2

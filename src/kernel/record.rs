@@ -82,6 +82,12 @@ pub struct Record {
     /// The kernel's home on this host, where its runtime has one.
     #[serde(default)]
     pub scratch_dir: String,
+    /// A profile kernel's latest progress (0-100) from its output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
+    /// Stopped on request (Qarnot reads such a task Cancelled however it ended).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stop_requested: bool,
     /// Records of earlier versions: Docker's container id and process data.
     #[serde(default, skip_serializing)]
     container_id: String,
@@ -92,6 +98,10 @@ pub struct Record {
 fn is_zero(v: &u64) -> bool {
     *v == 0
 }
+
+/// The protocol of the host port an ssh profile kernel is reached on (served by the agent,
+/// never published by the runtime).
+pub const SSH_PROTOCOL: &str = "ssh";
 
 /// The runtime of records written before there was a choice.
 pub const LEGACY_RUNTIME: &str = "docker";
@@ -127,6 +137,8 @@ impl Record {
             restart_count: 0,
             ports: Vec::new(),
             scratch_dir: String::new(),
+            progress: None,
+            stop_requested: false,
             container_id: String::new(),
             process_data: None,
         }
@@ -156,6 +168,20 @@ impl Record {
     /// The runtime's id of the kernel's instance (a container id), empty before it exists.
     pub fn instance(&self) -> &str {
         self.handle.as_ref().map_or("", |h| h.instance.as_str())
+    }
+
+    /// The host port of the kernel's SSH access (held in `ports` like its other host
+    /// ports, under the protocol [`SSH_PROTOCOL`]).
+    pub fn ssh_port(&self) -> Option<u16> {
+        self.ports
+            .iter()
+            .find(|p| p.protocol == SSH_PROTOCOL)
+            .map(|p| p.host)
+    }
+
+    /// The host ports the runtime publishes (all but the agent's own SSH port).
+    pub fn published_ports(&self) -> impl Iterator<Item = &HostPort> {
+        self.ports.iter().filter(|p| p.protocol != SSH_PROTOCOL)
     }
 
     /// Whether a create with `digest` and shown template `shown` asks for this very kernel.

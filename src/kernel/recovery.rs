@@ -8,7 +8,9 @@
 //! - an instance of ours with no record is re-adopted from what the instance says (the
 //!   runtime rebuilds its record), so its slots, GPUs and ports are counted;
 //! - the runtime puts back what a live kernel needs beside its instance (an empty home that
-//!   vanished) and removes what no record owns (orphan homes, process data).
+//!   vanished) and removes what no record owns (orphan homes, process data);
+//! - a profile kernel's progress and SSH access are followed again, and an upload of
+//!   results that was cut short starts over.
 //!
 //! Nothing outside this namespace and agent id is looked at (the runtime lists only its
 //! own). Problems are logged, never a reason to fail start-up.
@@ -119,6 +121,21 @@ impl Supervisor {
                 if let Some(e) = t.kernels.get_mut(&rec.id) {
                     e.from_registry = false;
                 }
+            }
+        }
+        // What follows a profile kernel while it runs, or finishes it after it ended.
+        for rec in &records {
+            match self.with_record(&rec.id, |r| r.state) {
+                Some(KernelState::Running | KernelState::Suspended | KernelState::Restarting) => {
+                    self.follow_progress(&rec.id);
+                    self.serve_ssh(&rec.id);
+                }
+                Some(KernelState::Uploading) => {
+                    let me = self.clone();
+                    let id = rec.id.clone();
+                    self.spawn(async move { me.upload_results(id).await });
+                }
+                _ => {}
             }
         }
         out.orphans_removed = {

@@ -282,6 +282,27 @@ fn choose_ports<'a>(
             host_ip: p.host_ip.clone(),
         });
     }
+    // An ssh profile kernel: one more port, for the agent's SSH server.
+    if spec.profile.as_ref().is_some_and(|p| !p.ssh_key.is_empty()) {
+        let host = loop {
+            if next > hi || next == 0 {
+                return Err(KernelError::Exhausted(format!(
+                    "ssh: no free host port left in config/container/port_range {lo}-{hi}"
+                )));
+            }
+            let candidate = next;
+            next = next.wrapping_add(1);
+            if !used.contains(&candidate) && port_bindable("", candidate, "tcp") {
+                break candidate;
+            }
+        };
+        ports.push(HostPort {
+            container: 22,
+            host,
+            protocol: crate::kernel::record::SSH_PROTOCOL.into(),
+            host_ip: String::new(),
+        });
+    }
     Ok(ports)
 }
 

@@ -4,10 +4,13 @@
 //! ```text
 //! PREPARING → (PULLING) → CREATING → HELD? → RUNNING ⇄ SUSPENDED → TERMINATING → DONE | FAILED | CANCELLED
 //!                                               RUNNING ⇄ RESTARTING
+//!                          (ended, with results) → UPLOADING → DONE | FAILED
 //! ```
 //! Any live state may fail (FAILED) or be cancelled before it runs (CANCELLED); a container
 //! exiting by itself goes straight to DONE (exit 0) or FAILED, unless its restart policy
-//! starts it again (RESTARTING, back to RUNNING when it runs; DRMAA2 reads it QUEUED).
+//! starts it again (RESTARTING, back to RUNNING when it runs; DRMAA2 reads it QUEUED). A
+//! profile kernel with results goes through UPLOADING first, holding its slots; a failed
+//! upload ends it FAILED. [`KernelState::qarnot`] gives Qarnot's task state beside DRMAA2's.
 
 use std::fmt;
 
@@ -25,6 +28,8 @@ pub enum KernelState {
     /// Exited; its restart policy starts it again. Slots stay held.
     Restarting,
     Terminating,
+    /// Ended; its results are being uploaded. Slots stay held.
+    Uploading,
     Done,
     Failed,
     Cancelled,
@@ -53,6 +58,12 @@ pub enum Transition {
     },
     /// A system error (pull, create, start failed).
     Fail,
+    /// The container ended and its results are uploaded now.
+    UploadStarted,
+    /// The upload ended; `success`: the kernel exited 0 and its results are stored.
+    Uploaded {
+        success: bool,
+    },
 }
 
 /// The DRMAA2 job state matching a kernel state (what `inspect` shows beside it).
@@ -103,6 +114,9 @@ impl KernelState {
                 Running | Suspended | Restarting | Terminating | Creating,
                 Exited { success: false },
             ) => Failed,
+            (Running | Suspended | Restarting | Terminating | Creating, UploadStarted) => Uploading,
+            (Uploading, Uploaded { success: true }) => Done,
+            (Uploading, Uploaded { success: false }) => Failed,
             (s, Fail) if !s.is_final() => Failed,
             (s, t) => {
                 return Err(TransitionError {
@@ -131,10 +145,28 @@ impl KernelState {
                 Drmaa2State::Queued
             }
             Self::Held => Drmaa2State::QueuedHeld,
-            Self::Running | Self::Terminating => Drmaa2State::Running,
+            // Uploading results is still the job's work: DRMAA2 has no state for it.
+            Self::Running | Self::Terminating | Self::Uploading => Drmaa2State::Running,
             Self::Suspended => Drmaa2State::Suspended,
             Self::Done => Drmaa2State::Done,
             Self::Failed | Self::Cancelled => Drmaa2State::Failed,
+        }
+    }
+}
+
+impl KernelState {
+    /// Qarnot's task state: `stopped` says the kernel was stopped on request (a stopped
+    /// task is Cancelled on Qarnot, however its process ended).
+    pub fn qarnot(self, stopped: bool) -> &'static str {
+        match self {
+            Self::Preparing => "Submitted",
+            Self::Pulling | Self::Creating | Self::Held => "Dispatched",
+            Self::Running | Self::Suspended | Self::Restarting | Self::Terminating => "Executing",
+            Self::Uploading => "UploadingResults",
+            Self::Done => "Success",
+            Self::Failed if stopped => "Cancelled",
+            Self::Failed => "Failure",
+            Self::Cancelled => "Cancelled",
         }
     }
 }
@@ -167,6 +199,8 @@ impl Transition {
             Self::Terminate => "stop",
             Self::Exited { .. } => "report an exit of",
             Self::Fail => "fail",
+            Self::UploadStarted => "upload the results of",
+            Self::Uploaded { .. } => "finish uploading the results of",
         }
     }
 }
@@ -182,6 +216,7 @@ impl fmt::Display for KernelState {
             Self::Suspended => "SUSPENDED",
             Self::Restarting => "RESTARTING",
             Self::Terminating => "TERMINATING",
+            Self::Uploading => "UPLOADING",
             Self::Done => "DONE",
             Self::Failed => "FAILED",
             Self::Cancelled => "CANCELLED",
@@ -259,6 +294,30 @@ mod tests {
     }
 
     #[test]
+    fn an_ended_kernel_with_results_uploads_then_ends_holding_its_slots_meanwhile() {
+        let u = run(Running, &[Terminate, UploadStarted]).unwrap();
+        assert_eq!(u, Uploading);
+        assert!(u.holds_resources());
+        assert_eq!(u.qarnot(false), "UploadingResults");
+        assert!(u.apply(Terminate).is_err(), "an upload is not stopped");
+        assert_eq!(u.apply(Uploaded { success: true }), Ok(Done));
+        assert_eq!(u.apply(Uploaded { success: false }), Ok(Failed));
+        assert_eq!(u.apply(Fail), Ok(Failed));
+        assert!(Running.apply(Uploaded { success: true }).is_err());
+    }
+
+    #[test]
+    fn qarnot_states_follow_the_lifecycle() {
+        assert_eq!(Preparing.qarnot(false), "Submitted");
+        assert_eq!(Pulling.qarnot(false), "Dispatched");
+        assert_eq!(Running.qarnot(false), "Executing");
+        assert_eq!(Done.qarnot(false), "Success");
+        assert_eq!(Failed.qarnot(false), "Failure");
+        assert_eq!(Failed.qarnot(true), "Cancelled");
+        assert_eq!(Cancelled.qarnot(false), "Cancelled");
+    }
+
+    #[test]
     fn final_states_accept_nothing() {
         let all = [
             PullStarted,
@@ -272,6 +331,8 @@ mod tests {
             Terminate,
             Exited { success: true },
             Fail,
+            UploadStarted,
+            Uploaded { success: true },
         ];
         for s in [Done, Failed, Cancelled] {
             for t in all {

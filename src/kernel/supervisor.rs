@@ -54,6 +54,10 @@ pub(super) struct Inner {
     pub span: tracing::Span,
     /// Unix ms when every live kernel was last reconciled with its runtime (0: never yet).
     pub synced: watch::Sender<i64>,
+    /// Where the registry (and the SSH host key) live.
+    pub state_dir: std::path::PathBuf,
+    /// The SSH server's settings (host key), made on first use.
+    pub ssh_config: Mutex<Option<Arc<russh::server::Config>>>,
 }
 
 pub struct SupervisorOptions {
@@ -108,6 +112,8 @@ impl Supervisor {
             stop: CancellationToken::new(),
             span,
             synced: watch::channel(0).0,
+            state_dir: o.state_dir.clone(),
+            ssh_config: Mutex::new(None),
         }));
         // Records of an earlier run: keep them (with their allocations) so nothing is
         // double-assigned; their instances are reconciled by recovery and the first resync.
@@ -380,6 +386,16 @@ impl Supervisor {
                 capacity: rt.capacity(&cfg).unwrap_or(0),
                 in_use: live.get(rt.name()).copied().unwrap_or(0),
             })
+            .collect()
+    }
+
+    /// The progress of live kernels that report one (for heartbeats).
+    pub fn progress(&self) -> Vec<(String, f64)> {
+        self.lock()
+            .kernels
+            .values()
+            .filter(|e| !e.rec.state.is_final())
+            .filter_map(|e| Some((e.rec.id.clone(), e.rec.progress?)))
             .collect()
     }
 

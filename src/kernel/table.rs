@@ -118,6 +118,7 @@ impl Supervisor {
             exit_code: rec.exit_code,
             agent_id: self.0.agent_id.clone(),
             pull: None,
+            progress: rec.progress,
         });
     }
 
@@ -143,6 +144,27 @@ impl Supervisor {
             exit_code: rec.exit_code,
             agent_id: self.0.agent_id.clone(),
             pull,
+            progress: rec.progress,
+        });
+    }
+
+    /// Reports a profile kernel's progress (informative like pull progress: never more
+    /// than a tenth of the event log while no manager takes events).
+    pub(super) fn note_progress(&self, rec: &Record) {
+        let log = &self.0.events;
+        if log.backlog() > log.capacity() / 10 {
+            return;
+        }
+        log.push(KernelEvent {
+            seq: 0,
+            kernel_id: rec.id.clone(),
+            state: rec.state,
+            reason: String::new(),
+            at_ms: now_ms(),
+            exit_code: rec.exit_code,
+            agent_id: self.0.agent_id.clone(),
+            pull: None,
+            progress: rec.progress,
         });
     }
 

@@ -243,6 +243,7 @@ async fn operations_in_the_wrong_state_are_refused_naming_the_state() {
         command: vec!["true".into()],
         env: Default::default(),
         working_dir: String::new(),
+        ..Default::default()
     };
     let err = f
         .sup
@@ -360,4 +361,56 @@ async fn a_backend_that_answers_again_ends_the_reconnect_wait_early() {
     )
     .await
     .expect("the wait ends once the backend answers");
+}
+
+#[tokio::test]
+async fn profile_features_the_runtime_cannot_carry_out_are_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = start(Arc::new(MemoryRuntime::new()), dir.path());
+    let profiled = |profile: &str, constants: &[(&str, &str)]| Template {
+        image: String::new(),
+        profile: profile.into(),
+        constants: constants
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..template(0.5)
+    };
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAIMSpwW3FrrQMJ+foLHmkIUKXGvM7GEqdzQysTpne+U k";
+    // The memory runtime has no exec (shutdown command, SSH) and no host ports.
+    for (t, field, what) in [
+        (
+            profiled("docker-network-ssh", &[("DOCKER_SSH", key)]),
+            "constants[DOCKER_SSH]",
+            "SSH access",
+        ),
+        (
+            profiled("docker-batch", &[("DOCKER_SHUTDOWN_CMD", "touch /x")]),
+            "constants[DOCKER_SHUTDOWN_CMD]",
+            "a shutdown command",
+        ),
+    ] {
+        let id = t.kernel_id.clone();
+        let err = f.sup.create(one(t)).await.expect_err("refused");
+        let KernelError::Spec(e) = &err else {
+            panic!("{err}");
+        };
+        assert!(e.forbidden, "FAILED_PRECONDITION: {err}");
+        assert_eq!(e.field, field);
+        assert_eq!(
+            e.reason,
+            format!("{what} is not supported by the memory runtime")
+        );
+        assert!(f.sup.info(&id).is_err(), "nothing was made");
+    }
+    assert_eq!(f.sup.allocated().cpu, 0.0);
+    // What it can carry out runs: a batch profile kernel with the default shutdown command.
+    let t = profiled("docker-batch", &[("DOCKER_CMD", "true"), ("MODE", "fast")]);
+    let id = t.kernel_id.clone();
+    let made = f.sup.create(one(t)).await.unwrap();
+    assert_eq!(made[0].record.state, KernelState::Running);
+    assert_eq!(made[0].record.spec.image, "library/ubuntu:latest");
+    assert_eq!(made[0].record.spec.network_mode, "none");
+    f.sup.control(f.control(&id, Action::Stop)).await.unwrap();
+    f.shutdown().await;
 }

@@ -236,7 +236,8 @@ fn agents_table(agents: &[AgentSummary], now_ms: i64) -> Markup {
     }
 }
 
-/// What a kernel is doing, in words: pull progress while PULLING, its reason once ended.
+/// What a kernel is doing, in words: pull progress while PULLING, a profile kernel's
+/// progress while it runs, its reason once ended.
 fn progress(k: &KernelInfo, pull: Option<&crate::rpc::pb::PullProgress>) -> String {
     match (k.state(), pull) {
         (KernelState::Pulling, Some(p)) if p.bytes_total > 0 => format!(
@@ -249,6 +250,16 @@ fn progress(k: &KernelInfo, pull: Option<&crate::rpc::pb::PullProgress>) -> Stri
             p.layers_total
         ),
         (KernelState::Pulling, _) => "pulling the image".into(),
+        // A profile kernel's own progress, from its output.
+        (KernelState::Running | KernelState::Uploading, _) if k.progress.is_some() => format!(
+            "{:.0} % done{}",
+            k.progress.unwrap_or_default(),
+            if k.state() == KernelState::Uploading {
+                ", uploading its results"
+            } else {
+                ""
+            }
+        ),
         _ => k.reason.clone(),
     }
 }

@@ -36,7 +36,7 @@ fn latency_histogram() -> Histogram {
 }
 
 /// Every state a kernel can be in, so each runtime reports all of them (zeros included).
-const STATES: [KernelState; 11] = [
+const STATES: [KernelState; 12] = [
     KernelState::Preparing,
     KernelState::Pulling,
     KernelState::Creating,
@@ -45,6 +45,7 @@ const STATES: [KernelState; 11] = [
     KernelState::Suspended,
     KernelState::Restarting,
     KernelState::Terminating,
+    KernelState::Uploading,
     KernelState::Done,
     KernelState::Failed,
     KernelState::Cancelled,

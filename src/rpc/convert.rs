@@ -105,6 +105,11 @@ impl From<pb::KernelSpec> for Template {
             input_path: s.input_path,
             runtime: s.runtime,
             parents: s.parents,
+            profile: s.profile,
+            constants: s.constants,
+            resources: s.resources,
+            results: s.results,
+            results_path: s.results_path,
         }
     }
 }
@@ -167,6 +172,11 @@ impl From<Template> for pb::KernelSpec {
             input_path: s.input_path,
             runtime: s.runtime,
             parents: s.parents,
+            profile: s.profile,
+            constants: s.constants,
+            resources: s.resources,
+            results: s.results,
+            results_path: s.results_path,
         }
     }
 }
@@ -218,6 +228,7 @@ pub fn state(s: KernelState) -> pb::KernelState {
         KernelState::Suspended => P::Suspended,
         KernelState::Restarting => P::Restarting,
         KernelState::Terminating => P::Terminating,
+        KernelState::Uploading => P::Uploading,
         KernelState::Done => P::Done,
         KernelState::Failed => P::Failed,
         KernelState::Cancelled => P::Cancelled,
@@ -267,8 +278,7 @@ pub fn kernel_info(view: KernelView, agent_id: &str) -> pb::KernelInfo {
         }),
         gpus: slots.gpus,
         ports: rec
-            .ports
-            .iter()
+            .published_ports()
             .map(|p| pb::PortBinding {
                 container_port: p.container.into(),
                 host_port: p.host.into(),
@@ -283,6 +293,9 @@ pub fn kernel_info(view: KernelView, agent_id: &str) -> pb::KernelInfo {
         runtime_info: view.runtime_info,
         restart_count: rec.restart_count,
         scratch_dir: rec.scratch_dir.clone(),
+        progress: rec.progress,
+        qarnot_state: rec.state.qarnot(rec.stop_requested).into(),
+        ssh_port: rec.ssh_port().map_or(0, u32::from),
         spec: Some(rec.shown_spec.into()),
     }
 }
@@ -316,6 +329,7 @@ pub fn event(ev: KernelEvent) -> pb::KernelEvent {
         exit_code: ev.exit_code,
         agent_id: ev.agent_id,
         pull: ev.pull.map(pull_progress),
+        progress: ev.progress,
     }
 }
 
@@ -349,6 +363,16 @@ pub fn sync_outcome(o: SyncOutcome, agent_id: &str) -> pb::SyncKernelsResponse {
             .collect(),
         destroyed: o.destroyed,
     }
+}
+
+/// Per-kernel progress for heartbeats.
+pub fn progresses(list: Vec<(String, f64)>) -> Vec<pb::KernelProgress> {
+    list.into_iter()
+        .map(|(kernel_id, progress)| pb::KernelProgress {
+            kernel_id,
+            progress,
+        })
+        .collect()
 }
 
 pub fn runtime_infos(list: Vec<crate::kernel::supervisor::RuntimeLoad>) -> Vec<pb::RuntimeInfo> {

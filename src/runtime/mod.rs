@@ -215,6 +215,12 @@ pub trait Runtime: Send + Sync + 'static {
         Err(RuntimeError::Unsupported(self.name(), "exec"))
     }
 
+    /// Resizes the terminal of an exec started with `tty` (columns, rows).
+    async fn resize_exec(&self, exec_id: &str, cols: u16, rows: u16) -> Result<(), RuntimeError> {
+        let _ = (exec_id, cols, rows);
+        Err(RuntimeError::Unsupported(self.name(), "terminal resizing"))
+    }
+
     /// CPU time and memory of a running kernel, cheaply (heartbeats ask for every kernel).
     fn usage(&self, handle: &Handle) -> Option<Usage> {
         let _ = handle;

@@ -122,17 +122,25 @@ pub struct Started {
 }
 
 /// A command to run in a kernel.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Exec {
     pub command: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub working_dir: String,
+    /// A pseudo-terminal (an interactive session): output comes as one stream.
+    pub tty: bool,
+    /// The command's standard input is written through [`ExecOutput::input`].
+    pub stdin: bool,
 }
 
 pub struct ExecOutput {
     pub output: ChunkStream,
     /// Resolves after the output ended: the command's exit code, if known.
     pub exit_code: BoxFuture<'static, Option<i64>>,
+    /// The command's standard input, when asked for (shutting it down closes it).
+    pub input: Option<Pin<Box<dyn tokio::io::AsyncWrite + Send>>>,
+    /// The runtime's id of this exec (for resizing its terminal).
+    pub id: String,
 }
 
 /// CPU time and memory of a running kernel.

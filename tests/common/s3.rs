@@ -104,6 +104,27 @@ impl S3Server {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// Freezes the server (SIGSTOP): connections are accepted by the kernel but nothing is
+    /// answered until [`resume`](Self::resume), so a client's transfer stays in flight.
+    /// Dropping the guard kills a frozen server too.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a [`pause`](Self::pause)d server answer again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("moto running").id().to_string();
+        let out = Command::new("kill")
+            .args([sig, &pid])
+            .output()
+            .expect("kill");
+        assert!(out.status.success(), "kill {sig} {pid}: {out:?}");
+    }
+
     /// `http://127.0.0.1:PORT`.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
@@ -198,6 +219,10 @@ impl S3Server {
 impl Drop for S3Server {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // A paused server dies of SIGKILL as well; SIGCONT first lets it go at once.
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .output();
             let _ = c.kill();
             let _ = c.wait();
         }

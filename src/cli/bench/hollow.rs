@@ -319,6 +319,7 @@ impl Fleet {
                 sequence,
                 kernels: convert::usages(sup.usage()),
                 runtimes: convert::runtime_infos(sup.runtime_loads()),
+                progress: convert::progresses(sup.progress()),
             };
             let t0 = std::time::Instant::now();
             match client.heartbeat(req).await {

@@ -1,6 +1,7 @@
 //! Kernel spec validation: a [`Template`] (what the caller asked for) becomes a [`Spec`] the
 //! supervisor can run, or a [`SpecError`] naming the field and the problem. Nothing is
-//! created before a spec passes. Exposed ports are in [`ports`], sizes in [`sizes`].
+//! created before a spec passes. Exposed ports are in [`ports`], sizes in [`sizes`]; a task
+//! profile and its constants are resolved first ([`profile`], [`constants`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,12 +11,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::cluster::{CacheUsage, KernelSettings};
 use crate::config::schema;
+use crate::config::ClusterConfig;
 
+pub mod constants;
 mod ids;
 mod image;
 mod options;
 mod paths;
 pub mod ports;
+pub mod profile;
 pub mod sizes;
 pub mod template;
 
@@ -97,7 +101,12 @@ pub struct BindMount {
 pub struct Spec {
     pub image: String,
     pub command: Vec<String>,
+    /// Every variable the kernel gets, secret ones included (see `secret_names`).
     pub env: BTreeMap<String, String>,
+    /// The variables of `env` whose values are never shown (secret env, Qarnot secrets);
+    /// empty in records of earlier versions, whose shown spec's `secret_env` names them.
+    #[serde(default)]
+    pub secret_names: std::collections::BTreeSet<String>,
     pub working_dir: String,
     pub hostname: String,
     pub user: String,
@@ -143,6 +152,9 @@ pub struct Spec {
     /// Kernels with one process id share process data; empty = none.
     #[serde(default)]
     pub process_id: String,
+    /// What a task profile adds (progress, shutdown command, resources, results, SSH).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<profile::ProfileRun>,
 }
 
 impl Spec {
@@ -154,6 +166,15 @@ impl Spec {
             self.restart_policy.clone()
         }
     }
+}
+
+/// Resolves the template's profile (if any) and validates the result: what a request
+/// becomes before anything is created.
+pub fn prepare(t: &Template, cfg: &ClusterConfig) -> Result<Spec, SpecError> {
+    let (effective, run) = profile::resolve(t, cfg)?;
+    let mut spec = validate(&effective, &cfg.kernel)?;
+    spec.profile = run;
+    Ok(spec)
 }
 
 /// Validates everything in `spec`; `cfg` says what the cluster allows.
@@ -376,6 +397,7 @@ pub fn validate(spec: &Template, cfg: &KernelSettings) -> Result<Spec, SpecError
         image: spec.image.clone(),
         command: spec.command.clone(),
         env,
+        secret_names: spec.secret_env.keys().cloned().collect(),
         working_dir: spec.working_dir.clone(),
         hostname: spec.hostname.clone(),
         user,
@@ -431,6 +453,7 @@ pub fn validate(spec: &Template, cfg: &KernelSettings) -> Result<Spec, SpecError
             }
             spec.process_id.clone()
         },
+        profile: None,
     })
 }
 

@@ -51,6 +51,16 @@ pub struct Template {
     pub runtime: String,
     /// Parent task id → slug (a Vast.ai instance gets them as `TASK_PARENTS`).
     pub parents: BTreeMap<String, String>,
+    /// A Qarnot task profile (`docker-batch`, …, or one from `config/profiles/`); empty: none.
+    pub profile: String,
+    /// The profile's constants (Qarnot's names); see [`super::constants`].
+    pub constants: BTreeMap<String, String>,
+    /// Where a profile kernel's resources come from: `s3://bucket/prefix` or a host dir.
+    pub resources: String,
+    /// Where a profile kernel's results go after it ends: `s3://bucket/prefix`.
+    pub results: String,
+    /// The container dir whose content is uploaded as results; empty: `RESOURCES_PATH`.
+    pub results_path: String,
 }
 
 /// A host path bind-mounted into the kernel (DRMAA2 `stageInFiles`).
@@ -93,12 +103,31 @@ pub struct CreateRequest {
 pub const MASK: &str = "***";
 
 impl Template {
-    /// The template with every secret value replaced by `***` (what anyone reading it back
-    /// sees).
+    /// The template with every secret value replaced (what anyone reading it back sees):
+    /// `secret_env` values and the registry password as `***`, Qarnot's write-only
+    /// `QARNOT_SECRET__*` constants as `[SECRET]`.
     pub fn masked(&self) -> Self {
         let mut t = self.clone();
         for v in t.secret_env.values_mut() {
             *v = MASK.into();
+        }
+        // A secret's value written out in another constant reads masked there too.
+        let secrets: Vec<String> = t
+            .constants
+            .iter()
+            .filter(|(k, v)| super::constants::mask_for(k).is_some() && v.len() >= 4)
+            .map(|(_, v)| v.clone())
+            .collect();
+        for (k, v) in t.constants.iter_mut() {
+            if let Some(mask) = super::constants::mask_for(k) {
+                *v = mask.into();
+            } else {
+                for secret in &secrets {
+                    if v.contains(secret.as_str()) {
+                        *v = v.replace(secret.as_str(), super::constants::SECRET_MASK);
+                    }
+                }
+            }
         }
         t
     }

@@ -91,7 +91,7 @@ impl DockerRuntime {
             });
         let mut for_validation = shown.clone();
         for_validation.kernel_id = base_id.clone();
-        let spec = spec::validate(&for_validation, &cfg.kernel)
+        let spec = spec::prepare(&for_validation, cfg)
             .or_else(|_| {
                 spec::validate(
                     &Template {

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, DeviceRequest, HostConfig, PortBinding, ResourcesUlimits, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, DeviceMapping, DeviceRequest, HostConfig, PortBinding, ResourcesUlimits,
+    RestartPolicy, RestartPolicyNameEnum,
 };
 
 use super::client::{LABEL_AGENT, LABEL_KERNEL, LABEL_NAMESPACE};
@@ -18,6 +18,23 @@ pub const LABEL_ARRAY: &str = "io.deckhand.array-id";
 pub const LABEL_SCRATCH: &str = "io.deckhand.scratch-dir";
 /// Where the kernel's process data is (`volume:NAME`, `dir:/PATH`), for recovery.
 pub const LABEL_PROCESS_DATA: &str = "io.deckhand.process-data";
+
+/// Every device under `/dev/infiniband`, passed through as it is.
+fn rdma_devices() -> Vec<DeviceMapping> {
+    std::fs::read_dir(crate::kernel::spec::profile::RDMA_DIR)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|d| {
+            let path = d.path().display().to_string();
+            DeviceMapping {
+                path_on_host: Some(path.clone()),
+                path_in_container: Some(path),
+                cgroup_permissions: Some("rwm".into()),
+            }
+        })
+        .collect()
+}
 
 /// The engine-wide container name: unique per namespace and kernel id.
 pub fn container_name(namespace: &str, kernel_id: &str) -> String {
@@ -73,7 +90,7 @@ pub fn body(
     }
     let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
     let mut exposed = Vec::new();
-    for p in &rec.ports {
+    for p in rec.published_ports() {
         let key = format!("{}/{}", p.container, p.protocol);
         exposed.push(key.clone());
         port_bindings.insert(
@@ -92,6 +109,8 @@ pub fn body(
             ..Default::default()
         }]
     });
+    // RoCE profiles: the host's RDMA devices, and pinned memory for their buffers.
+    let rdma = spec.profile.as_ref().is_some_and(|p| p.rdma);
     let restart_policy = RestartPolicy {
         name: Some(match spec.restart_policy.as_str() {
             "always" => RestartPolicyNameEnum::ALWAYS,
@@ -147,6 +166,8 @@ pub fn body(
                 .collect()
         }),
         pids_limit: spec.pids_limit,
+        devices: rdma.then(rdma_devices),
+        cap_add: rdma.then(|| vec!["IPC_LOCK".to_string()]),
         ..Default::default()
     };
     ContainerCreateBody {

@@ -50,7 +50,7 @@ impl ProcessData {
 pub fn config_files(rec: &Record, agent_id: &str) -> Vec<(&'static str, String)> {
     let mut environ = String::new();
     for (k, v) in &rec.spec.env {
-        if rec.shown_spec.secret_env.contains_key(k) {
+        if rec.spec.secret_names.contains(k) || rec.shown_spec.secret_env.contains_key(k) {
             continue;
         }
         environ.push_str(&format!("{k}={v}\n"));
@@ -64,8 +64,7 @@ pub fn config_files(rec: &Record, agent_id: &str) -> Vec<(&'static str, String)>
         slots.gpus.join(",")
     );
     let ports: Vec<String> = rec
-        .ports
-        .iter()
+        .published_ports()
         .map(|p| format!("{}/{}={}", p.container, p.protocol, p.host))
         .collect();
     resource.push_str(&format!("PORTS={}\nAGENT_ID={agent_id}\n", ports.join(",")));

@@ -376,21 +376,27 @@ impl Runtime for DockerRuntime {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         let wd = (!req.working_dir.is_empty()).then_some(req.working_dir);
-        let (exec_id, output) = self
-            .client
-            .exec(
-                &handle.instance,
-                req.command,
-                env,
-                wd,
-                Some(rec.spec.user.clone()),
-            )
-            .await?;
+        let cmd = client::ExecCommand {
+            command: req.command,
+            env,
+            working_dir: wd,
+            user: Some(rec.spec.user.clone()),
+            tty: req.tty,
+            stdin: req.stdin,
+        };
+        let (exec_id, output, input) = self.client.exec(&handle.instance, cmd).await?;
         let client = self.client.clone();
+        let id = exec_id.clone();
         Ok(ExecOutput {
             output,
             exit_code: async move { client.exec_exit_code(&exec_id).await.ok().flatten() }.boxed(),
+            input,
+            id,
         })
+    }
+
+    async fn resize_exec(&self, exec_id: &str, cols: u16, rows: u16) -> Result<(), RuntimeError> {
+        Ok(self.client.resize_exec(exec_id, cols, rows).await?)
     }
 
     fn usage(&self, handle: &Handle) -> Option<Usage> {

@@ -38,7 +38,7 @@ pub async fn fetch(
         ))
         .unwrap_or_else(Instant::now);
     let opts = PullOptions {
-        registry: cfg.docker.registry_for(image).cloned(),
+        registry: kernel_login(rec, image).or_else(|| cfg.docker.registry_for(image).cloned()),
         timeout: cfg.docker.pull_timeout,
         inactivity_timeout: cfg.docker.pull_inactivity_timeout,
     };
@@ -64,6 +64,18 @@ pub async fn fetch(
     }
     images.touch([image.as_str()]);
     Ok(())
+}
+
+/// A profile kernel's own registry login (`DOCKER_REGISTRY_LOGIN`/`_PASSWORD`), which wins
+/// over `docker/registries`.
+fn kernel_login(rec: &Record, image: &str) -> Option<crate::config::cluster::Registry> {
+    let login = rec.spec.profile.as_ref()?.registry.as_ref()?;
+    Some(crate::config::cluster::Registry {
+        name: "DOCKER_REGISTRY_LOGIN".into(),
+        host: crate::config::cluster::image_registry_host(image),
+        username: login.username.clone(),
+        password: login.password.clone(),
+    })
 }
 
 /// Reports a pull's progress until it ends.

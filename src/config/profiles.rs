@@ -1,0 +1,208 @@
+//! Settings of Qarnot-style task profiles: profiles operators define beside the built-in
+//! ones (`profiles/<name>/{network,ssh,gpus,constants/<KEY>}`) and the S3 store that
+//! resources come from and results go to (`storage/s3/…`). Keys and checks here; what a
+//! profile does is [`crate::kernel::spec::profile`].
+
+use std::collections::BTreeMap;
+
+use super::schema::{self, KeySpec, Kind};
+use super::tree::FlatTree;
+
+pub static KEYS: &[KeySpec] = &[
+    KeySpec {
+        pattern: "profiles/*/network",
+        kind: Kind::ProfileSetting,
+        help: "the network of the profile's kernels: none, default (docker/network) or a Docker network name",
+    },
+    KeySpec {
+        pattern: "profiles/*/ssh",
+        kind: Kind::ProfileSetting,
+        help: "true: kernels take a DOCKER_SSH key and can be reached with ssh (default false)",
+    },
+    KeySpec {
+        pattern: "profiles/*/gpus",
+        kind: Kind::ProfileSetting,
+        help: "true: kernels need at least one GPU (default false)",
+    },
+    KeySpec {
+        pattern: "profiles/*/constants/*",
+        kind: Kind::ProfileSetting,
+        help: "a default constant of the profile's kernels (Qarnot's names; a kernel's own win)",
+    },
+    KeySpec {
+        pattern: "storage/s3/endpoint",
+        kind: Kind::HttpUrl,
+        help: "S3 endpoint of resources and results (default: AWS)",
+    },
+    KeySpec {
+        pattern: "storage/s3/region",
+        kind: Kind::Text,
+        help: "S3 region (default us-east-1)",
+    },
+    KeySpec {
+        pattern: "storage/s3/access_key",
+        kind: Kind::Text,
+        help: "S3 access key id of resources and results",
+    },
+    KeySpec {
+        pattern: "storage/s3/secret_key",
+        kind: Kind::Secret,
+        help: "S3 secret key (never shown)",
+    },
+];
+
+/// Checks a `profiles/<name>/…` key and its value: the name is not a built-in profile's,
+/// the field's value fits, a constant's name is one a kernel could give.
+pub fn check(key: &str, value: &str) -> Result<(), String> {
+    let parts: Vec<&str> = key.split('/').collect();
+    let name = parts.get(1).copied().unwrap_or_default();
+    let ok_name = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c));
+    if !ok_name {
+        return Err(format!(
+            "`{name}` is not a profile name (at most 64 of a-z 0-9 - _ .)"
+        ));
+    }
+    if crate::kernel::spec::profile::builtin(name).is_some() {
+        return Err(format!(
+            "`{name}` is a built-in profile; give yours another name"
+        ));
+    }
+    if name.starts_with("docker-cluster") {
+        return Err(format!(
+            "`{name}`: docker-cluster* names are kept for the cluster profiles"
+        ));
+    }
+    match parts.as_slice() {
+        [_, _, "network"] => match value.trim() {
+            "none" | "default" => Ok(()),
+            other => schema::validate_kind(Kind::DockerName, other),
+        },
+        [_, _, "ssh" | "gpus"] => schema::parse_bool(value).map(|_| ()),
+        [_, _, "constants", constant] => {
+            crate::kernel::spec::constants::check_name(key, constant).map_err(|e| e.reason)?;
+            if value.contains('\0') || value.len() > 64 * 1024 {
+                return Err("at most 64 KiB without NUL".into());
+            }
+            Ok(())
+        }
+        _ => Err("unknown profile field".into()),
+    }
+}
+
+/// A profile an operator defined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileDef {
+    pub name: String,
+    /// `none`, `default` (or empty) or a Docker network name.
+    pub network: String,
+    pub ssh: bool,
+    pub gpus: bool,
+    pub constants: BTreeMap<String, String>,
+}
+
+/// The S3 store of resources and results. The secret never leaves through `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Settings {
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+impl std::fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key", &self.access_key)
+            .field("secret_key", &"***")
+            .finish()
+    }
+}
+
+/// The operators' profiles of a validated tree, by name.
+pub fn profiles(tree: &FlatTree) -> Vec<ProfileDef> {
+    let mut out: BTreeMap<String, ProfileDef> = BTreeMap::new();
+    for (key, value) in tree.range("profiles/".to_string()..) {
+        let Some(rest) = key.strip_prefix("profiles/") else {
+            break;
+        };
+        let parts: Vec<&str> = rest.split('/').collect();
+        let Some(name) = parts.first() else { continue };
+        let def = out.entry(name.to_string()).or_insert_with(|| ProfileDef {
+            name: name.to_string(),
+            network: String::new(),
+            ssh: false,
+            gpus: false,
+            constants: BTreeMap::new(),
+        });
+        match parts.as_slice() {
+            [_, "network"] => def.network = value.trim().to_string(),
+            [_, "ssh"] => def.ssh = schema::parse_bool(value).unwrap_or(false),
+            [_, "gpus"] => def.gpus = schema::parse_bool(value).unwrap_or(false),
+            [_, "constants", c] => {
+                def.constants.insert(c.to_string(), value.clone());
+            }
+            _ => {}
+        }
+    }
+    out.into_values().collect()
+}
+
+/// The S3 store, when its access key and secret are set.
+pub fn s3(tree: &FlatTree) -> Option<S3Settings> {
+    let get = |k: &str| tree.get(k).map(|v| v.trim().to_string());
+    let access_key = get("storage/s3/access_key").filter(|v| !v.is_empty())?;
+    let secret_key = get("storage/s3/secret_key").filter(|v| !v.is_empty())?;
+    Some(S3Settings {
+        endpoint: get("storage/s3/endpoint").map(|e| e.trim_end_matches('/').to_string()),
+        region: get("storage/s3/region").unwrap_or_else(|| "us-east-1".into()),
+        access_key,
+        secret_key,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profile_settings_are_checked_on_write() {
+        assert!(schema::validate("profiles/gpu-batch/network", "none").is_ok());
+        assert!(schema::validate("profiles/gpu-batch/gpus", "true").is_ok());
+        assert!(schema::validate("profiles/gpu-batch/constants/DOCKER_TAG", "22.04").is_ok());
+        assert!(schema::validate("profiles/gpu-batch/constants/MY_VAR", "x").is_ok());
+        let err = schema::validate("profiles/gpu-batch/constants/DOCKER_TAGG", "x").unwrap_err();
+        assert!(err.to_string().contains("DOCKER_TAGG"), "{err}");
+        let err = schema::validate("profiles/docker-batch/ssh", "true").unwrap_err();
+        assert!(err.to_string().contains("built-in"), "{err}");
+        assert!(schema::validate("profiles/p/ssh", "yes").is_err());
+        assert!(schema::validate("profiles/p/network", "-bad").is_err());
+        assert!(schema::validate("profiles/p/colour", "x").is_err());
+        assert_eq!(schema::shown("storage/s3/secret_key", "s"), "***");
+    }
+
+    #[test]
+    fn profiles_and_the_store_are_read_from_the_tree() {
+        let tree: FlatTree = [
+            ("profiles/render/network", "none"),
+            ("profiles/render/constants/DOCKER_REPO", "team/render"),
+            ("storage/s3/access_key", "AK"),
+            ("storage/s3/secret_key", "hunter2"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let p = profiles(&tree);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].network, "none");
+        assert_eq!(p[0].constants["DOCKER_REPO"], "team/render");
+        let s = s3(&tree).expect("store");
+        assert_eq!(s.region, "us-east-1");
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

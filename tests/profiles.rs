@@ -1,0 +1,616 @@
+//! Task profiles (Qarnot's Docker profiles) as a Qarnot user would notice them, against the
+//! real agent, manager, CLI, etcd and Docker engine: each profile's network really is as
+//! named, the image comes from DOCKER_SRV/REPO/TAG with the kernel's own registry login (a
+//! real private registry), progress read from the output reaches 100 in `inspect`, the
+//! shutdown command runs on stop before the kernel is made to end, and write-only secrets
+//! are seen by the task only. Resources and results (S3) are in `tests/profile_resources.rs`,
+//! SSH access in `tests/profile_ssh.rs`; malformed constants in `tests/bad_input.rs`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{wait_for, KernelCluster, Registry, TEST_IMAGE};
+use deckhand::rpc::pb::agent_service_client::AgentServiceClient;
+use deckhand::rpc::pb::WatchEventsRequest;
+use futures::StreamExt;
+
+const T: Duration = Duration::from_secs(60);
+
+/// `deckhand run -d --profile PROFILE --constant K=V …` of the local test image, plus
+/// `extra` flags; the output.
+fn run(
+    k: &KernelCluster,
+    profile: &str,
+    constants: &[(&str, &str)],
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args: Vec<String> = ["run", "-d", "--profile", profile]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut all = vec![
+        ("DOCKER_REPO", "deckhand-test/busybox"),
+        ("DOCKER_TAG", "latest"),
+    ];
+    all.extend_from_slice(constants);
+    for (key, value) in all {
+        args.push("--constant".into());
+        args.push(format!("{key}={value}"));
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    k.c.cli(&refs)
+}
+
+fn run_ok(k: &KernelCluster, profile: &str, constants: &[(&str, &str)], extra: &[&str]) -> String {
+    let out = run(k, profile, constants, extra);
+    assert!(
+        out.status.success(),
+        "run failed: {}\nagent log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        k.agent.log()
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Every key and value under the test's namespace in etcd, as text.
+async fn etcd_dump(k: &KernelCluster) -> String {
+    let mut etcd = k.c.etcd_client().await;
+    let prefix = format!("/deckhand/{}/", k.c.ns);
+    let resp = etcd
+        .get(
+            prefix.as_str(),
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await
+        .expect("etcd get");
+    assert!(resp.count() > 0, "the namespace has keys");
+    resp.kvs()
+        .iter()
+        .map(|kv| {
+            format!(
+                "{}={}\n",
+                String::from_utf8_lossy(kv.key()),
+                String::from_utf8_lossy(kv.value())
+            )
+        })
+        .collect()
+}
+
+/// Waits until the kernel has ended (DONE, FAILED or CANCELLED); its JSON.
+async fn ended(k: &KernelCluster, id: &str) -> serde_json::Value {
+    wait_for(T, &format!("kernel {id} to end"), || async {
+        let v: serde_json::Value =
+            serde_json::from_slice(&k.c.cli(&["inspect", id]).stdout).ok()?;
+        ["DONE", "FAILED", "CANCELLED"]
+            .contains(&v["state"].as_str()?)
+            .then_some(v)
+    })
+    .await
+}
+
+/// An HTTP server on every host address (the kernels' bridge reaches it at its gateway)
+/// that answers `hello-from-host`; stops when dropped.
+struct HostListener {
+    port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl HostListener {
+    fn start() -> Self {
+        let listener = TcpListener::bind("0.0.0.0:0").expect("bind");
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        let _ = s.set_nonblocking(false);
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                        let mut buf = [0u8; 1024];
+                        let _ = s.read(&mut buf);
+                        let _ = s.write_all(
+                            b"HTTP/1.0 200 OK\r\nContent-Length: 15\r\n\r\nhello-from-host",
+                        );
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Self { port, stop }
+    }
+}
+
+impl Drop for HostListener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Lists the kernel's interfaces and GPUs and tries the host listener at its gateway.
+const NET_SCRIPT: &str = r#"echo "interfaces: $(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\n' ' ')"; echo "gpus: [$NVIDIA_VISIBLE_DEVICES]"; gw=$(ip route | awk '/default/ {print $3}'); if printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 "${gw:-172.17.0.1}" "$PORT" | grep -q hello-from-host; then echo reached-host; else echo unreachable; fi"#;
+
+/// A public key for the ssh profile (its kernel here is only looked at for its network).
+const SOME_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAIMSpwW3FrrQMJ+foLHmkIUKXGvM7GEqdzQysTpne+U net-test";
+
+/// The fake GPU the nvidia profiles get (CI has no GPU; config's fake_gpus stand in).
+const FAKE_GPU: &str = "GPU-5e1f0c3a-1111-2222-3333-444455556666";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_profiles_network_is_as_named() {
+    let k = KernelCluster::start_with("profile-net", &[("docker/fake_gpus/0/id", FAKE_GPU)]).await;
+    wait_for(T, "the fake GPU in the agent's slots", || async {
+        (k.c.node("a1")?["slots"]["total"]["gpus"] == 1).then_some(())
+    })
+    .await;
+    let host = HostListener::start();
+    let port = host.port.to_string();
+    // profile, has a network, has a GPU
+    let profiles = [
+        ("docker-batch", false, false),
+        ("docker-network", true, false),
+        ("docker-network-ssh", true, false),
+        ("docker-nvidia-batch", false, true),
+        ("docker-nvidia-network", true, true),
+    ];
+    for (profile, network, gpu) in profiles {
+        let mut constants = vec![
+            ("PORT", port.as_str()),
+            ("SCRIPT", NET_SCRIPT),
+            ("DOCKER_CMD", r#"sh -c 'eval "$SCRIPT"'"#),
+        ];
+        if profile.ends_with("-ssh") {
+            constants.push(("DOCKER_SSH", SOME_KEY));
+        }
+        let id = run_ok(&k, profile, &constants, &[]);
+        let info = ended(&k, &id).await;
+        assert_eq!(info["state"], "DONE", "{profile}: {info}");
+        assert_eq!(info["qarnot_state"], "Success", "{profile}: {info}");
+        let logs = k.c.cli_ok(&["logs", &id]);
+        let interfaces: Vec<&str> = logs
+            .lines()
+            .find_map(|l| l.strip_prefix("interfaces:"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        if network {
+            assert!(
+                interfaces.contains(&"eth0"),
+                "{profile} has an interface: {logs}"
+            );
+            assert!(
+                logs.contains("reached-host"),
+                "{profile} reaches the host: {logs}"
+            );
+        } else {
+            assert_eq!(interfaces, ["lo"], "{profile} has only loopback: {logs}");
+            assert!(
+                logs.contains("unreachable"),
+                "{profile} reached the host: {logs}"
+            );
+        }
+        let gpus = if gpu {
+            format!("gpus: [{FAKE_GPU}]")
+        } else {
+            "gpus: []".to_string()
+        };
+        assert!(logs.contains(&gpus), "{profile}: {logs}");
+        assert_eq!(
+            info["gpus"].as_array().map_or(0, Vec::len),
+            usize::from(gpu)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_defined_profile_brings_its_network_and_default_constants() {
+    let k = KernelCluster::start_with(
+        "profile-custom",
+        &[
+            ("profiles/lab-batch/network", "none"),
+            (
+                "profiles/lab-batch/constants/DOCKER_REPO",
+                "deckhand-test/busybox",
+            ),
+            (
+                "profiles/lab-batch/constants/GREETING",
+                "hello-from-profile",
+            ),
+            ("profiles/lab-batch/constants/TARGET", "world"),
+        ],
+    )
+    .await;
+    let out = k.c.cli(&[
+        "run",
+        "-d",
+        "--profile",
+        "lab-batch",
+        "--constant",
+        "TARGET=kernel",
+        "--constant",
+        r#"DOCKER_CMD=sh -c 'echo "$GREETING $TARGET"; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " "'"#,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let info = ended(&k, &id).await;
+    assert_eq!(info["state"], "DONE", "{info}");
+    assert_eq!(info["image"], "deckhand-test/busybox:latest", "{info}");
+    let logs = k.c.cli_ok(&["logs", &id]);
+    let lines: Vec<&str> = logs.lines().collect();
+    assert_eq!(
+        lines,
+        ["hello-from-profile kernel", "lo"],
+        "the profile's default constants, the kernel's own winning, and no network"
+    );
+    // A profile name that is not defined is refused naming it and the known ones.
+    let out = k.c.cli(&["run", "-d", "--profile", "lab-batsh"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("lab-batsh") && err.contains("lab-batch") && err.contains("docker-batch"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn constants_set_user_hostname_workdir_and_an_empty_docker_cmd_keeps_the_images_own() {
+    let image = common::build_variant(
+        "profile-entrypoint",
+        r#"ENTRYPOINT ["/bin/sh", "-c", "echo entry: $(id -u) $(hostname) $(pwd) $MODE"]"#,
+    );
+    let _tags = common::Tags(vec![image.clone()]);
+    let k = KernelCluster::start("profile-consts").await;
+    let (repo, tag) = image.split_once(':').expect("repo:tag");
+    let id = run_ok(
+        &k,
+        "docker-batch",
+        &[
+            ("DOCKER_REPO", repo),
+            ("DOCKER_TAG", tag),
+            ("DOCKER_USER", "1234:1234"),
+            ("DOCKER_HOST", "qarnot-node-7"),
+            ("DOCKER_WORKDIR", "/tmp"),
+            ("MODE", "fast"),
+        ],
+        &[],
+    );
+    let info = ended(&k, &id).await;
+    assert_eq!(info["state"], "DONE", "{info}");
+    let logs = k.c.cli_ok(&["logs", &id]);
+    assert_eq!(logs.trim(), "entry: 1234 qarnot-node-7 /tmp fast", "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qarnot_disable_cpu_boost_caps_the_kernel_at_its_cpus() {
+    let k = KernelCluster::start("profile-boost").await;
+    // The kernel reads its own CPU limit from its cgroup (v1 or v2).
+    let script = "cat /sys/fs/cgroup/cpu.max 2>/dev/null || echo $(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us) $(cat /sys/fs/cgroup/cpu/cpu.cfs_period_us)";
+    let id = run_ok(
+        &k,
+        "docker-batch",
+        &[
+            ("QARNOT_DISABLE_CPU_BOOST", "true"),
+            ("SCRIPT", script),
+            ("DOCKER_CMD", r#"sh -c 'eval "$SCRIPT"'"#),
+        ],
+        &["--cpus", "0.5"],
+    );
+    let info = ended(&k, &id).await;
+    assert_eq!(info["state"], "DONE", "{info}");
+    let logs = k.c.cli_ok(&["logs", &id]);
+    let limit: Vec<f64> = logs
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(
+        limit.len() == 2 && limit[0] / limit[1] == 0.5,
+        "half a CPU (quota / period): {logs}"
+    );
+    // Without cpus there is nothing to cap at: refused naming the constant and `cpus`.
+    let out = run(
+        &k,
+        "docker-batch",
+        &[("QARNOT_DISABLE_CPU_BOOST", "true"), ("DOCKER_CMD", "true")],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("cpus") && err.contains("QARNOT_DISABLE_CPU_BOOST"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_image_comes_from_docker_srv_repo_tag_pulled_with_the_kernels_own_login() {
+    let registry = Registry::start("qarnot", "reg-pass-91c4").await;
+    let image = registry.push(TEST_IMAGE, "team/profiled:v1", false);
+    let k = KernelCluster::start("profile-image").await;
+    let srv = registry.addr();
+    let login = [
+        ("DOCKER_SRV", srv.as_str()),
+        ("DOCKER_REPO", "team/profiled"),
+        ("DOCKER_TAG", "v1"),
+        ("DOCKER_REGISTRY_LOGIN", "qarnot"),
+        ("DOCKER_CMD", "echo pulled-and-ran"),
+    ];
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "-d".into(),
+        "--profile".into(),
+        "docker-batch".into(),
+    ];
+    let with = |pw: &str| {
+        let mut a = args.clone();
+        for (key, value) in login
+            .iter()
+            .chain([("DOCKER_REGISTRY_PASSWORD", pw)].iter())
+        {
+            a.push("--constant".into());
+            a.push(format!("{key}={value}"));
+        }
+        a
+    };
+    let ok = with("reg-pass-91c4");
+    let out = k.c.cli(&ok.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let first = id.clone();
+    let info = ended(&k, &id).await;
+    assert_eq!(info["state"], "DONE", "{info}");
+    assert_eq!(info["image"], image, "{info}");
+    assert!(k.c.cli_ok(&["logs", &id]).contains("pulled-and-ran"));
+    assert_eq!(
+        info["spec"]["constants"]["DOCKER_REGISTRY_PASSWORD"], "***",
+        "the password reads back as ***: {info}"
+    );
+    // A wrong password: the pull is refused by the registry, and the kernel says so.
+    common::untag(&image);
+    args = with("wrong-pass");
+    let out =
+        k.c.cli(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = text
+        .split_whitespace()
+        .find(|w| uuid::Uuid::parse_str(w).is_ok())
+        .map(str::to_string);
+    if let Some(id) = id {
+        let info = ended(&k, &id).await;
+        assert_eq!(info["state"], "FAILED", "{info}");
+        assert_eq!(info["qarnot_state"], "Failure", "{info}");
+    } else {
+        assert!(!out.status.success(), "{text}");
+    }
+    for (what, text) in [
+        ("agent log", k.agent.log()),
+        ("manager log", k.manager.log()),
+        ("ps", k.c.cli_ok(&["ps", "--json"])),
+        ("inspect", k.c.cli_ok(&["inspect", &first])),
+        (
+            "kernel.json",
+            std::fs::read_to_string(k.scratch().join(&first).join("config/kernel.json"))
+                .unwrap_or_default(),
+        ),
+        ("etcd", etcd_dump(&k).await),
+    ] {
+        assert!(
+            !text.contains("reg-pass-91c4"),
+            "the registry password is in the {what}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_read_from_the_output_reaches_100_in_inspect_ps_and_events() {
+    let k = KernelCluster::start("profile-progress").await;
+    let mut agent = AgentServiceClient::connect(format!("http://127.0.0.1:{}", k.agent.port))
+        .await
+        .expect("agent gRPC");
+    let mut events = agent
+        .watch_events(WatchEventsRequest { after_seq: 0 })
+        .await
+        .expect("watch")
+        .into_inner();
+    let id = run_ok(
+        &k,
+        "docker-batch",
+        &[
+            ("DOCKER_PROGRESS1", r"step (\d+)/100"),
+            ("DOCKER_PROGRESS2", r"^ignored (\d+)"),
+            (
+                "DOCKER_CMD",
+                "sh -c 'for i in 10 20 30 40 50 60 70 80 90 100; do echo step $i/100; echo noise >&2; sleep 0.1; done; sleep 300'",
+            ),
+        ],
+        &[],
+    );
+    let info = wait_for(T, "progress 100", || async {
+        let v = k.inspect(&id);
+        (v["progress"] == 100.0).then_some(v)
+    })
+    .await;
+    assert_eq!(info["state"], "RUNNING", "{info}");
+    assert_eq!(info["qarnot_state"], "Executing", "{info}");
+    let ps = k.c.cli_ok(&["ps"]);
+    assert!(
+        ps.lines().any(|l| l.contains(&id) && l.contains("100%")),
+        "{ps}"
+    );
+    // Events carry the progress, rising to 100.
+    let mut seen = Vec::new();
+    while seen.last() != Some(&100.0) {
+        let ev = tokio::time::timeout(T, events.next())
+            .await
+            .expect("an event")
+            .expect("stream")
+            .expect("event");
+        if ev.kernel_id == id {
+            if let Some(p) = ev.progress {
+                seen.push(p);
+            }
+        }
+    }
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    k.c.cli_ok(&["rm", "-f", &id]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_runs_the_shutdown_command_then_ends_a_kernel_that_ignores_term() {
+    let k =
+        KernelCluster::start_with("profile-shutdown", &[("container/shutdown_grace", "2s")]).await;
+    let id = run_ok(
+        &k,
+        "docker-batch",
+        &[
+            (
+                "DOCKER_CMD",
+                r#"sh -c 'trap "echo got TERM, ignoring it" TERM; while true; do sleep 1; done'"#,
+            ),
+            (
+                "DOCKER_SHUTDOWN_CMD",
+                "touch /home/work/shutdown-ran; echo shutdown command ran",
+            ),
+        ],
+        &["--stop-timeout", "2s"],
+    );
+    k.wait_state(&id, "RUNNING", T).await;
+    k.c.cli_ok(&["stop", &id]);
+    // container/shutdown_grace (2 s) and the stop grace (2 s) here, Qarnot's 30 s by default:
+    // the kernel ends though it ignores TERM, killed by the agent.
+    let info = ended(&k, &id).await;
+    assert_eq!(info["state"], "FAILED", "{info}");
+    assert_eq!(info["qarnot_state"], "Cancelled", "{info}");
+    assert_eq!(info["signal"], "SIGKILL", "it ignored TERM: {info}");
+    let container = info["container_id"].as_str().unwrap_or_default();
+    assert_eq!(
+        common::docker_inspect(container, "{{.State.Running}}"),
+        "false",
+        "the container is gone from the running ones"
+    );
+    let marker = k.scratch().join(&id).join("work/shutdown-ran");
+    assert!(
+        marker.exists(),
+        "the shutdown command's marker {} is missing",
+        marker.display()
+    );
+    let logs = k.c.cli_ok(&["logs", &id]);
+    assert!(
+        logs.contains("shutdown command ran"),
+        "its output is in the kernel's logs: {logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_only_secrets_reach_the_task_and_no_read_back() {
+    const SECRET: &str = "s3cr3t-7c1d9e2b";
+    let k = KernelCluster::start("profile-secret").await;
+    let mut agent = AgentServiceClient::connect(format!("http://127.0.0.1:{}", k.agent.port))
+        .await
+        .expect("agent gRPC");
+    let mut events = agent
+        .watch_events(WatchEventsRequest { after_seq: 0 })
+        .await
+        .expect("watch")
+        .into_inner();
+    let id = run_ok(
+        &k,
+        "docker-batch",
+        &[
+            ("QARNOT_SECRET__TOKEN", SECRET),
+            (
+                "API_URL",
+                "https://user:${QARNOT_SECRET__TOKEN}@example.com",
+            ),
+            ("PLAIN", "visible"),
+            (
+                "DOCKER_CMD",
+                r#"sh -c 'test "$QARNOT_SECRET__TOKEN" = s3cr3t-7c1d9e2b && test "$API_URL" = "https://user:s3cr3t-7c1d9e2b@example.com" && echo "secret seen; plain=$PLAIN"'"#,
+            ),
+        ],
+        &[],
+    );
+    let info = ended(&k, &id).await;
+    assert_eq!(info["state"], "DONE", "the task saw its secret: {info}");
+    assert!(k
+        .c
+        .cli_ok(&["logs", &id])
+        .contains("secret seen; plain=visible"));
+    assert_eq!(
+        info["spec"]["constants"]["QARNOT_SECRET__TOKEN"], "[SECRET]",
+        "{info}"
+    );
+    // Every read-back: inspect, ps, events, kernel.json and environ.txt, the logs of both
+    // daemons, an error naming the constants.
+    let home = k.scratch().join(&id).join("config");
+    let mut outputs = vec![
+        ("inspect", k.c.cli_ok(&["inspect", &id])),
+        ("ps", k.c.cli_ok(&["ps", "--json"])),
+        (
+            "kernel.json",
+            std::fs::read_to_string(home.join("kernel.json")).unwrap_or_default(),
+        ),
+        (
+            "environ.txt",
+            std::fs::read_to_string(home.join("environ.txt")).unwrap_or_default(),
+        ),
+        (
+            "registry record",
+            std::fs::read_to_string(k.scratch().join(format!(".deckhand/kernels/{id}.json")))
+                .map(|r| {
+                    // The record keeps what the kernel needs to run again; its shown spec is masked.
+                    let v: serde_json::Value = serde_json::from_str(&r).unwrap_or_default();
+                    v["shown_spec"].to_string()
+                })
+                .unwrap_or_default(),
+        ),
+    ];
+    assert!(
+        outputs[3].1.contains("PLAIN=visible"),
+        "environ.txt: {}",
+        outputs[3].1
+    );
+    let bad = run(
+        &k,
+        "docker-batch",
+        &[("QARNOT_SECRET__TOKEN", SECRET), ("DOCKER_BOGUS", "1")],
+        &[],
+    );
+    assert!(!bad.status.success());
+    outputs.push(("error", String::from_utf8_lossy(&bad.stderr).into_owned()));
+    let mut evs = String::new();
+    while let Ok(Some(Ok(ev))) =
+        tokio::time::timeout(Duration::from_millis(500), events.next()).await
+    {
+        evs.push_str(&format!("{ev:?}\n"));
+    }
+    outputs.push(("events", evs));
+    outputs.push(("agent log", k.agent.log()));
+    outputs.push(("manager log", k.manager.log()));
+    outputs.push(("etcd", etcd_dump(&k).await));
+    for (what, text) in outputs {
+        assert!(
+            !text.contains(SECRET),
+            "the secret is in the {what}: {text}"
+        );
+    }
+}
