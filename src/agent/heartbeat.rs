@@ -1,5 +1,7 @@
 //! Heartbeats to the manager: every `agent/heartbeat_interval`, and at once when the
-//! config or the set of managers changes.
+//! config or the set of managers changes, or when reconciling the kernels with their
+//! runtime (after start-up recovery, after an engine outage) changed what the last
+//! heartbeat said of them.
 //!
 //! Managers are found under `nodes/managers/` (watched). The agent reports to one of them
 //! and fails over to the next on error; it logs one line per change of link state, not per
@@ -21,7 +23,7 @@ use crate::kernel::slots::Capacity;
 use crate::kernel::Supervisor;
 use crate::rpc::convert;
 use crate::rpc::pb::manager_service_client::ManagerServiceClient;
-use crate::rpc::pb::{AgentIdentity, HeartbeatRequest};
+use crate::rpc::pb::{AgentIdentity, HeartbeatRequest, SlotAmounts};
 use crate::rpc::{self, channel};
 use crate::tls::TlsFiles;
 
@@ -54,7 +56,9 @@ impl Heartbeat {
             _ = stop.cancelled() => return,
             r = self.managers.wait_for(|m| m.loaded) => if r.is_err() { return },
         }
-        let mut period = self.config.borrow().heartbeat_interval;
+        // Seen now: the first tick reports this config; a `changed()` still pending from
+        // before would send a second heartbeat right after it.
+        let mut period = self.config.borrow_and_update().heartbeat_interval;
         let mut ticker = ticker(period, Instant::now());
         let mut links = Links {
             tls: self.tls.clone(),
@@ -62,7 +66,11 @@ impl Heartbeat {
         };
         links.update(&self.managers.borrow_and_update());
         let mut sequence = 0u64;
+        let mut synced = self.kernels.synced();
+        // What the last accepted heartbeat said of the kernels: running ones, slots held.
+        let mut reported: Option<Report> = None;
         loop {
+            let mut resynced = false;
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = ticker.tick() => {}
@@ -77,6 +85,10 @@ impl Heartbeat {
                 r = self.managers.changed() => {
                     if r.is_err() { return }
                     links.update(&self.managers.borrow_and_update());
+                }
+                r = synced.changed() => {
+                    if r.is_err() { return }
+                    resynced = true;
                 }
             }
             let cfg = self.config.borrow_and_update().clone();
@@ -105,8 +117,17 @@ impl Heartbeat {
                 changed
             });
             self.snapshot.send_replace(Arc::new(snap));
+            // A resync is worth a heartbeat before the period ends only if it changed what
+            // the manager was told (a kernel ended while the engine was away, the kernels
+            // found running after a restart); before the first accepted heartbeat, the
+            // pending tick reports it.
+            let report = Report::of(&req);
+            if resynced && reported.as_ref().is_none_or(|r| *r == report) {
+                continue;
+            }
             let timeout = period.clamp(Duration::from_millis(500), Duration::from_secs(5));
             if let Some(addr) = links.send(req, timeout).await {
+                reported = Some(report);
                 sequence += 1;
                 self.current_manager.send_if_modified(|cur| {
                     let changed = *cur != addr;
@@ -114,6 +135,22 @@ impl Heartbeat {
                     changed
                 });
             }
+        }
+    }
+}
+
+/// The kernels a heartbeat reports (running ones, in id order) and the slots they hold.
+#[derive(Debug, PartialEq)]
+struct Report {
+    kernels: Vec<String>,
+    allocated: Option<SlotAmounts>,
+}
+
+impl Report {
+    fn of(req: &HeartbeatRequest) -> Self {
+        Self {
+            kernels: req.kernels.iter().map(|k| k.kernel_id.clone()).collect(),
+            allocated: req.slots.as_ref().and_then(|s| s.allocated),
         }
     }
 }

@@ -17,8 +17,8 @@ use crate::rpc::pb::{
     CreateKernelResponse, DownloadFileResponse, ExecRequest, FileRequest, GetInfoRequest,
     GetInfoResponse, ImageInfo, KernelEvent, KernelInfo, KernelLogsRequest, KernelRef,
     ListFilesResponse, ListImagesRequest, ListImagesResponse, ListKernelsRequest,
-    ListKernelsResponse, OutputChunk, SyncKernelsRequest, SyncKernelsResponse, UploadFileRequest,
-    UploadFileResponse, WatchEventsRequest,
+    ListKernelsResponse, OutputChunk, ReadUsageRequest, ReadUsageResponse, SyncKernelsRequest,
+    SyncKernelsResponse, UploadFileRequest, UploadFileResponse, WatchEventsRequest,
 };
 use crate::runtime::Exec;
 
@@ -58,6 +58,7 @@ impl AgentService for AgentRpc {
             slots: Some(slots),
             heartbeat_interval_ms: cfg.heartbeat_interval.as_millis() as u64,
             manager_address: self.current_manager.borrow().clone(),
+            kernels_synced_at_ms: *self.kernels.synced().borrow(),
         }))
     }
 
@@ -224,6 +225,20 @@ impl AgentService for AgentRpc {
             })
             .collect();
         Ok(Response::new(ListImagesResponse { images }))
+    }
+
+    async fn read_usage(
+        &self,
+        _req: Request<ReadUsageRequest>,
+    ) -> Result<Response<ReadUsageResponse>, Status> {
+        // Exactly what a heartbeat does for its `kernels` field, timed here.
+        let t0 = std::time::Instant::now();
+        let read = convert::usages(self.kernels.usage());
+        let read_ns = t0.elapsed().as_nanos() as u64;
+        Ok(Response::new(ReadUsageResponse {
+            kernels: read.len() as u32,
+            read_ns,
+        }))
     }
 
     type WatchEventsStream = EventStream;

@@ -1,6 +1,8 @@
 //! Following the runtimes: one loop per runtime recovers its kernels once, resynchronises
 //! every live kernel with its instance after each (re)connect, then applies the runtime's
-//! events as they come. One function, [`Supervisor::reconcile`], turns what an instance
+//! events as they come. After a break it reconnects with backoff, pinging the backend
+//! between attempts so that its return is seen within [`PROBE`]; each completed resync is
+//! published ([`Supervisor::synced`]). One function, [`Supervisor::reconcile`], turns what an instance
 //! does now into transitions: ended (DONE/FAILED with its exit code, signal, OOM flag),
 //! restarted by its restart policy (RESTARTING, then RUNNING), paused, resumed, gone.
 
@@ -85,6 +87,7 @@ impl Supervisor {
             };
             match synced {
                 Ok(()) => {
+                    self.0.synced.send_replace(crate::kernel::record::now_ms());
                     if down_logged {
                         tracing::info!(
                             "{} reachable again; kernel states resynchronised",
@@ -121,7 +124,7 @@ impl Supervisor {
             let wait = delays.next().unwrap_or(std::time::Duration::from_secs(10));
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
+                _ = back_or_waited(rt.as_ref(), wait) => {}
             }
         }
     }
@@ -355,6 +358,27 @@ impl Supervisor {
         });
     }
 }
+
+/// Waits out `delay`, or less once the runtime's backend answers a ping again (asked every
+/// [`PROBE`] after the first): an engine that comes back is followed within a fraction of a
+/// second, not after the whole backoff delay.
+pub(super) async fn back_or_waited(rt: &dyn Runtime, delay: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + delay;
+    loop {
+        let next = (tokio::time::Instant::now() + PROBE).min(deadline);
+        tokio::time::sleep_until(next).await;
+        if next >= deadline {
+            return;
+        }
+        // A backend that accepts but does not answer must not hold the retry past `delay`.
+        if let Ok(Ok(())) = tokio::time::timeout_at(deadline, rt.ping()).await {
+            return;
+        }
+    }
+}
+
+/// How often a backend that went away is asked whether it is back.
+const PROBE: std::time::Duration = std::time::Duration::from_millis(250);
 
 fn signal_name(n: i32) -> String {
     nix::sys::signal::Signal::try_from(n)

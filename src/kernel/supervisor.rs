@@ -52,6 +52,8 @@ pub(super) struct Inner {
     pub stop: CancellationToken,
     /// The agent's span: background work for kernels logs within it.
     pub span: tracing::Span,
+    /// Unix ms when every live kernel was last reconciled with its runtime (0: never yet).
+    pub synced: watch::Sender<i64>,
     /// Where the registry (and the SSH host key) live.
     pub state_dir: std::path::PathBuf,
     /// The SSH server's settings (host key), made on first use.
@@ -109,6 +111,7 @@ impl Supervisor {
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
             span,
+            synced: watch::channel(0).0,
             state_dir: o.state_dir.clone(),
             ssh_config: Mutex::new(None),
         }));
@@ -143,6 +146,14 @@ impl Supervisor {
 
     pub fn runtimes(&self) -> &Runtimes {
         &self.0.runtimes
+    }
+
+    /// Unix ms when every live kernel was last reconciled with its runtime: after start-up
+    /// recovery and after each reconnect (0 before the first time). Heartbeats go out at
+    /// once when it changes, so the manager hears the reconciled kernels without waiting a
+    /// period.
+    pub fn synced(&self) -> watch::Receiver<i64> {
+        self.0.synced.subscribe()
     }
 
     pub(super) fn config(&self) -> Arc<ClusterConfig> {

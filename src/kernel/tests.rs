@@ -325,6 +325,45 @@ async fn control_answers_unavailable_and_changes_nothing_while_the_runtime_is_do
 }
 
 #[tokio::test]
+async fn kernels_read_as_synced_once_recovery_and_the_first_resync_are_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Arc::new(MemoryRuntime::new());
+    let f = start(rt.clone(), dir.path());
+    f.sup.create(one(template(0.5))).await.unwrap();
+    f.shutdown().await;
+    let before = crate::kernel::record::now_ms();
+    let f = start(rt, dir.path());
+    let mut synced = f.sup.synced();
+    let at = *synced
+        .wait_for(|at| *at > 0)
+        .await
+        .expect("the supervisor publishes its resync");
+    assert!(at >= before, "synced at {at}, restarted at {before}");
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_backend_that_answers_again_ends_the_reconnect_wait_early() {
+    let rt = MemoryRuntime::new();
+    rt.set_down(true);
+    // Down: the whole backoff delay is waited out.
+    let waited = tokio::time::timeout(
+        Duration::from_millis(700),
+        super::observe::back_or_waited(&rt, Duration::from_secs(60)),
+    )
+    .await;
+    assert!(waited.is_err(), "returned while the backend was down");
+    // Back: the next probe ends the wait, long before the delay.
+    rt.set_down(false);
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        super::observe::back_or_waited(&rt, Duration::from_secs(600)),
+    )
+    .await
+    .expect("the wait ends once the backend answers");
+}
+
+#[tokio::test]
 async fn profile_features_the_runtime_cannot_carry_out_are_refused_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let f = start(Arc::new(MemoryRuntime::new()), dir.path());

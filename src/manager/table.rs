@@ -160,6 +160,7 @@ fn summary(id: &str, e: &Entry, now: Instant) -> AgentSummary {
         slots: last.slots,
         heartbeat_interval_ms: last.heartbeat_interval_ms,
         heartbeats_received: e.heartbeats,
+        kernels_reported: last.kernels.len() as u32,
         runtimes: last.runtimes,
     }
 }
