@@ -708,13 +708,42 @@ async fn malformed_requests_are_refused_naming_the_field_and_change_nothing() {
             "config/storage/s3",
         ),
         (
-            "a cluster profile",
+            "a cluster profile without its number of instances",
             spec(|s| {
                 profile_base(s);
                 s.profile = "docker-cluster".into();
             }),
-            Code::FailedPrecondition,
-            "docker-cluster",
+            Code::InvalidArgument,
+            "instances: profile `docker-cluster` needs the number of instances",
+        ),
+        (
+            "instances without a cluster profile",
+            spec(|s| {
+                profile_base(s);
+                s.instances = 2;
+            }),
+            Code::InvalidArgument,
+            "instances: needs a cluster profile",
+        ),
+        (
+            "a cluster of more instances than allowed",
+            spec(|s| {
+                profile_base(s);
+                s.profile = "docker-cluster".into();
+                s.instances = 65;
+            }),
+            Code::InvalidArgument,
+            "1 to 64",
+        ),
+        (
+            "a worker command on a profile of one instance",
+            spec(|s| {
+                profile_base(s);
+                s.constants
+                    .insert("DOCKER_CMD_WORKER".into(), "true".into());
+            }),
+            Code::InvalidArgument,
+            "constants[DOCKER_CMD_WORKER]",
         ),
         (
             "a RoCE profile on an agent without RDMA devices",

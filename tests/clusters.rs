@@ -28,22 +28,7 @@ fn run(
     extra: &[&str],
 ) -> Output {
     let n = n.to_string();
-    let mut args: Vec<String> = ["run", "-d", "--profile", profile, "--instances", &n]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let mut all = vec![
-        ("DOCKER_REPO", "deckhand-test/busybox"),
-        ("DOCKER_TAG", "latest"),
-    ];
-    all.extend_from_slice(constants);
-    for (key, value) in all {
-        args.push("--constant".into());
-        args.push(format!("{key}={value}"));
-    }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    k.c.cli(&refs)
+    k.run_profile(&["--profile", profile, "--instances", &n], constants, extra)
 }
 
 fn run_ok(
@@ -53,26 +38,8 @@ fn run_ok(
     constants: &[(&str, &str)],
     extra: &[&str],
 ) -> String {
-    let out = run(k, profile, n, constants, extra);
-    assert!(
-        out.status.success(),
-        "run failed: {}\nagent log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        k.agent.log()
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// Waits until the kernel has ended; its JSON.
-async fn ended(k: &KernelCluster, id: &str) -> serde_json::Value {
-    wait_for(T, &format!("kernel {id} to end"), || async {
-        let v: serde_json::Value =
-            serde_json::from_slice(&k.c.cli(&["inspect", id]).stdout).ok()?;
-        ["DONE", "FAILED", "CANCELLED"]
-            .contains(&v["state"].as_str()?)
-            .then_some(v)
-    })
-    .await
+    let n = n.to_string();
+    k.run_profile_ok(&["--profile", profile, "--instances", &n], constants, extra)
 }
 
 /// The kernel's containers by instance index, from their labels.
@@ -212,7 +179,7 @@ async fn a_cluster_runs_as_one_kernel_and_ends_with_its_master() {
         f.to_str().unwrap(),
         "done",
     ]);
-    let info = ended(&k, &id).await;
+    let info = k.wait_ended(&id, T).await;
     assert_eq!(info["state"], "FAILED", "{info}");
     assert_eq!(info["exit_code"], 3, "{info}");
     wait_for(T, "the workers to be stopped", || async {
@@ -243,7 +210,7 @@ async fn a_failing_worker_fails_the_cluster_and_stops_the_rest() {
         ],
         &["--stop-timeout", "1s"],
     );
-    let info = ended(&k, &id).await;
+    let info = k.wait_ended(&id, T).await;
     assert_eq!(info["state"], "FAILED", "{info}");
     assert_eq!(info["exit_code"], 5, "{info}");
     let reason = info["reason"].as_str().unwrap_or("");
@@ -312,7 +279,7 @@ async fn docker_cluster_has_no_route_outside_its_network_and_the_network_profile
             ],
             &["--stop-timeout", "1s"],
         );
-        let info = ended(&k, &id).await;
+        let info = k.wait_ended(&id, T).await;
         assert_eq!(info["state"], "DONE", "{profile}: {info}");
         let logs = k.c.cli_ok(&["logs", &id]);
         assert!(logs.contains(expect), "{profile}: {logs}");

@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::s3::{S3Server, S3_REGION};
-use common::{wait_for, KernelCluster};
+use common::KernelCluster;
 use deckhand::rpc::pb::agent_service_client::AgentServiceClient;
 use deckhand::rpc::pb::{KernelState, WatchEventsRequest};
 use futures::StreamExt;
@@ -54,17 +54,6 @@ fn run(k: &KernelCluster, cmd: &str, extra: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-async fn ended(k: &KernelCluster, id: &str) -> serde_json::Value {
-    wait_for(T, &format!("kernel {id} to end"), || async {
-        let v: serde_json::Value =
-            serde_json::from_slice(&k.c.cli(&["inspect", id]).stdout).ok()?;
-        ["DONE", "FAILED", "CANCELLED"]
-            .contains(&v["state"].as_str()?)
-            .then_some(v)
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resources_from_s3_are_in_job_at_start_and_results_are_uploaded_after_the_end() {
     let s3 = S3Server::start().await;
@@ -106,7 +95,7 @@ async fn resources_from_s3_are_in_job_at_start_and_results_are_uploaded_after_th
         "{ps}"
     );
     s3.resume();
-    let info = ended(&k, &id).await;
+    let info = k.wait_ended(&id, T).await;
     assert_eq!(
         info["state"],
         "DONE",
@@ -209,7 +198,7 @@ async fn a_results_path_uploads_only_that_dir_and_a_failed_upload_fails_the_kern
             "/home/work/out",
         ],
     );
-    let info = ended(&k, &id).await;
+    let info = k.wait_ended(&id, T).await;
     assert_eq!(info["state"], "DONE", "{info}");
     assert_eq!(s3.list("task-out", "only-out").await, ["only-out/copy.bin"]);
     assert_eq!(
@@ -224,7 +213,7 @@ async fn a_results_path_uploads_only_that_dir_and_a_failed_upload_fails_the_kern
         "sh -c 'echo data > /job/r.txt'",
         &["--results", "s3://no-such-bucket/x"],
     );
-    let info = ended(&k, &id).await;
+    let info = k.wait_ended(&id, T).await;
     assert_eq!(info["state"], "FAILED", "{info}");
     assert_eq!(info["exit_code"], 0, "{info}");
     assert_eq!(info["qarnot_state"], "Failure", "{info}");

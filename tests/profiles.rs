@@ -29,33 +29,11 @@ fn run(
     constants: &[(&str, &str)],
     extra: &[&str],
 ) -> std::process::Output {
-    let mut args: Vec<String> = ["run", "-d", "--profile", profile]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let mut all = vec![
-        ("DOCKER_REPO", "deckhand-test/busybox"),
-        ("DOCKER_TAG", "latest"),
-    ];
-    all.extend_from_slice(constants);
-    for (key, value) in all {
-        args.push("--constant".into());
-        args.push(format!("{key}={value}"));
-    }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    k.c.cli(&refs)
+    k.run_profile(&["--profile", profile], constants, extra)
 }
 
 fn run_ok(k: &KernelCluster, profile: &str, constants: &[(&str, &str)], extra: &[&str]) -> String {
-    let out = run(k, profile, constants, extra);
-    assert!(
-        out.status.success(),
-        "run failed: {}\nagent log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        k.agent.log()
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    k.run_profile_ok(&["--profile", profile], constants, extra)
 }
 
 /// Every key and value under the test's namespace in etcd, as text.
@@ -80,18 +58,6 @@ async fn etcd_dump(k: &KernelCluster) -> String {
             )
         })
         .collect()
-}
-
-/// Waits until the kernel has ended (DONE, FAILED or CANCELLED); its JSON.
-async fn ended(k: &KernelCluster, id: &str) -> serde_json::Value {
-    wait_for(T, &format!("kernel {id} to end"), || async {
-        let v: serde_json::Value =
-            serde_json::from_slice(&k.c.cli(&["inspect", id]).stdout).ok()?;
-        ["DONE", "FAILED", "CANCELLED"]
-            .contains(&v["state"].as_str()?)
-            .then_some(v)
-    })
-    .await
 }
 
 /// An HTTP server on every host address (the kernels' bridge reaches it at its gateway)
@@ -171,7 +137,7 @@ async fn each_profiles_network_is_as_named() {
             constants.push(("DOCKER_SSH", SOME_KEY));
         }
         let id = run_ok(&k, profile, &constants, &[]);
-        let info = ended(&k, &id).await;
+        let info = k.wait_ended(&id, T).await;
         assert_eq!(info["state"], "DONE", "{profile}: {info}");
         assert_eq!(info["qarnot_state"], "Success", "{profile}: {info}");
         let logs = k.c.cli_ok(&["logs", &id]);
@@ -244,7 +210,7 @@ async fn an_operator_defined_profile_brings_its_network_and_default_constants() 
         String::from_utf8_lossy(&out.stderr)
     );
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let info = ended(&k, &id).await;
+    let info = k.wait_ended(&id, T).await;
     assert_eq!(info["state"], "DONE", "{info}");
     assert_eq!(info["image"], "deckhand-test/busybox:latest", "{info}");
     let logs = k.c.cli_ok(&["logs", &id]);
@@ -286,7 +252,7 @@ async fn constants_set_user_hostname_workdir_and_an_empty_docker_cmd_keeps_the_i
         ],
         &[],
     );
-    let info = ended(&k, &id).await;
+    let info = k.wait_ended(&id, T).await;
     assert_eq!(info["state"], "DONE", "{info}");
     let logs = k.c.cli_ok(&["logs", &id]);
     assert_eq!(logs.trim(), "entry: 1234 qarnot-node-7 /tmp fast", "{logs}");
@@ -307,7 +273,7 @@ async fn qarnot_disable_cpu_boost_caps_the_kernel_at_its_cpus() {
         ],
         &["--cpus", "0.5"],
     );
-    let info = ended(&k, &id).await;
+    let info = k.wait_ended(&id, T).await;
     assert_eq!(info["state"], "DONE", "{info}");
     let logs = k.c.cli_ok(&["logs", &id]);
     let limit: Vec<f64> = logs
@@ -372,7 +338,7 @@ async fn the_image_comes_from_docker_srv_repo_tag_pulled_with_the_kernels_own_lo
     );
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let first = id.clone();
-    let info = ended(&k, &id).await;
+    let info = k.wait_ended(&id, T).await;
     assert_eq!(info["state"], "DONE", "{info}");
     assert_eq!(info["image"], image, "{info}");
     assert!(k.c.cli_ok(&["logs", &id]).contains("pulled-and-ran"));
@@ -395,7 +361,7 @@ async fn the_image_comes_from_docker_srv_repo_tag_pulled_with_the_kernels_own_lo
         .find(|w| uuid::Uuid::parse_str(w).is_ok())
         .map(str::to_string);
     if let Some(id) = id {
-        let info = ended(&k, &id).await;
+        let info = k.wait_ended(&id, T).await;
         assert_eq!(info["state"], "FAILED", "{info}");
         assert_eq!(info["qarnot_state"], "Failure", "{info}");
     } else {
@@ -497,7 +463,7 @@ async fn stop_runs_the_shutdown_command_then_ends_a_kernel_that_ignores_term() {
     k.c.cli_ok(&["stop", &id]);
     // container/shutdown_grace (2 s) and the stop grace (2 s) here, Qarnot's 30 s by default:
     // the kernel ends though it ignores TERM, killed by the agent.
-    let info = ended(&k, &id).await;
+    let info = k.wait_ended(&id, T).await;
     assert_eq!(info["state"], "FAILED", "{info}");
     assert_eq!(info["qarnot_state"], "Cancelled", "{info}");
     assert_eq!(info["signal"], "SIGKILL", "it ignored TERM: {info}");
@@ -549,7 +515,7 @@ async fn write_only_secrets_reach_the_task_and_no_read_back() {
         ],
         &[],
     );
-    let info = ended(&k, &id).await;
+    let info = k.wait_ended(&id, T).await;
     assert_eq!(info["state"], "DONE", "the task saw its secret: {info}");
     assert!(k
         .c

@@ -565,6 +565,60 @@ impl KernelCluster {
         .await
     }
 
+    /// Waits until kernel `id` has ended (DONE, FAILED or CANCELLED), returning its JSON.
+    pub async fn wait_ended(&self, id: &str, timeout: Duration) -> serde_json::Value {
+        wait_for(timeout, &format!("kernel {id} to end"), || async {
+            let out = self.c.cli(&["inspect", id]);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            ["DONE", "FAILED", "CANCELLED"]
+                .contains(&v["state"].as_str()?)
+                .then_some(v)
+        })
+        .await
+    }
+
+    /// `deckhand run -d PROFILE_ARGS…` (`--profile NAME`, …) of the local test image
+    /// (`DOCKER_REPO`/`DOCKER_TAG` first) with these constants, then `extra` flags: the
+    /// output.
+    pub fn run_profile(
+        &self,
+        profile_args: &[&str],
+        constants: &[(&str, &str)],
+        extra: &[&str],
+    ) -> Output {
+        let mut args: Vec<String> = vec!["run".into(), "-d".into()];
+        args.extend(profile_args.iter().map(|s| s.to_string()));
+        let mut all = vec![
+            ("DOCKER_REPO", "deckhand-test/busybox"),
+            ("DOCKER_TAG", "latest"),
+        ];
+        all.extend_from_slice(constants);
+        for (key, value) in all {
+            args.push("--constant".into());
+            args.push(format!("{key}={value}"));
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.c.cli(&refs)
+    }
+
+    /// [`run_profile`](Self::run_profile) that must succeed: the new kernel's id.
+    pub fn run_profile_ok(
+        &self,
+        profile_args: &[&str],
+        constants: &[(&str, &str)],
+        extra: &[&str],
+    ) -> String {
+        let out = self.run_profile(profile_args, constants, extra);
+        assert!(
+            out.status.success(),
+            "run failed: {}\nagent log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.agent.log()
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// `deckhand ps --json`.
     pub fn ps(&self) -> Vec<serde_json::Value> {
         serde_json::from_str(&self.c.cli_ok(&["ps", "--json"])).expect("ps JSON")

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use bollard::models::ContainerInspectResponse;
 
 use super::body::{LABEL_ARRAY, LABEL_PROCESS_DATA, LABEL_SCRATCH};
-use super::client::{EngineError, LABEL_INSTANCE, LABEL_INSTANCES};
-use super::cluster::{network_name, Members};
+use super::client::{EngineError, LABEL_INSTANCE};
+use super::cluster::{self, network_name, Members};
 use super::local::ProcessData;
 use super::DockerRuntime;
 use crate::config::ClusterConfig;
@@ -51,36 +51,23 @@ impl DockerRuntime {
                 .labels
                 .get(LABEL_PROCESS_DATA)
                 .and_then(|v| ProcessData::from_label(v));
-            let Some(index) = c
-                .labels
-                .get(LABEL_INSTANCE)
-                .and_then(|i| i.parse::<usize>().ok())
-            else {
-                out.push(Owned {
-                    handle: Self::handle(&c.id, pd.as_ref()),
-                    kernel_id: c.kernel_id,
+            if c.labels.contains_key(LABEL_INSTANCE) {
+                let (m, _) = clusters.entry(c.kernel_id.clone()).or_insert_with(|| {
+                    (
+                        Members {
+                            network: network_name(&self.namespace, &c.kernel_id),
+                            ids: Vec::new(),
+                        },
+                        pd,
+                    )
                 });
+                cluster::place(&mut m.ids, &c);
                 continue;
-            };
-            let count = c
-                .labels
-                .get(LABEL_INSTANCES)
-                .and_then(|n| n.parse::<usize>().ok())
-                .unwrap_or(0)
-                .clamp(index + 1, 1024);
-            let (m, _) = clusters.entry(c.kernel_id.clone()).or_insert_with(|| {
-                (
-                    Members {
-                        network: network_name(&self.namespace, &c.kernel_id),
-                        ids: Vec::new(),
-                    },
-                    pd,
-                )
-            });
-            if m.ids.len() < count {
-                m.ids.resize(count, String::new());
             }
-            m.ids[index] = c.id;
+            out.push(Owned {
+                handle: Self::handle(&c.id, pd.as_ref()),
+                kernel_id: c.kernel_id,
+            });
         }
         // A network whose instances were never made (or already removed).
         for (network, kernel_id) in self

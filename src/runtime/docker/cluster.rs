@@ -50,6 +50,24 @@ impl Members {
     }
 }
 
+/// Where a listed container of a cluster kernel goes in its members' ids: its instance
+/// index, with room for as many instances as its labels say (a missing one stays empty);
+/// `None` for a container of a single kernel.
+pub fn place(ids: &mut Vec<String>, c: &super::client::Labelled) -> Option<()> {
+    let index: usize = c.labels.get(LABEL_INSTANCE)?.parse().ok()?;
+    let count = c
+        .labels
+        .get(LABEL_INSTANCES)
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(0)
+        .clamp(index + 1, 1024);
+    if ids.len() < count {
+        ids.resize(count, String::new());
+    }
+    ids[index] = c.id.clone();
+    Some(())
+}
+
 /// The network of kernel `kernel_id`.
 pub fn network_name(namespace: &str, kernel_id: &str) -> String {
     container_name(namespace, kernel_id)

@@ -5,7 +5,7 @@
 
 use futures::StreamExt;
 
-use super::client::{ContainerEvent, ContainerStatus, Docker, LABEL_INSTANCE, LABEL_INSTANCES};
+use super::client::{ContainerEvent, ContainerStatus, Docker};
 use super::cluster::{self, Members};
 use crate::runtime::{EventStream, Observed, RuntimeError, RuntimeEvent, Status};
 
@@ -96,24 +96,8 @@ async fn cluster_event(
         Err(e) => return Some(Err(e.into())),
     };
     let mut ids: Vec<String> = Vec::new();
-    for c in list.into_iter().filter(|c| c.kernel_id == ev.kernel_id) {
-        let Some(i) = c
-            .labels
-            .get(LABEL_INSTANCE)
-            .and_then(|i| i.parse::<usize>().ok())
-        else {
-            continue;
-        };
-        let count = c
-            .labels
-            .get(LABEL_INSTANCES)
-            .and_then(|n| n.parse::<usize>().ok())
-            .unwrap_or(0)
-            .clamp(i + 1, 1024);
-        if ids.len() < count {
-            ids.resize(count, String::new());
-        }
-        ids[i] = c.id;
+    for c in list.iter().filter(|c| c.kernel_id == ev.kernel_id) {
+        cluster::place(&mut ids, c);
     }
     let master = ids.first().cloned().unwrap_or_default();
     if master.is_empty() {
