@@ -437,6 +437,12 @@ async fn progress_read_from_the_output_reaches_100_in_inspect_ps_and_events() {
         }
     }
     assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    // Heartbeats carry it to the manager: `nodes` shows it for the agent.
+    wait_for(T, "the manager to hear progress 100", || async {
+        let node = k.c.node("a1")?;
+        (node["kernel_progress"][&id] == 100.0).then_some(())
+    })
+    .await;
     k.c.cli_ok(&["rm", "-f", &id]);
 }
 

@@ -39,6 +39,8 @@ pub struct NodeView {
     pub gpus: Vec<GpuDevice>,
     /// The runtimes the agent offers (`docker`, `vastai`) with capacity and kernels in use.
     pub runtimes: Vec<crate::rpc::pb::RuntimeInfo>,
+    /// The progress (0-100) of its profile kernels that report one, by kernel id.
+    pub kernel_progress: std::collections::BTreeMap<String, f64>,
 }
 
 /// `ALIVE`, `LOST`, …
@@ -70,6 +72,7 @@ impl From<AgentSummary> for NodeView {
             slots: a.slots,
             gpus: a.gpus.map(|g| g.devices).unwrap_or_default(),
             runtimes: a.runtimes,
+            kernel_progress: a.kernel_progress.into_iter().collect(),
         }
     }
 }

@@ -161,6 +161,11 @@ fn summary(id: &str, e: &Entry, now: Instant) -> AgentSummary {
         heartbeat_interval_ms: last.heartbeat_interval_ms,
         heartbeats_received: e.heartbeats,
         kernels_reported: last.kernels.len() as u32,
+        kernel_progress: last
+            .progress
+            .iter()
+            .map(|p| (p.kernel_id.clone(), p.progress))
+            .collect(),
         runtimes: last.runtimes,
     }
 }
