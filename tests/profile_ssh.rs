@@ -263,7 +263,10 @@ async fn a_cluster_ssh_profile_opens_the_master() {
     let keys = tempfile::tempdir().unwrap();
     let right = keygen(keys.path(), "right");
     let public = std::fs::read_to_string(right.with_extension("pub")).unwrap();
-    let k = KernelCluster::start("cluster-ssh").await;
+    // Its own part of the port range: the other test's agent, running at the same time on
+    // this host, takes ports from the start of the default range.
+    let k =
+        KernelCluster::start_with("cluster-ssh", &[("container/port_range", "30700-30799")]).await;
     let ssh_key = format!("DOCKER_SSH={}", public.trim());
     let id = k.run_detached(&[
         "--profile",
@@ -283,6 +286,7 @@ async fn a_cluster_ssh_profile_opens_the_master() {
     ]);
     let info = k.wait_state(&id, "RUNNING", T).await;
     let port = info["ssh_port"].as_u64().expect("ssh_port in inspect") as u16;
+    assert!((30700..=30799).contains(&port), "{info}");
     let out = wait_for(T, "ssh to answer", || async {
         let out = ssh(
             port,
