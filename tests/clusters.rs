@@ -73,10 +73,16 @@ async fn a_cluster_runs_as_one_kernel_and_ends_with_its_master() {
         "docker-cluster",
         3,
         &[("DOCKER_CMD_MASTER", MASTER), ("DOCKER_CMD_WORKER", WORKER)],
-        &["--stop-timeout", "2s"],
+        &["--stop-timeout", "2s", "--cpus", "0.25"],
     );
     let info = k.wait_state(&id, "RUNNING", T).await;
     assert_eq!(info["spec"]["instances"], 3, "{info}");
+    // The slots of all three instances, held once by the kernel.
+    assert_eq!(info["slots"]["cpu"], 0.75, "{info}");
+    wait_for(T, "the heartbeat to report the cluster's slots", || async {
+        (k.c.node("a1")?["slots"]["allocated"]["cpu"] == 0.75).then_some(())
+    })
+    .await;
     let members = instances(&k.c.ns, &id);
     assert_eq!(members.len(), 3, "{members:?}");
     assert!(members.iter().all(|(_, c)| running(c)), "{members:?}");
@@ -184,6 +190,14 @@ async fn a_cluster_runs_as_one_kernel_and_ends_with_its_master() {
     assert_eq!(info["exit_code"], 3, "{info}");
     wait_for(T, "the workers to be stopped", || async {
         members.iter().all(|(_, c)| !running(c)).then_some(())
+    })
+    .await;
+    // Its slots came back exactly once.
+    wait_for(T, "the cluster's slots to be free again", || async {
+        let allocated = k.c.node("a1")?["slots"]["allocated"]["cpu"]
+            .as_f64()
+            .unwrap_or(0.0);
+        (allocated == 0.0).then_some(())
     })
     .await;
     // rm removes every instance and the network.
