@@ -431,3 +431,68 @@ async fn an_agent_killed_while_starting_a_cluster_never_leaves_instances_running
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_that_cannot_start_leaves_no_worker_running() {
+    let k = KernelCluster::start("cluster-nostart").await;
+    // The workers start first; the master's command does not exist, so its start fails.
+    let constants = [
+        ("DOCKER_CMD_MASTER", "/no/such/binary"),
+        ("DOCKER_CMD_WORKER", "sleep 600"),
+    ];
+    // Started at creation: the failed kernel's instances are removed at once.
+    let out = run(
+        &k,
+        "docker-cluster",
+        3,
+        &constants,
+        &["--stop-timeout", "30s"],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/no/such/binary"),
+        "run says why: {out:?}"
+    );
+    let id = k
+        .ps()
+        .first()
+        .and_then(|k| k["kernel_id"].as_str().map(String::from))
+        .expect("the failed kernel is listed");
+    let info = k.wait_ended(&id, T).await;
+    assert_eq!(info["state"], "FAILED", "{info}");
+    assert!(
+        info["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("/no/such/binary"),
+        "{info}"
+    );
+    wait_for(T, "the failed cluster's instances to go", || async {
+        instances(&k.c.ns, &id).is_empty().then_some(())
+    })
+    .await;
+    // Held, then released: the start fails the same way; the instances stay for
+    // inspection, and none runs — at once, not after the 30 s grace period.
+    let id = run_ok(
+        &k,
+        "docker-cluster",
+        3,
+        &constants,
+        &["--stop-timeout", "30s", "--hold"],
+    );
+    k.wait_state(&id, "HELD", T).await;
+    let out = k.c.cli(&["release", &id]);
+    assert!(!out.status.success(), "{out:?}");
+    let info = k.wait_ended(&id, T).await;
+    assert_eq!(info["state"], "FAILED", "{info}");
+    let members = instances(&k.c.ns, &id);
+    assert_eq!(members.len(), 3, "{members:?}");
+    assert!(
+        members.iter().all(|(_, c)| !running(c)),
+        "workers left running: {members:?}"
+    );
+    k.c.cli_ok(&["rm", &id]);
+    wait_for(T, "the cluster's containers and network to go", || async {
+        (containers(&k.c.ns).is_empty() && networks(&k.c.ns).is_empty()).then_some(())
+    })
+    .await;
+}

@@ -215,7 +215,9 @@ pub fn aggregate(members: &[ContainerStatus]) -> Aggregate {
             || (ended(w) && (w.exit_code != 0 || w.oom_killed) && w.finished_at_ms <= master_end)
     });
     if let Some((i, w)) = failed {
-        if master.started_at_ms > 0 || w.exists {
+        // Before the master started, workers that ended were stopped by a start that failed
+        // (whose own error ends the kernel) or belong to a start that recovery undoes.
+        if master.started_at_ms > 0 {
             st.running = false;
             st.paused = false;
             st.exit_code = w.exists.then_some(w.exit_code);
@@ -364,6 +366,14 @@ mod tests {
         assert!(a.status.running || a.status.started_at_ms > 0);
         assert_eq!(a.status.exit_code, Some(0));
         assert!(a.stop.is_empty());
+    }
+
+    #[test]
+    fn workers_ending_before_the_master_ever_started_do_not_end_the_cluster() {
+        let a = aggregate(&[created(), exited(137, 40), running(1)]);
+        assert_eq!(a.status.started_at_ms, 0);
+        assert!(!a.status.running);
+        assert!(a.status.error.is_empty(), "{:?}", a.status);
     }
 
     #[test]

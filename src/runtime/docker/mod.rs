@@ -98,6 +98,46 @@ impl DockerRuntime {
         }
     }
 
+    /// Starts the kernel's container (a cluster's master), with the work that follows it.
+    async fn start_container(
+        &self,
+        rec: &Record,
+        handle: &Handle,
+        cfg: &ClusterConfig,
+    ) -> Result<Started, RuntimeError> {
+        let cid = &handle.instance;
+        let input = match local::input_file(&self.scratch, rec)? {
+            Some(path) => Some((path, self.client.attach_stdin(cid).await?)),
+            None => None,
+        };
+        self.client
+            .start(cid)
+            .await
+            .map_err(|e| Self::name_network(e, rec, cfg))?;
+        let st = self.client.inspect(cid).await?;
+        self.track(cid, st.pid);
+        let mut follow: Vec<BoxFuture<'static, ()>> = Vec::new();
+        if let Some((path, stdin)) = input {
+            follow.push(local::feed_input(rec.id.clone(), path, stdin).boxed());
+        }
+        if !rec.spec.output_path.is_empty() || !rec.spec.error_path.is_empty() {
+            follow.push(
+                local::copy_output(
+                    self.client.clone(),
+                    rec.clone(),
+                    cid.clone(),
+                    cfg.kernel.uid,
+                    cfg.kernel.gid,
+                )
+                .boxed(),
+            );
+        }
+        Ok(Started {
+            started_at_ms: st.started_at_ms,
+            follow,
+        })
+    }
+
     /// The containers of a kernel: its members for a cluster, else its one container.
     fn containers(handle: &Handle) -> Vec<String> {
         match Members::of(handle) {
@@ -329,45 +369,27 @@ impl Runtime for DockerRuntime {
         handle: &Handle,
         cfg: &ClusterConfig,
     ) -> Result<Started, RuntimeError> {
-        let cid = &handle.instance;
-        if let Some(m) = Members::of(handle) {
+        let Some(m) = Members::of(handle) else {
+            return self.start_container(rec, handle, cfg).await;
+        };
+        let started = async {
             // Workers first, so the master finds them when it starts.
             for id in m.ids.iter().skip(1) {
                 self.client.start(id).await?;
                 let st = self.client.inspect(id).await?;
                 self.track(id, st.pid);
             }
+            self.start_container(rec, handle, cfg).await
         }
-        let input = match local::input_file(&self.scratch, rec)? {
-            Some(path) => Some((path, self.client.attach_stdin(cid).await?)),
-            None => None,
-        };
-        self.client
-            .start(cid)
-            .await
-            .map_err(|e| Self::name_network(e, rec, cfg))?;
-        let st = self.client.inspect(cid).await?;
-        self.track(cid, st.pid);
-        let mut follow: Vec<BoxFuture<'static, ()>> = Vec::new();
-        if let Some((path, stdin)) = input {
-            follow.push(local::feed_input(rec.id.clone(), path, stdin).boxed());
+        .await;
+        if started.is_err() {
+            // Never some instances running alone: what started is stopped at once.
+            let ids = Self::containers(handle);
+            if let Err(e) = cluster::stop_all(&self.client, &ids, Some(Duration::ZERO)).await {
+                tracing::warn!(kernel_id = %rec.id, error = %e, "cannot stop the instances of a cluster that failed to start");
+            }
         }
-        if !rec.spec.output_path.is_empty() || !rec.spec.error_path.is_empty() {
-            follow.push(
-                local::copy_output(
-                    self.client.clone(),
-                    rec.clone(),
-                    cid.clone(),
-                    cfg.kernel.uid,
-                    cfg.kernel.gid,
-                )
-                .boxed(),
-            );
-        }
-        Ok(Started {
-            started_at_ms: st.started_at_ms,
-            follow,
-        })
+        started
     }
 
     async fn stop(&self, handle: &Handle, grace: Duration) -> Result<(), RuntimeError> {
