@@ -9,12 +9,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::process::Output;
 use std::time::Duration;
 
-use common::{containers, docker_inspect, networks, wait_for, KernelCluster};
+use common::{containers, docker_inspect, networks, wait_for, HostListener, KernelCluster};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -245,30 +243,6 @@ async fn a_failing_worker_fails_the_cluster_and_stops_the_rest() {
     k.c.cli_ok(&["rm", &id]);
 }
 
-/// A one-request HTTP server on every host address; answers `hello-from-host`.
-fn host_listener() -> u16 {
-    let listener = TcpListener::bind("0.0.0.0:0").expect("bind");
-    let port = listener.local_addr().unwrap().port();
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let deadline = std::time::Instant::now() + T;
-        while std::time::Instant::now() < deadline {
-            match listener.accept() {
-                Ok((mut s, _)) => {
-                    let _ = s.set_nonblocking(false);
-                    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                    let mut buf = [0u8; 1024];
-                    let _ = s.read(&mut buf);
-                    let _ = s
-                        .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 15\r\n\r\nhello-from-host");
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
-    });
-    port
-}
-
 /// Tries the host listener at the instance's gateway and at Docker's bridge address, and
 /// the worker by name.
 const NET_SCRIPT: &str = r#"gw=$(ip route | awk '/default/ {print $3}'); r=unreachable; for ip in $gw 172.17.0.1; do if printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 "$ip" "$PORT" | grep -q hello-from-host; then r=reached-host; fi; done; echo "$r"; nslookup worker-1 >/dev/null 2>&1 && echo found-worker"#;
@@ -276,7 +250,8 @@ const NET_SCRIPT: &str = r#"gw=$(ip route | awk '/default/ {print $3}'); r=unrea
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_cluster_has_no_route_outside_its_network_and_the_network_profile_has() {
     let k = KernelCluster::start("cluster-net").await;
-    let port = host_listener().to_string();
+    let host = HostListener::start();
+    let port = host.port.to_string();
     for (profile, expect) in [
         ("docker-cluster", "unreachable"),
         ("docker-cluster-network", "reached-host"),
