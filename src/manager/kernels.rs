@@ -22,10 +22,8 @@ impl KernelDirectory {
             .insert(kernel_id.to_string(), agent_id.to_string());
     }
 
-    /// The agent holding `kernel_id` (a task id falls back to its array's placement; an
-    /// instance `<id>/<index>` of a cluster kernel is where its kernel is).
+    /// The agent holding `kernel_id` (a task id falls back to its array's placement).
     pub fn locate(&self, kernel_id: &str) -> Option<&str> {
-        let kernel_id = kernel_id.split_once('/').map_or(kernel_id, |(k, _)| k);
         self.location
             .get(kernel_id)
             .or_else(|| {

@@ -168,8 +168,11 @@ impl ManagerRpc {
             })
     }
 
-    /// The agent holding `kernel_id`: from the directory, else by asking every agent.
+    /// The agent holding `kernel_id` (or one of its instances): from the directory, else by
+    /// asking every agent.
     async fn holder(&self, kernel_id: &str) -> Result<AgentSummary, Status> {
+        // One instance of a cluster kernel (`<id>/<index>`) is where its kernel is.
+        let kernel_id = kernel_id.split_once('/').map_or(kernel_id, |(k, _)| k);
         let known = self.directory().locate(kernel_id).map(str::to_string);
         if let Some(agent_id) = known {
             if let Ok(a) = self.agent_named(&agent_id) {
