@@ -65,7 +65,7 @@ const WORKER: &str = r#"sh -c 'echo "worker $INSTANCE_ID/$INSTANCE_COUNT on $(ho
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_runs_as_one_kernel_and_ends_with_its_master() {
-    let k = KernelCluster::start("cluster-life").await;
+    let mut k = KernelCluster::start("cluster-life").await;
     let id = run_ok(
         &k,
         "docker-cluster",
@@ -144,6 +144,18 @@ async fn a_cluster_runs_as_one_kernel_and_ends_with_its_master() {
         "echo id=$INSTANCE_ID host=$(hostname)",
     ]);
     assert!(out.contains("id=2 host=worker-2"), "{out}");
+    // A restarted manager, which has to ask the agents where the kernel is, still routes
+    // an instance id to it.
+    k.manager.kill9();
+    k.manager = k.c.manager("m1", &[]);
+    let again = wait_for(T, "worker 1's output through the new manager", || async {
+        let out = k.c.cli(&["logs", &format!("{id}/1")]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+    })
+    .await;
+    assert!(again.contains("worker 1/3 on worker-1"), "{again}");
     // An instance that is not there is named.
     let bad = k.c.cli(&["exec", &format!("{id}/7"), "true"]);
     assert!(!bad.status.success());
