@@ -205,12 +205,14 @@ impl Session {
         }
         let (lease, ttl) = self.ensure_lease(&mut client).await?;
         let reg_rev = self.register(&mut client, lease, stop).await?;
+        // Registered: up from here, so losing etcd in the next call reads as a lost
+        // connection (the key is there for everyone to see), not as etcd unreachable.
+        on_up(self);
         let opts = WatchOptions::new().with_start_revision(reg_rev + 1);
         let own = client
             .watch(self.registration.key.clone(), Some(opts))
             .await?;
         events.push(into_events(self.mirrors.len(), own));
-        on_up(self);
 
         let (mut keeper, mut acks) = client.lease_keep_alive(lease).await?;
         let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(500)));
