@@ -10,8 +10,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use common::{docker_inspect, wait_for, KernelCluster, TEST_IMAGE};
-use deckhand::rpc::pb::agent_service_client::AgentServiceClient;
-use deckhand::rpc::pb::{KernelState, WatchEventsRequest};
+use deckhand::rpc::pb::KernelState;
 use futures::StreamExt;
 
 const T: Duration = Duration::from_secs(30);
@@ -73,14 +72,7 @@ async fn sizes_reach_the_container_as_docker_reads_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_docker_restarts_reads_queued_between_runs_and_keeps_its_slots() {
     let k = KernelCluster::start("restart").await;
-    let mut agent = AgentServiceClient::connect(format!("http://127.0.0.1:{}", k.agent.port))
-        .await
-        .expect("agent gRPC");
-    let mut events = agent
-        .watch_events(WatchEventsRequest { after_seq: 0 })
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut events = k.agent_events().await;
     let id = k.run_detached(&[
         "--restart",
         "always",

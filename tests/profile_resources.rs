@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use common::s3::{S3Server, S3_REGION};
 use common::KernelCluster;
-use deckhand::rpc::pb::agent_service_client::AgentServiceClient;
-use deckhand::rpc::pb::{KernelState, WatchEventsRequest};
+use deckhand::rpc::pb::KernelState;
 use futures::StreamExt;
 
 const T: Duration = Duration::from_secs(60);
@@ -63,14 +62,7 @@ async fn resources_from_s3_are_in_job_at_start_and_results_are_uploaded_after_th
     s3.put("task-in", "jobs/7/conf/settings.ini", "mode=fast")
         .await;
     let k = cluster("res-s3", &s3, &[]).await;
-    let mut agent = AgentServiceClient::connect(format!("http://127.0.0.1:{}", k.agent.port))
-        .await
-        .expect("agent gRPC");
-    let mut events = agent
-        .watch_events(WatchEventsRequest { after_seq: 0 })
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut events = k.agent_events().await;
     // The command reads its resources first thing, then waits for `go` (put into its
     // resources dir from the host) before it writes its results and ends.
     let id = run(

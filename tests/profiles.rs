@@ -11,8 +11,6 @@ mod common;
 use std::time::Duration;
 
 use common::{wait_for, HostListener, KernelCluster, Registry, TEST_IMAGE};
-use deckhand::rpc::pb::agent_service_client::AgentServiceClient;
-use deckhand::rpc::pb::WatchEventsRequest;
 use futures::StreamExt;
 
 const T: Duration = Duration::from_secs(60);
@@ -345,14 +343,7 @@ async fn the_image_comes_from_docker_srv_repo_tag_pulled_with_the_kernels_own_lo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_read_from_the_output_reaches_100_in_inspect_ps_and_events() {
     let k = KernelCluster::start("profile-progress").await;
-    let mut agent = AgentServiceClient::connect(format!("http://127.0.0.1:{}", k.agent.port))
-        .await
-        .expect("agent gRPC");
-    let mut events = agent
-        .watch_events(WatchEventsRequest { after_seq: 0 })
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut events = k.agent_events().await;
     let id = run_ok(
         &k,
         "docker-batch",
@@ -452,14 +443,7 @@ async fn stop_runs_the_shutdown_command_then_ends_a_kernel_that_ignores_term() {
 async fn write_only_secrets_reach_the_task_and_no_read_back() {
     const SECRET: &str = "s3cr3t-7c1d9e2b";
     let k = KernelCluster::start("profile-secret").await;
-    let mut agent = AgentServiceClient::connect(format!("http://127.0.0.1:{}", k.agent.port))
-        .await
-        .expect("agent gRPC");
-    let mut events = agent
-        .watch_events(WatchEventsRequest { after_seq: 0 })
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut events = k.agent_events().await;
     let id = run_ok(
         &k,
         "docker-batch",

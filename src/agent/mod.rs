@@ -118,18 +118,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let keys = Keys::new(&opts.namespace);
     let defaults = ClusterConfig::default();
 
-    let identity = AgentIdentity {
-        agent_id: opts.agent_id.clone(),
-        namespace: opts.namespace.clone(),
-        address: address.clone(),
-        version: crate::VERSION.into(),
-        arch: std::env::consts::ARCH.into(),
-        region: defaults.region.clone(),
-        scaling_group: defaults.scaling_group.clone(),
-        started_at_ms: started.timestamp_millis(),
-        instance_id: owner.instance_id.clone(),
-        hostname: owner.hostname.clone(),
-    };
+    let identity = identity(&opts.agent_id, &opts.namespace, &address, started, &owner);
     let base = AgentRecord {
         id: identity.agent_id.clone(),
         address: address.clone(),
@@ -361,4 +350,28 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     tasks.shutdown();
     tasks.wait().await;
     outcome
+}
+
+/// How an agent introduces itself in heartbeats: who it is, where, which build, since when
+/// (region and scaling group as the defaults until its settings say otherwise).
+pub fn identity(
+    agent_id: &str,
+    namespace: &str,
+    address: &str,
+    started: chrono::DateTime<chrono::Utc>,
+    owner: &Owner,
+) -> AgentIdentity {
+    let defaults = ClusterConfig::default();
+    AgentIdentity {
+        agent_id: agent_id.to_string(),
+        namespace: namespace.to_string(),
+        address: address.to_string(),
+        version: crate::VERSION.into(),
+        arch: std::env::consts::ARCH.into(),
+        region: defaults.region,
+        scaling_group: defaults.scaling_group,
+        started_at_ms: started.timestamp_millis(),
+        instance_id: owner.instance_id.clone(),
+        hostname: owner.hostname.clone(),
+    }
 }

@@ -567,6 +567,18 @@ impl KernelCluster {
         .await
     }
 
+    /// The agent's kernel events from its first one on (`WatchEvents` over its gRPC).
+    pub async fn agent_events(&self) -> tonic::Streaming<deckhand::rpc::pb::KernelEvent> {
+        let addr = format!("http://127.0.0.1:{}", self.agent.port);
+        deckhand::rpc::pb::agent_service_client::AgentServiceClient::connect(addr)
+            .await
+            .expect("agent gRPC")
+            .watch_events(deckhand::rpc::pb::WatchEventsRequest { after_seq: 0 })
+            .await
+            .expect("watch")
+            .into_inner()
+    }
+
     /// Waits until kernel `id` has ended (DONE, FAILED or CANCELLED), returning its JSON.
     pub async fn wait_ended(&self, id: &str, timeout: Duration) -> serde_json::Value {
         wait_for(timeout, &format!("kernel {id} to end"), || async {

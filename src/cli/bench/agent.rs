@@ -181,6 +181,30 @@ pub async fn docker_cli(tag: &str, image: &str, command: &[&str]) -> anyhow::Res
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// Creates one kernel through the agent's gRPC; it must come back RUNNING.
+pub async fn create_running(
+    agent: &mut AgentServiceClient<Channel>,
+    spec: KernelSpec,
+) -> anyhow::Result<KernelInfo> {
+    let resp = agent
+        .create_kernel(CreateKernelRequest {
+            spec: Some(spec),
+            array: None,
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("agent: {}", s.message()))?
+        .into_inner();
+    let k = resp
+        .kernels
+        .into_iter()
+        .next()
+        .context("agent: no kernel")?;
+    if k.state() != KernelState::Running {
+        bail!("agent: kernel did not reach RUNNING: {}", k.reason);
+    }
+    Ok(k)
+}
+
 /// Creates `n` kernels of `image` running `command` on the agent, several at once, each
 /// recorded in `made`; fails unless every one reaches RUNNING.
 pub async fn fill(
@@ -195,25 +219,7 @@ pub async fn fill(
             let mut c = agent.clone();
             let s = spec(image, command);
             made.kernel(&s.kernel_id);
-            async move {
-                let resp = c
-                    .create_kernel(CreateKernelRequest {
-                        spec: Some(s),
-                        array: None,
-                    })
-                    .await
-                    .map_err(|s| anyhow::anyhow!("agent: {}", s.message()))?
-                    .into_inner();
-                let k = resp
-                    .kernels
-                    .into_iter()
-                    .next()
-                    .context("agent: no kernel")?;
-                if k.state() != KernelState::Running {
-                    bail!("agent: kernel did not reach RUNNING: {}", k.reason);
-                }
-                Ok(k)
-            }
+            async move { create_running(&mut c, s).await }
         })
         .buffer_unordered(FILL_CONCURRENCY)
         .collect()

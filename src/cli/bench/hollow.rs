@@ -102,18 +102,7 @@ impl Fleet {
         };
         let defaults = ClusterConfig::default();
         let started = chrono::Utc::now();
-        let identity = AgentIdentity {
-            agent_id: id.clone(),
-            namespace: self.namespace.clone(),
-            address: address.clone(),
-            version: crate::VERSION.into(),
-            arch: std::env::consts::ARCH.into(),
-            region: defaults.region.clone(),
-            scaling_group: defaults.scaling_group.clone(),
-            started_at_ms: started.timestamp_millis(),
-            instance_id: owner.instance_id.clone(),
-            hostname: owner.hostname.clone(),
-        };
+        let identity = crate::agent::identity(&id, &self.namespace, &address, started, &owner);
         let record = AgentRecord {
             id: id.clone(),
             address,

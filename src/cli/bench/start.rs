@@ -14,10 +14,9 @@ use bollard::models::ContainerCreateBody;
 use clap::Args;
 use tonic::transport::Channel;
 
-use super::agent::{docker_cli, fill, spec, AgentTarget, Made, LABEL};
+use super::agent::{create_running, docker_cli, fill, spec, AgentTarget, Made, LABEL};
 use super::{interruptible, ms, Dist};
 use crate::rpc::pb::agent_service_client::AgentServiceClient;
-use crate::rpc::pb::{CreateKernelRequest, KernelState};
 use crate::runtime::docker::Docker;
 
 #[derive(Debug, Clone, Args)]
@@ -145,21 +144,8 @@ async fn measure(
         let s = spec(image, &CMD);
         made.kernel(&s.kernel_id);
         let t0 = Instant::now();
-        let resp = agent
-            .create_kernel(CreateKernelRequest {
-                spec: Some(s),
-                array: None,
-            })
-            .await
-            .map_err(|s| anyhow::anyhow!("agent: {}", s.message()))?
-            .into_inner();
+        create_running(&mut agent, s).await?;
         let took = t0.elapsed();
-        if resp.kernels.first().map(|k| k.state()) != Some(KernelState::Running) {
-            bail!(
-                "agent: kernel did not reach RUNNING: {:?}",
-                resp.kernels.first().map(|k| &k.reason)
-            );
-        }
         let t0 = Instant::now();
         docker_cli(&made.tag, image, &CMD).await?;
         let cli = t0.elapsed();

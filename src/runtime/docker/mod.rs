@@ -167,10 +167,10 @@ impl DockerRuntime {
     async fn create_cluster(
         &self,
         rec: &Record,
+        c: &crate::kernel::spec::Cluster,
         base: bollard::models::ContainerCreateBody,
         process_data: Option<&local::ProcessData>,
     ) -> Result<Handle, RuntimeError> {
-        let c = rec.spec.cluster.as_ref().expect("a cluster spec");
         let network = cluster::network_name(&self.namespace, &rec.id);
         let labels = std::collections::HashMap::from([
             (client::LABEL_NAMESPACE.to_string(), self.namespace.clone()),
@@ -213,7 +213,8 @@ impl DockerRuntime {
                 }
             }
         }
-        let mut h = Self::handle(&members.ids[0], process_data);
+        let master = members.ids.first().cloned().unwrap_or_default();
+        let mut h = Self::handle(&master, process_data);
         members.store(&mut h);
         Ok(h)
     }
@@ -352,8 +353,10 @@ impl Runtime for DockerRuntime {
             &self.agent_id,
             &cfg.docker,
         );
-        if rec.spec.cluster.is_some() {
-            return self.create_cluster(rec, body, process_data.as_ref()).await;
+        if let Some(c) = &rec.spec.cluster {
+            return self
+                .create_cluster(rec, c, body, process_data.as_ref())
+                .await;
         }
         let name = body::container_name(&self.namespace, &rec.id);
         let cid = self
