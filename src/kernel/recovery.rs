@@ -163,14 +163,15 @@ impl Supervisor {
             if e.rec.state != was || !e.from_registry {
                 return false;
             }
-            e.rec.state = KernelState::Preparing;
-            e.rec.handle = None;
-            e.rec.reason =
-                format!("the agent restarted while the kernel was {was}; creating it again");
-            e.launched = true;
-            e.state.send_replace(KernelState::Preparing);
-            self.persist(&e.rec);
-            self.emit(&e.rec);
+            let relaunched = self.transition(&mut t, id, Transition::Relaunch, |r| {
+                r.handle = None;
+                r.reason =
+                    format!("the agent restarted while the kernel was {was}; creating it again");
+            });
+            match t.kernels.get_mut(id) {
+                Some(e) if relaunched.is_ok() => e.launched = true,
+                _ => return false,
+            }
         }
         let me = self.clone();
         let id = id.to_string();
