@@ -29,7 +29,7 @@ pub use types::*;
 
 use crate::config::ClusterConfig;
 use crate::kernel::record::Record;
-use crate::kernel::spec::{Spec, SpecError};
+use crate::kernel::spec::{FieldRules, NoFieldRules, Spec, SpecError};
 
 /// What a runtime can do beyond the lifecycle every runtime has (create, start, stop,
 /// destroy, status, events, listing, logs).
@@ -51,6 +51,8 @@ pub struct Capabilities {
     pub local_slots: bool,
     /// Cluster kernels: several instances (master and workers) run as one kernel.
     pub cluster: bool,
+    /// The host's RDMA (RoCE) devices passed through (the `*-roce` profiles).
+    pub rdma: bool,
 }
 
 /// One place where kernels run. Every method that touches the outside world is async and
@@ -67,6 +69,13 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Checks the runtime-specific part of a validated spec, naming the field it refuses.
     fn validate(&self, spec: &Spec, cfg: &ClusterConfig) -> Result<(), SpecError>;
+
+    /// What the runtime adds to the rules of single fields (Docker: its socket, network
+    /// modes, minimum memory), asked by spec validation at each field's place so that a
+    /// request's first problem stays the same whoever refuses it.
+    fn field_rules(&self) -> &dyn FieldRules {
+        &NoFieldRules
+    }
 
     /// Whether this agent can run kernels here now (a remote runtime needs its settings).
     fn enabled(&self, cfg: &ClusterConfig) -> bool {

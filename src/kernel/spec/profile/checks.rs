@@ -6,7 +6,7 @@ use super::{S3Location, Source};
 use crate::config::profiles::S3Settings;
 use crate::config::ClusterConfig;
 use crate::kernel::spec::paths::{allowed_host_path, container_path};
-use crate::kernel::spec::{SpecError, WORK_DIR};
+use crate::kernel::spec::{FieldRules, SpecError, WORK_DIR};
 
 /// A command line split as a POSIX shell would (quotes, backslashes); empty: none.
 pub fn command_line(field: &str, line: &str) -> Result<Vec<String>, SpecError> {
@@ -66,7 +66,11 @@ pub fn s3_settings<'a>(field: &str, cfg: &'a ClusterConfig) -> Result<&'a S3Sett
     })
 }
 
-pub(super) fn resources(v: &str, cfg: &ClusterConfig) -> Result<Option<Source>, SpecError> {
+pub(super) fn resources(
+    v: &str,
+    cfg: &ClusterConfig,
+    rules: &dyn FieldRules,
+) -> Result<Option<Source>, SpecError> {
     if v.is_empty() {
         return Ok(None);
     }
@@ -75,7 +79,7 @@ pub(super) fn resources(v: &str, cfg: &ClusterConfig) -> Result<Option<Source>, 
         s3_settings("resources", cfg)?;
         return Ok(Some(Source::S3(loc)));
     }
-    let dir = allowed_host_path("resources", v, &cfg.kernel)?;
+    let dir = allowed_host_path("resources", v, &cfg.kernel, rules)?;
     if !dir.is_dir() {
         return Err(SpecError::invalid(
             "resources",

@@ -14,7 +14,7 @@ use super::{
 use crate::config::ClusterConfig;
 use crate::kernel::spec::constants::{self, check_name, holds_secret, substitute};
 use crate::kernel::spec::paths::container_path;
-use crate::kernel::spec::{Cluster, SpecError, Template};
+use crate::kernel::spec::{Cluster, FieldRules, SpecError, Template};
 
 /// Longest value of one constant.
 const MAX_CONSTANT: usize = 64 * 1024;
@@ -25,6 +25,7 @@ const MAX_CONSTANT: usize = 64 * 1024;
 pub fn resolve(
     t: &Template,
     cfg: &ClusterConfig,
+    rules: &dyn FieldRules,
 ) -> Result<(Template, Option<ProfileRun>), SpecError> {
     if t.instances > 0 && !t.profile.starts_with("docker-cluster") {
         return Err(SpecError::invalid(
@@ -255,7 +256,7 @@ pub fn resolve(
             ),
         ));
     }
-    run.resources = resources(&t.resources, cfg)?;
+    run.resources = resources(&t.resources, cfg, rules)?;
     if !t.results.is_empty() {
         let loc = s3_location("results", &t.results)?;
         s3_settings("results", cfg)?;
