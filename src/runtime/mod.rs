@@ -2,9 +2,10 @@
 //! ([`crate::kernel`]) and whatever carries a kernel out.
 //!
 //! The supervisor calls a runtime and never looks behind it: it asks what the runtime can do
-//! ([`Capabilities`]), lets it check the runtime-specific part of a spec, prepares (image
-//! fetch, with progress), creates, starts, stops with a grace period and destroys; it follows
-//! the runtime's [`RuntimeEvent`]s and asks for a [`Status`] when it resynchronises. What a
+//! ([`Capabilities`]), lets it check the runtime-specific part of a spec (its rules of single
+//! fields among the spec's own checks, [`Runtime::field_rules`]), prepares (image fetch,
+//! with progress), creates, starts, stops with a grace period and destroys; it follows the
+//! runtime's [`RuntimeEvent`]s and asks for a [`Status`] when it resynchronises. What a
 //! runtime needs to find its work again after a restart is an opaque, versioned [`Handle`]
 //! kept in the kernel's record. Operations a runtime cannot do answer
 //! [`RuntimeError::Unsupported`], which the caller sees as FAILED_PRECONDITION naming the
