@@ -1,8 +1,8 @@
 //! Qarnot's Docker profiles: a named profile and a set of constants become an ordinary
-//! [`Template`](super::Template) (image, command, user, hostname, working dir, env, network, GPUs) plus the
-//! few things a plain kernel does not have ([`ProfileRun`]: progress regexes, shutdown
-//! command, resources and results, SSH key, registry login). This is the one place where
-//! constants are read; the rest of the supervisor and the runtimes see a resolved spec.
+//! [`Template`](super::Template) (image, command, user, hostname, working dir, env, network,
+//! GPUs) plus the few things a plain kernel does not have ([`ProfileRun`]: progress regexes,
+//! shutdown command, resources and results, SSH key, registry login). This is the one place
+//! where constants are read; the rest of the supervisor and the runtimes see a resolved spec.
 //!
 //! Built-in profiles have Qarnot's names and meaning ([`BUILTIN`]); operators define more
 //! under `config/profiles/<name>/…` ([`crate::config::profiles`]). The cluster profiles
