@@ -30,6 +30,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".deckhand.v1.PortSpec",
             "#[derive(serde::Deserialize)] #[serde(default)]",
         )
+        .type_attribute(
+            ".deckhand.v1.ClusterSpan",
+            "#[derive(serde::Deserialize)] #[serde(default)]",
+        )
+        .type_attribute(
+            ".deckhand.v1.SpanPeer",
+            "#[derive(serde::Deserialize)] #[serde(default)]",
+        )
         .compile_protos(&protos, &["proto"])?;
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

@@ -320,6 +320,7 @@ impl RunArgs {
             results: self.results.clone(),
             results_path: self.results_path.clone(),
             instances: self.instances,
+            span: None,
         })
     }
 }

@@ -24,6 +24,8 @@ pub struct KernelEvent {
     pub pull: Option<PullProgress>,
     /// A profile kernel's progress (0-100).
     pub progress: Option<f64>,
+    /// An event of a peer's part of a spanning cluster kernel.
+    pub part: bool,
 }
 
 impl Default for KernelEvent {
@@ -38,6 +40,7 @@ impl Default for KernelEvent {
             agent_id: String::new(),
             pull: None,
             progress: None,
+            part: false,
         }
     }
 }

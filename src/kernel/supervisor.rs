@@ -88,6 +88,8 @@ pub struct RuntimeLoad {
     /// 0 when only the host's slots bound it.
     pub capacity: u32,
     pub in_use: u32,
+    /// What its cluster kernels can span (see [`crate::runtime::SpanGroup`]).
+    pub span: Option<crate::runtime::SpanGroup>,
 }
 
 impl Supervisor {
@@ -386,6 +388,7 @@ impl Supervisor {
                 name: rt.name(),
                 capacity: rt.capacity(&cfg).unwrap_or(0),
                 in_use: live.get(rt.name()).copied().unwrap_or(0),
+                span: rt.span_group(),
             })
             .collect()
     }

@@ -119,6 +119,7 @@ impl Supervisor {
             agent_id: self.0.agent_id.clone(),
             pull: None,
             progress: rec.progress,
+            part: rec.spec.cluster.as_ref().is_some_and(|c| c.is_part()),
         });
     }
 
@@ -145,6 +146,7 @@ impl Supervisor {
             agent_id: self.0.agent_id.clone(),
             pull,
             progress: rec.progress,
+            part: rec.spec.cluster.as_ref().is_some_and(|c| c.is_part()),
         });
     }
 
@@ -165,6 +167,7 @@ impl Supervisor {
             agent_id: self.0.agent_id.clone(),
             pull: None,
             progress: rec.progress,
+            part: rec.spec.cluster.as_ref().is_some_and(|c| c.is_part()),
         });
     }
 

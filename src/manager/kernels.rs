@@ -92,6 +92,10 @@ impl KernelDirectory {
                 );
             }
             last = ev.seq;
+            if ev.part {
+                // A peer's part of a spanning cluster kernel: the kernel is its owner's.
+                continue;
+            }
             if ev.reason == "removed" {
                 self.location.remove(&ev.kernel_id);
             } else {

@@ -7,6 +7,7 @@ pub mod kernels;
 mod placement;
 pub mod service;
 pub mod slots;
+mod span;
 pub mod status_page;
 pub mod table;
 

@@ -16,7 +16,7 @@ use tonic::Status;
 use super::service::ManagerRpc;
 use super::slots::{self, capacity, describe, short_of};
 use crate::rpc::pb::{
-    AgentState, AgentSummary, CreateKernelResponse, RunKernelRequest, SlotAmounts,
+    self, AgentState, AgentSummary, CreateKernelResponse, RunKernelRequest, SlotAmounts,
 };
 
 /// Why a kernel was not placed, for `deckhand_manager_placement_refusals`.
@@ -109,6 +109,18 @@ impl ManagerRpc {
             SlotAmounts::default()
         };
         let plan = slots::plan(&agents, &need);
+        if plan.fit.is_empty() && plan.maybe.is_empty() && spec.instances > 1 {
+            // A cluster no single agent holds may span the agents of one swarm.
+            let per = slots::demand(&pb::KernelSpec {
+                instances: 1,
+                ..spec.clone()
+            });
+            if matches!(runtime, "" | "docker") {
+                if let Some(split) = slots::span_plan(&agents, &per, spec.instances) {
+                    return self.place_span(create.clone(), split).await;
+                }
+            }
+        }
         if plan.fit.is_empty() && plan.maybe.is_empty() {
             let (reason, why) = nobody_could(&agents, &need);
             return Err((
@@ -150,7 +162,11 @@ impl ManagerRpc {
     }
 
     /// Records a created kernel: where it is and what it holds.
-    fn placed(&self, kernel_id: &str, resp: &CreateKernelResponse) -> Result<(), Status> {
+    pub(super) fn placed(
+        &self,
+        kernel_id: &str,
+        resp: &CreateKernelResponse,
+    ) -> Result<(), Status> {
         self.directory().place(kernel_id, &resp.agent_id);
         self.table()?.view.placed(&resp.agent_id, &resp.kernels);
         Ok(())

@@ -135,7 +135,7 @@ impl ManagerRpc {
                     }
                 }
                 let mut d = self.directory();
-                for k in &r.unknown {
+                for k in r.unknown.iter().filter(|k| !is_part(k)) {
                     d.place(&k.kernel_id, agent_id);
                 }
                 for l in &r.lost {
@@ -170,9 +170,34 @@ impl ManagerRpc {
 
     /// The agent holding `kernel_id` (or one of its instances): from the directory, else by
     /// asking every agent.
-    async fn holder(&self, kernel_id: &str) -> Result<AgentSummary, Status> {
-        // One instance of a cluster kernel (`<id>/<index>`) is where its kernel is.
-        let kernel_id = kernel_id.split_once('/').map_or(kernel_id, |(k, _)| k);
+    async fn holder(&self, id: &str) -> Result<AgentSummary, Status> {
+        // One instance of a cluster kernel (`<id>/<index>`) is where its kernel is, unless
+        // the kernel spans agents and its owner says the instance runs on a peer.
+        let Some((kernel_id, index)) = id.split_once('/') else {
+            return self.kernel_holder(id).await;
+        };
+        let owner = self.kernel_holder(kernel_id).await?;
+        let info = self
+            .client(&owner)?
+            .get_kernel(KernelRef {
+                kernel_id: kernel_id.to_string(),
+            })
+            .await
+            .map(|r| r.into_inner())
+            .ok();
+        let peer = info
+            .as_ref()
+            .and_then(|k| k.runtime_info.get(&format!("instance/{index}")))
+            .and_then(|v| v.rsplit_once(" on agent "))
+            .map(|(_, agent)| agent.to_string());
+        match peer {
+            Some(agent) => self.agent_named(&agent),
+            None => Ok(owner),
+        }
+    }
+
+    /// The agent holding kernel (or array) `kernel_id`.
+    async fn kernel_holder(&self, kernel_id: &str) -> Result<AgentSummary, Status> {
         let known = self.directory().locate(kernel_id).map(str::to_string);
         if let Some(agent_id) = known {
             if let Ok(a) = self.agent_named(&agent_id) {
@@ -190,6 +215,7 @@ impl ManagerRpc {
                     r.into_inner()
                         .kernels
                         .iter()
+                        .filter(|k| !is_part(k))
                         .any(|k| k.kernel_id == kernel_id || k.array_id == kernel_id)
                 })
                 .unwrap_or(false);
@@ -261,10 +287,12 @@ impl ManagerService for ManagerRpc {
             let before = d.last_taken(&req.agent_id, &req.instance_id);
             (before, d.take(&req.agent_id, &req.instance_id, &req.events))
         };
+        // A peer's part of a spanning cluster kernel is its owner's business: the owner
+        // reports the kernel.
         let fresh: Vec<KernelEvent> = req
             .events
             .into_iter()
-            .filter(|ev| ev.seq > before && ev.seq <= last_seq)
+            .filter(|ev| ev.seq > before && ev.seq <= last_seq && !ev.part)
             .collect();
         {
             // A kernel that ended gives its slots back now, not at the next heartbeat.
@@ -323,6 +351,7 @@ impl ClusterService for ManagerRpc {
             .into_iter()
             .flatten()
             .flatten()
+            .filter(|k| !is_part(k))
             .collect();
         crate::rpc::convert::sort_kernels(&mut kernels);
         Ok(Response::new(ListKernelsResponse { kernels }))
@@ -473,4 +502,12 @@ impl ClusterService for ManagerRpc {
         let answer = self.client(&agent)?.list_files(req).await;
         forwarded("ListFiles", answer)
     }
+}
+
+/// Whether `k` is a peer's part of a cluster kernel spanning agents (listed by its owner).
+pub(super) fn is_part(k: &KernelInfo) -> bool {
+    k.spec
+        .as_ref()
+        .and_then(|s| s.span.as_ref())
+        .is_some_and(|s| !s.owner.is_empty())
 }

@@ -258,6 +258,69 @@ pub fn plan(agents: &[(AgentSummary, SlotAmounts)], need: &SlotAmounts) -> Plan 
     plan
 }
 
+/// How many instances needing `per` each fit in `free` (`cap` when `per` asks nothing).
+fn how_many(free: &SlotAmounts, per: &SlotAmounts, cap: u32) -> u32 {
+    let mut n = cap;
+    if per.cpu > 0.0 {
+        n = n.min(((free.cpu + 1e-9) / per.cpu).floor().max(0.0) as u32);
+    }
+    if per.memory_bytes > 0 {
+        n = n.min((free.memory_bytes / per.memory_bytes).min(u64::from(cap)) as u32);
+    }
+    if per.gpus > 0 {
+        n = n.min(free.gpus / per.gpus);
+    }
+    n
+}
+
+/// The swarm an agent's Docker engine is in, and whether it is a manager of it.
+fn swarm(a: &AgentSummary) -> Option<(&str, bool)> {
+    a.runtimes
+        .iter()
+        .find(|r| r.name == "docker" && !r.swarm.is_empty())
+        .map(|r| (r.swarm.as_str(), r.swarm_manager))
+}
+
+/// How a cluster kernel of `instances` instances, each needing `per`, spans the ALIVE
+/// agents of one Docker swarm when no single agent holds it: the owner (an agent whose
+/// engine is a manager of the swarm, most room first) takes the master and as many workers
+/// as it has room for, the other agents of its swarm the rest, most room first. Each entry
+/// is an agent and how many instances it takes, the owner first; `None` when no swarm
+/// has room for all of them.
+pub fn span_plan(
+    agents: &[(AgentSummary, SlotAmounts)],
+    per: &SlotAmounts,
+    instances: u32,
+) -> Option<Vec<(AgentSummary, u32)>> {
+    let mut alive: Vec<(&AgentSummary, u32)> = agents
+        .iter()
+        .filter(|(a, _)| a.state == AgentState::Alive as i32 && swarm(a).is_some())
+        .map(|(a, free)| (a, how_many(free, per, instances)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    alive.sort_by(|x, y| y.1.cmp(&x.1));
+    for &(owner, room) in alive.iter().filter(|(a, _)| swarm(a).is_some_and(|s| s.1)) {
+        let group = swarm(owner).map(|s| s.0);
+        let mut plan = vec![(owner.clone(), room.min(instances))];
+        let mut placed = room.min(instances);
+        for &(peer, room) in &alive {
+            if placed == instances {
+                break;
+            }
+            if std::ptr::eq(peer, owner) || swarm(peer).map(|s| s.0) != group {
+                continue;
+            }
+            let take = room.min(instances - placed);
+            plan.push((peer.clone(), take));
+            placed += take;
+        }
+        if placed == instances && plan.len() > 1 {
+            return Some(plan);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,6 +493,44 @@ mod tests {
         list.iter()
             .map(|a| a.identity.clone().unwrap_or_default().agent_id)
             .collect()
+    }
+
+    fn in_swarm(id: &str, gpus: u32, swarm: &str, manager: bool) -> (AgentSummary, SlotAmounts) {
+        let (mut a, free) = agent(id, AgentState::Alive, amounts(4.0, 896, gpus));
+        a.runtimes = vec![pb::RuntimeInfo {
+            name: "docker".into(),
+            swarm: swarm.into(),
+            swarm_manager: manager,
+            ..Default::default()
+        }];
+        (a, free)
+    }
+
+    #[test]
+    fn a_cluster_spans_the_agents_of_one_swarm_owned_by_a_manager_with_room() {
+        let per = amounts(0.0, 0, 1);
+        let agents = [
+            in_swarm("w1", 2, "s", false),
+            in_swarm("m1", 1, "s", true),
+            in_swarm("other", 8, "t", false),
+            in_swarm("w2", 1, "s", false),
+        ];
+        let plan = span_plan(&agents, &per, 3).expect("fits across swarm s");
+        let got: Vec<(String, u32)> = plan
+            .iter()
+            .map(|(a, n)| (a.identity.clone().unwrap_or_default().agent_id, *n))
+            .collect();
+        assert_eq!(got, [("m1".to_string(), 1), ("w1".to_string(), 2)]);
+        // Four GPUs in swarm s at most: five instances fit nowhere; another swarm's agent
+        // never helps, and a swarm without a manager owns nothing.
+        assert!(span_plan(&agents, &per, 5).is_none());
+        let no_manager = [in_swarm("w1", 2, "s", false), in_swarm("w2", 2, "s", false)];
+        assert!(span_plan(&no_manager, &per, 3).is_none());
+        let no_swarm = [
+            agent("a", AgentState::Alive, amounts(4.0, 896, 2)),
+            agent("b", AgentState::Alive, amounts(4.0, 896, 2)),
+        ];
+        assert!(span_plan(&no_swarm, &per, 3).is_none());
     }
 
     #[test]

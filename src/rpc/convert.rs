@@ -11,7 +11,9 @@ use crate::kernel::control::{Action, Control, SyncOutcome};
 use crate::kernel::events::KernelEvent;
 use crate::kernel::record::Record;
 use crate::kernel::slots::{Amounts, Summary};
-use crate::kernel::spec::{ArrayRequest, CreateRequest, PortRequest, StageIn, Template};
+use crate::kernel::spec::{
+    ArrayRequest, CreateRequest, PortRequest, Span, SpanPeer, StageIn, Template,
+};
 use crate::kernel::{KernelError, KernelState, KernelView};
 use crate::runtime::{FileEntry, PullProgress, RuntimeError, Usage};
 
@@ -111,6 +113,22 @@ impl From<pb::KernelSpec> for Template {
             results: s.results,
             results_path: s.results_path,
             instances: s.instances,
+            span: s.span.map(|s| Span {
+                first: s.first,
+                count: s.count,
+                owner: s.owner,
+                network: s.network,
+                peers: s
+                    .peers
+                    .into_iter()
+                    .map(|p| SpanPeer {
+                        agent_id: p.agent_id,
+                        address: p.address,
+                        first: p.first,
+                        count: p.count,
+                    })
+                    .collect(),
+            }),
         }
     }
 }
@@ -179,6 +197,22 @@ impl From<Template> for pb::KernelSpec {
             results: s.results,
             results_path: s.results_path,
             instances: s.instances,
+            span: s.span.map(|s| pb::ClusterSpan {
+                first: s.first,
+                count: s.count,
+                owner: s.owner,
+                network: s.network,
+                peers: s
+                    .peers
+                    .into_iter()
+                    .map(|p| pb::SpanPeer {
+                        agent_id: p.agent_id,
+                        address: p.address,
+                        first: p.first,
+                        count: p.count,
+                    })
+                    .collect(),
+            }),
         }
     }
 }
@@ -332,6 +366,7 @@ pub fn event(ev: KernelEvent) -> pb::KernelEvent {
         agent_id: ev.agent_id,
         pull: ev.pull.map(pull_progress),
         progress: ev.progress,
+        part: ev.part,
     }
 }
 
@@ -383,6 +418,8 @@ pub fn runtime_infos(list: Vec<crate::kernel::supervisor::RuntimeLoad>) -> Vec<p
             name: r.name.to_string(),
             capacity: r.capacity,
             in_use: r.in_use,
+            swarm: r.span.as_ref().map(|s| s.id.clone()).unwrap_or_default(),
+            swarm_manager: r.span.is_some_and(|s| s.owner),
         })
         .collect()
 }

@@ -56,6 +56,15 @@ pub struct Capabilities {
     pub rdma: bool,
 }
 
+/// Engines whose cluster kernels can span each other (one Docker swarm).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpanGroup {
+    /// Names the group: equal on every engine of it.
+    pub id: String,
+    /// Whether this engine can own a spanning kernel (make its network).
+    pub owner: bool,
+}
+
 /// One place where kernels run. Every method that touches the outside world is async and
 /// answers [`RuntimeError`]; optional operations default to [`RuntimeError::Unsupported`].
 #[async_trait]
@@ -108,6 +117,12 @@ pub trait Runtime: Send + Sync + 'static {
     /// instances); `None` when only the host's slots bound it.
     fn capacity(&self, cfg: &ClusterConfig) -> Option<u32> {
         let _ = cfg;
+        None
+    }
+
+    /// The group of engines this runtime's cluster kernels can span (Docker: its swarm),
+    /// and whether this one can own such a kernel; `None` when it spans nothing.
+    fn span_group(&self) -> Option<SpanGroup> {
         None
     }
 

@@ -13,6 +13,7 @@ pub mod observe;
 pub mod pki;
 pub mod s3;
 pub mod supervisord;
+pub mod swarm;
 pub mod vast;
 
 use std::io::{Read, Write};

@@ -35,7 +35,9 @@ pub(crate) use paths::container_path;
 pub use ports::Port;
 pub use rules::{FieldRules, NoFieldRules};
 pub use sizes::Tmpfs;
-pub use template::{ArrayRequest, CreateRequest, PortRequest, StageIn, Template, MASK};
+pub use template::{
+    ArrayRequest, CreateRequest, PortRequest, Span, SpanPeer, StageIn, Template, MASK,
+};
 pub use validate::{validate, validate_for};
 
 /// Where kernels find their home and config.
@@ -111,6 +113,23 @@ pub struct Cluster {
     pub worker_command: Vec<String>,
     /// Whether the instances reach outside their private network (`docker-cluster-network`).
     pub outside: bool,
+    /// Set when the cluster spans agents: which instances run here.
+    #[serde(default)]
+    pub span: Option<Span>,
+}
+
+impl Cluster {
+    /// The instances held on this agent: the first one's index and how many.
+    pub fn local(&self) -> (u32, u32) {
+        self.span
+            .as_ref()
+            .map_or((0, self.instances), |s| (s.first, s.count))
+    }
+
+    /// Whether this agent holds only a part (workers) of another agent's cluster kernel.
+    pub fn is_part(&self) -> bool {
+        self.span.as_ref().is_some_and(Span::is_part)
+    }
 }
 
 /// A validated kernel spec.
@@ -180,7 +199,7 @@ pub struct Spec {
 impl Spec {
     /// How many instances the kernel has (1 unless it is a cluster).
     pub fn instances(&self) -> u32 {
-        self.cluster.as_ref().map_or(1, |c| c.instances)
+        self.cluster.as_ref().map_or(1, |c| c.local().1)
     }
 }
 

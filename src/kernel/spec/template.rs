@@ -63,6 +63,42 @@ pub struct Template {
     pub results_path: String,
     /// A cluster profile kernel's instances (master and workers); 0: not a cluster.
     pub instances: u32,
+    /// Set by the manager for a cluster kernel spanning agents (see [`Span`]).
+    pub span: Option<Span>,
+}
+
+/// Where the instances of a cluster kernel spanning agents run: the owner (the agent the
+/// kernel was placed on) holds instances `0…count-1` and lists its `peers`; each peer holds
+/// a part, `first…first+count-1`, of the owner's kernel on the owner's overlay network.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Span {
+    pub first: u32,
+    pub count: u32,
+    /// On a peer's part: the owner's agent id; empty on the owner.
+    pub owner: String,
+    /// On a peer's part: the overlay network the owner made.
+    pub network: String,
+    /// On the owner: the other agents' parts.
+    pub peers: Vec<SpanPeer>,
+}
+
+/// One peer of a spanning cluster kernel and the instances it holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SpanPeer {
+    pub agent_id: String,
+    /// Its gRPC address, as it registered it.
+    pub address: String,
+    pub first: u32,
+    pub count: u32,
+}
+
+impl Span {
+    /// Whether this is a peer's part of another agent's kernel.
+    pub fn is_part(&self) -> bool {
+        !self.owner.is_empty()
+    }
 }
 
 /// A host path bind-mounted into the kernel (DRMAA2 `stageInFiles`).

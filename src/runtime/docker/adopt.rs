@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use bollard::models::ContainerInspectResponse;
 
 use super::body::{LABEL_ARRAY, LABEL_PROCESS_DATA, LABEL_SCRATCH};
-use super::client::{EngineError, LABEL_INSTANCE};
+use super::client::{EngineError, LABEL_INSTANCE, LABEL_OWNER};
 use super::cluster::{self, network_name, Members};
 use super::local::ProcessData;
 use super::DockerRuntime;
@@ -56,12 +56,18 @@ impl DockerRuntime {
                     (
                         Members {
                             network: network_name(&self.namespace, &c.kernel_id),
-                            ids: Vec::new(),
+                            ..Default::default()
                         },
                         pd,
                     )
                 });
                 cluster::place(&mut m.ids, &c);
+                m.borrowed_network |= c.labels.contains_key(LABEL_OWNER);
+                let peers = cluster::peers_of(&c);
+                if !peers.is_empty() {
+                    m.kernel = c.kernel_id.clone();
+                    m.peers = peers;
+                }
                 continue;
             }
             out.push(Owned {
@@ -79,14 +85,20 @@ impl DockerRuntime {
                 (
                     Members {
                         network,
-                        ids: Vec::new(),
+                        ..Default::default()
                     },
                     None,
                 )
             });
         }
         for (kernel_id, (members, pd)) in clusters {
-            let master = members.ids.first().cloned().unwrap_or_default();
+            // The master's container; on a peer's part of a spanning cluster, its first.
+            let master = members
+                .ids
+                .iter()
+                .find(|id| !id.is_empty())
+                .cloned()
+                .unwrap_or_default();
             let mut handle = Self::handle(&master, pd.as_ref());
             members.store(&mut handle);
             out.push(Owned { kernel_id, handle });

@@ -23,6 +23,11 @@ pub const LABEL_KERNEL: &str = "io.deckhand.kernel-id";
 /// number of instances.
 pub const LABEL_INSTANCE: &str = "io.deckhand.instance";
 pub const LABEL_INSTANCES: &str = "io.deckhand.instances";
+/// On the containers of a peer's part of a spanning cluster kernel: the owner's agent id.
+pub const LABEL_OWNER: &str = "io.deckhand.cluster-owner";
+/// On the owner's containers of a spanning cluster kernel: its peers and their instances
+/// (JSON), so a restarted agent finds them again from the engine alone.
+pub const LABEL_PEERS: &str = "io.deckhand.cluster-peers";
 /// On shared process-data volumes: the process id.
 pub const LABEL_PROCESS: &str = "io.deckhand.process-id";
 
@@ -88,6 +93,9 @@ pub struct ContainerStatus {
     pub exists: bool,
     /// How many times the restart policy restarted the container.
     pub restart_count: u32,
+    /// For an instance on another agent (a spanning cluster's part): why it failed, in
+    /// that agent's words.
+    pub part_reason: String,
 }
 
 /// A container of this agent, from a listing.
@@ -217,6 +225,58 @@ impl Docker {
                 other => Err(other),
             },
         }
+    }
+
+    /// Creates a spanning cluster kernel's network: an attachable overlay (the engine must
+    /// be a swarm manager), `internal` when the instances must not reach outside it; one of
+    /// that name left from a crash is used as it is.
+    pub async fn create_overlay(
+        &self,
+        name: &str,
+        internal: bool,
+        labels: HashMap<String, String>,
+    ) -> Result<(), EngineError> {
+        let req = bollard::models::NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("overlay".into()),
+            attachable: Some(true),
+            internal: Some(internal),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        match self.api.create_network(req).await {
+            Ok(_) => Ok(()),
+            Err(e) => match EngineError::from(e) {
+                EngineError::Conflict(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// The swarm the engine is in (named by its managers' node ids, the same on every node
+    /// of it) and whether this engine is one of its managers; `None` outside a swarm or
+    /// when the engine does not answer.
+    pub async fn swarm(&self) -> Option<crate::runtime::SpanGroup> {
+        let info = self.api.info().await.ok()?;
+        let swarm = info.swarm?;
+        if swarm.local_node_state != Some(bollard::models::LocalNodeState::ACTIVE) {
+            return None;
+        }
+        let mut managers: Vec<String> = swarm
+            .remote_managers
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| m.node_id)
+            .collect();
+        managers.sort();
+        managers.dedup();
+        if managers.is_empty() {
+            return None;
+        }
+        Some(crate::runtime::SpanGroup {
+            id: managers.join(","),
+            owner: swarm.control_available.unwrap_or(false),
+        })
     }
 
     /// Removes a network; one already gone counts as removed.
@@ -370,6 +430,7 @@ impl Docker {
             error: s.error.unwrap_or_default(),
             started_at_ms: parse_time(s.started_at.as_deref()),
             finished_at_ms: parse_time(s.finished_at.as_deref()),
+            part_reason: String::new(),
         })
     }
 

@@ -27,12 +27,22 @@ use super::client::{ContainerStatus, Docker, LABEL_INSTANCE, LABEL_INSTANCES};
 use crate::runtime::{Handle, Status};
 
 /// What a cluster kernel's handle holds beside the master's container id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Members {
     /// The cluster's network.
     pub network: String,
-    /// Container ids by instance index (0: the master).
+    /// Container ids by instance index (0: the master); empty for an instance on another
+    /// agent (a cluster spanning agents).
     pub ids: Vec<String>,
+    /// The kernel, when its instances span agents.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kernel: String,
+    /// On the owner of a spanning cluster: the peers holding the other instances.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<crate::kernel::spec::SpanPeer>,
+    /// On a peer's part: the network is the owner's (never removed here).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub borrowed_network: bool,
 }
 
 impl Members {
@@ -48,6 +58,19 @@ impl Members {
         }
         handle.data["cluster"] = serde_json::to_value(self).unwrap_or_default();
     }
+}
+
+/// The peers of a spanning cluster kernel as its owner's containers carry them.
+pub fn peers_label(peers: &[crate::kernel::spec::SpanPeer]) -> String {
+    serde_json::to_string(peers).unwrap_or_default()
+}
+
+/// The peers a listed container of a spanning cluster's owner names (none otherwise).
+pub fn peers_of(c: &super::client::Labelled) -> Vec<crate::kernel::spec::SpanPeer> {
+    c.labels
+        .get(super::client::LABEL_PEERS)
+        .and_then(|v| serde_json::from_str(v).ok())
+        .unwrap_or_default()
 }
 
 /// Where a listed container of a cluster kernel goes in its members' ids: its instance
@@ -71,6 +94,15 @@ pub fn place(ids: &mut Vec<String>, c: &super::client::Labelled) -> Option<()> {
 /// The network of kernel `kernel_id`.
 pub fn network_name(namespace: &str, kernel_id: &str) -> String {
     container_name(namespace, kernel_id)
+}
+
+/// The overlay network of a kernel spanning agents: swarm names are at most 63
+/// characters, so the namespace is named by a hash.
+pub fn overlay_name(namespace: &str, kernel_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let ns = Sha256::digest(namespace.as_bytes());
+    let short: String = ns.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    format!("deckhand-{short}-{kernel_id}")
 }
 
 /// The container name of instance `i`.
@@ -222,7 +254,9 @@ pub fn aggregate(members: &[ContainerStatus]) -> Aggregate {
             st.paused = false;
             st.exit_code = w.exists.then_some(w.exit_code);
             st.oom_killed = w.oom_killed;
-            st.error = if !w.exists {
+            st.error = if !w.part_reason.is_empty() {
+                w.part_reason.clone()
+            } else if !w.exists {
                 format!("instance {i} (worker) was removed outside deckhand")
             } else if w.oom_killed {
                 format!("instance {i} (worker) ran out of memory")
@@ -264,14 +298,117 @@ pub fn aggregate(members: &[ContainerStatus]) -> Aggregate {
     }
 }
 
-/// Reads every member and aggregates them; stops, in the background, the members still
-/// running in a cluster that ended.
-pub async fn status(docker: &Docker, members: &Members) -> Result<Status, super::EngineError> {
-    let reads = members.ids.iter().map(|id| docker.inspect(id));
-    let all: Vec<ContainerStatus> = futures::future::try_join_all(reads).await?;
-    let agg = aggregate(&all);
+/// What a peer's part of a spanning cluster is doing, from its instances (`(index,
+/// status)`): RUNNING once every one runs; failed by the first that failed or vanished
+/// (the rest are stopped); ended well when all ended well; else made and not started.
+pub fn aggregate_part(members: &[(usize, ContainerStatus)]) -> Aggregate {
+    let running: Vec<usize> = members
+        .iter()
+        .filter(|(_, c)| c.running)
+        .map(|(i, _)| *i)
+        .collect();
+    let started = members.iter().map(|(_, c)| c.started_at_ms).max().unwrap_or(0);
+    let failed = members
+        .iter()
+        .find(|(_, w)| !w.exists || (ended(w) && (w.exit_code != 0 || w.oom_killed)));
+    if let Some((i, w)) = failed {
+        let error = if !w.exists {
+            format!("instance {i} (worker) was removed outside deckhand")
+        } else if w.oom_killed {
+            format!("instance {i} (worker) ran out of memory")
+        } else {
+            format!("instance {i} (worker) exited with code {}", w.exit_code)
+        };
+        return Aggregate {
+            status: Status {
+                exists: true,
+                exit_code: Some(if w.exists { w.exit_code } else { 1 }),
+                oom_killed: w.oom_killed,
+                error,
+                started_at_ms: started.max(1),
+                finished_at_ms: w.finished_at_ms.max(started),
+                ..Status::default()
+            },
+            stop: running,
+        };
+    }
+    if !members.is_empty() && members.iter().all(|(_, c)| ended(c)) {
+        let finished = members.iter().map(|(_, c)| c.finished_at_ms).max().unwrap_or(0);
+        return Aggregate {
+            status: Status {
+                exists: true,
+                exit_code: Some(0),
+                started_at_ms: started,
+                finished_at_ms: finished,
+                ..Status::default()
+            },
+            stop: Vec::new(),
+        };
+    }
+    let all_run = !members.is_empty() && members.iter().all(|(_, c)| c.running);
+    Aggregate {
+        status: Status {
+            exists: true,
+            running: all_run,
+            paused: all_run && members.iter().all(|(_, c)| c.paused),
+            started_at_ms: if all_run { started } else { 0 },
+            exit_code: Some(0),
+            ..Status::default()
+        },
+        stop: Vec::new(),
+    }
+}
+
+/// Reads every member here (and, on the owner of a spanning cluster, what its peers said
+/// of their parts: `parts`) and aggregates them; stops, in the background, the members
+/// still running in a cluster that ended (on a peer through `stop_peers`).
+pub async fn status(
+    docker: &Docker,
+    members: &Members,
+    parts: &[super::span::Part],
+    stop_peers: impl FnOnce(Vec<crate::kernel::spec::SpanPeer>) + Send,
+) -> Result<Status, super::EngineError> {
+    let reads = members.ids.iter().map(|id| async move {
+        if id.is_empty() {
+            Ok(ContainerStatus::default())
+        } else {
+            docker.inspect(id).await
+        }
+    });
+    let mut all: Vec<ContainerStatus> = futures::future::try_join_all(reads).await?;
+    let agg = if members.ids.first().is_some_and(|m| m.is_empty()) {
+        // A peer's part: workers only.
+        let mine: Vec<(usize, ContainerStatus)> = all
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !members.ids[*i].is_empty())
+            .collect();
+        aggregate_part(&mine)
+    } else {
+        for p in parts {
+            for i in p.peer.first..p.peer.first + p.peer.count {
+                if let Some(slot) = all.get_mut(i as usize) {
+                    *slot = p.member(i);
+                }
+            }
+        }
+        aggregate(&all)
+    };
     if !agg.stop.is_empty() {
-        let ids: Vec<String> = agg.stop.iter().map(|&i| members.ids[i].clone()).collect();
+        let ids: Vec<String> = agg
+            .stop
+            .iter()
+            .map(|&i| members.ids[i].clone())
+            .filter(|id| !id.is_empty())
+            .collect();
+        let peers: Vec<_> = parts
+            .iter()
+            .filter(|p| agg.stop.contains(&(p.peer.first as usize)))
+            .map(|p| p.peer.clone())
+            .collect();
+        if !peers.is_empty() {
+            stop_peers(peers);
+        }
         let docker = docker.clone();
         tokio::spawn(async move {
             if let Err(e) = stop_all(&docker, &ids, None).await {
@@ -407,6 +544,7 @@ mod tests {
         let m = Members {
             network: "n".into(),
             ids: vec!["m".into(), "w".into()],
+            ..Default::default()
         };
         m.store(&mut h);
         assert_eq!(Members::of(&h), Some(m));

@@ -5,8 +5,13 @@
 
 use futures::StreamExt;
 
-use super::client::{ContainerEvent, ContainerStatus, Docker};
+use std::sync::Arc;
+
+use tokio_stream::wrappers::BroadcastStream;
+
+use super::client::{ContainerStatus, Docker, LABEL_OWNER};
 use super::cluster::{self, Members};
+use super::span::Spans;
 use crate::runtime::{EventStream, Observed, RuntimeError, RuntimeEvent, Status};
 
 impl From<ContainerStatus> for Status {
@@ -27,12 +32,23 @@ impl From<ContainerStatus> for Status {
     }
 }
 
-/// The agent's container events as the supervisor reads them.
-pub fn stream(docker: Docker, namespace: &str, agent_id: &str) -> EventStream {
+/// The agent's container events as the supervisor reads them, with the changes of the
+/// parts its spanning cluster kernels have on other agents.
+pub fn stream(docker: Docker, namespace: &str, agent_id: &str, spans: Arc<Spans>) -> EventStream {
+    let parts = BroadcastStream::new(spans.subscribe()).filter_map(|r| async move { r.ok() });
     let raw = docker.events(namespace, agent_id);
     let (namespace, agent_id) = (namespace.to_string(), agent_id.to_string());
-    Box::pin(raw.filter_map(move |r| {
+    let d = docker.clone();
+    let (ns, agent) = (namespace.clone(), agent_id.clone());
+    let sp = spans.clone();
+    let parts = parts.filter_map(move |kernel_id| {
+        let (docker, spans) = (d.clone(), sp.clone());
+        let (namespace, agent_id) = (ns.clone(), agent.clone());
+        async move { cluster_status(&docker, &namespace, &agent_id, &spans, kernel_id).await }
+    });
+    let containers = raw.filter_map(move |r| {
         let docker = docker.clone();
+        let spans = spans.clone();
         let (namespace, agent_id) = (namespace.clone(), agent_id.clone());
         async move {
             let ev = match r {
@@ -40,7 +56,14 @@ pub fn stream(docker: Docker, namespace: &str, agent_id: &str) -> EventStream {
                 Err(e) => return Some(Err(RuntimeError::from(e))),
             };
             if ev.member.is_some() {
-                return cluster_event(&docker, &namespace, &agent_id, ev).await;
+                if !matches!(
+                    ev.action.as_str(),
+                    "die" | "start" | "pause" | "unpause" | "destroy"
+                ) {
+                    return None;
+                }
+                return cluster_status(&docker, &namespace, &agent_id, &spans, ev.kernel_id)
+                    .await;
             }
             let what = match ev.action.as_str() {
                 "die" | "start" | "pause" | "unpause" => {
@@ -73,48 +96,72 @@ pub fn stream(docker: Docker, namespace: &str, agent_id: &str) -> EventStream {
                 what,
             }))
         }
-    }))
+    });
+    // The engine's stream ends the merged one (the supervisor reconnects).
+    let containers = containers
+        .map(Some)
+        .chain(futures::stream::once(async { None }));
+    Box::pin(
+        futures::stream::select(containers, parts.map(Some))
+            .take_while(|e| futures::future::ready(e.is_some()))
+            .filter_map(|e| async move { e }),
+    )
 }
 
-/// An event of one instance of a cluster kernel: what the whole cluster is doing now
-/// ([`cluster::status`], which also stops the instances of a cluster that ended), as an
-/// event of its master.
-async fn cluster_event(
+/// What a cluster kernel is doing now, after an event of one of its instances here or of
+/// one of its parts on another agent ([`cluster::status`], which also stops the instances
+/// of a cluster that ended), as an event of its master (on a peer's part: of its first
+/// instance here).
+async fn cluster_status(
     docker: &Docker,
     namespace: &str,
     agent_id: &str,
-    ev: ContainerEvent,
+    spans: &Arc<Spans>,
+    kernel_id: String,
 ) -> Option<Result<RuntimeEvent, RuntimeError>> {
-    if !matches!(
-        ev.action.as_str(),
-        "die" | "start" | "pause" | "unpause" | "destroy"
-    ) {
-        return None;
-    }
     let list = match docker.list_labelled(namespace, agent_id).await {
         Ok(l) => l,
         Err(e) => return Some(Err(e.into())),
     };
     let mut ids: Vec<String> = Vec::new();
-    for c in list.iter().filter(|c| c.kernel_id == ev.kernel_id) {
+    for c in list.iter().filter(|c| c.kernel_id == kernel_id) {
         cluster::place(&mut ids, c);
     }
-    let master = ids.first().cloned().unwrap_or_default();
-    if master.is_empty() {
+    let part = list
+        .iter()
+        .any(|c| c.kernel_id == kernel_id && c.labels.contains_key(LABEL_OWNER));
+    let Some(first) = ids.iter().find(|id| !id.is_empty()).cloned() else {
+        // Its instances are gone: the cluster was removed (or is being removed).
+        return None;
+    };
+    if !part && ids.first().is_none_or(|m| m.is_empty()) {
         // The master is gone: the cluster was removed (or is being removed).
         return None;
     }
-    let members = Members {
-        network: cluster::network_name(namespace, &ev.kernel_id),
-        ids,
+    let peers = list
+        .iter()
+        .filter(|c| c.kernel_id == kernel_id)
+        .map(cluster::peers_of)
+        .find(|p| !p.is_empty())
+        .unwrap_or_default();
+    let parts = match spans.parts(&kernel_id, &peers).await {
+        Ok(p) => p,
+        Err(e) => return Some(Err(e)),
     };
-    let status = match cluster::status(docker, &members).await {
+    let members = Members {
+        network: cluster::network_name(namespace, &kernel_id),
+        ids,
+        ..Default::default()
+    };
+    let (sp, kid) = (spans.clone(), kernel_id.clone());
+    let stop = move |peers| sp.stop_later(&kid, peers);
+    let status = match cluster::status(docker, &members, &parts, stop).await {
         Ok(s) => s,
         Err(e) => return Some(Err(e.into())),
     };
     Some(Ok(RuntimeEvent {
-        kernel_id: ev.kernel_id,
-        instance: master,
+        kernel_id,
+        instance: first,
         what: Observed::Changed(status),
     }))
 }

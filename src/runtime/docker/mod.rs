@@ -27,6 +27,7 @@ pub mod local;
 pub mod pull;
 pub mod rules;
 pub mod scratch;
+pub mod span;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -41,6 +42,7 @@ pub use client::{Docker, EngineError};
 
 use crate::config::ClusterConfig;
 use crate::kernel::record::Record;
+use crate::rpc::pb;
 use crate::kernel::spec::{Spec, SpecError};
 use crate::runtime::{
     Background, Capabilities, ChunkStream, EventStream, Exec, ExecOutput, FileEntry, Handle,
@@ -63,6 +65,8 @@ pub struct DockerRuntime {
     /// Container id → its cgroup, found from its first process when it starts (or when a
     /// resync sees it running).
     cgroups: Mutex<HashMap<String, CgroupPaths>>,
+    /// Cluster kernels spanning agents (see [`span`]).
+    spans: Arc<span::Spans>,
 }
 
 impl DockerRuntime {
@@ -72,6 +76,7 @@ impl DockerRuntime {
         namespace: &str,
         agent_id: &str,
         scratch_root: &Path,
+        tls: crate::tls::TlsFiles,
     ) -> std::io::Result<Self> {
         let scratch = Scratch::new(scratch_root)?;
         let images = Images::new(client.clone(), scratch.root().join(".deckhand/images.json"));
@@ -82,7 +87,13 @@ impl DockerRuntime {
             namespace: namespace.to_string(),
             agent_id: agent_id.to_string(),
             cgroups: Mutex::new(HashMap::new()),
+            spans: span::Spans::new(tls),
         })
+    }
+
+    /// Reads which swarm the engine is in (cluster kernels span the agents of one swarm).
+    pub async fn read_swarm(&self) {
+        self.spans.read_group(&self.client).await;
     }
 
     pub fn client(&self) -> &Docker {
@@ -143,6 +154,25 @@ impl DockerRuntime {
         })
     }
 
+    /// Runs `action` on the parts a spanning cluster's owner has on its peers (nothing for
+    /// any other kernel).
+    async fn on_peers(
+        &self,
+        handle: &Handle,
+        action: pb::KernelAction,
+        signal: i32,
+        grace: Option<Duration>,
+    ) -> Result<(), RuntimeError> {
+        match Members::of(handle) {
+            Some(m) if !m.peers.is_empty() => {
+                self.spans
+                    .control(&m.kernel, &m.peers, action, signal, grace)
+                    .await
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The containers of a kernel: its members for a cluster, else its one container.
     fn containers(handle: &Handle) -> Vec<String> {
         match Members::of(handle) {
@@ -176,25 +206,55 @@ impl DockerRuntime {
         base: bollard::models::ContainerCreateBody,
         process_data: Option<&local::ProcessData>,
     ) -> Result<Handle, RuntimeError> {
-        let network = cluster::network_name(&self.namespace, &rec.id);
+        let span = c.span.clone().unwrap_or_default();
         let labels = std::collections::HashMap::from([
             (client::LABEL_NAMESPACE.to_string(), self.namespace.clone()),
             (client::LABEL_AGENT.to_string(), self.agent_id.clone()),
             (client::LABEL_KERNEL.to_string(), rec.id.clone()),
         ]);
-        self.client
-            .create_network(&network, !c.outside, labels)
-            .await?;
+        let network = if span.is_part() {
+            // The owner's overlay network, joined here.
+            span.network.clone()
+        } else {
+            let network = if span.network.is_empty() {
+                cluster::network_name(&self.namespace, &rec.id)
+            } else {
+                span.network.clone()
+            };
+            if span.peers.is_empty() {
+                self.client
+                    .create_network(&network, !c.outside, labels)
+                    .await?;
+            } else {
+                self.client
+                    .create_overlay(&network, !c.outside, labels)
+                    .await
+                    .map_err(|e| {
+                        RuntimeError::Failed(format!(
+                            "instances: the cluster spans agents, and its overlay network could not be made on this agent's engine ({e})"
+                        ))
+                    })?;
+            }
+            network
+        };
         let gpus = rec
             .slots
             .as_ref()
             .map(|s| s.gpus.clone())
             .unwrap_or_default();
+        let (first, count) = c.local();
         let mut members = Members {
             network: network.clone(),
-            ids: Vec::new(),
+            ids: vec![String::new(); first as usize],
+            kernel: if c.span.is_some() {
+                rec.id.clone()
+            } else {
+                String::new()
+            },
+            peers: span.peers.clone(),
+            borrowed_network: span.is_part(),
         };
-        for i in 0..c.instances {
+        for i in first..first + count {
             let body = cluster::member_body(
                 base.clone(),
                 &cluster::Member {
@@ -202,9 +262,16 @@ impl DockerRuntime {
                     count: c.instances,
                     network: &network,
                     worker_command: &c.worker_command,
-                    gpus: cluster::gpu_share(&gpus, c.instances, i),
+                    gpus: cluster::gpu_share(&gpus, count, i - first),
                 },
             );
+            let mut body = body;
+            let labels = body.labels.get_or_insert_with(HashMap::new);
+            if span.is_part() {
+                labels.insert(client::LABEL_OWNER.into(), span.owner.clone());
+            } else if !span.peers.is_empty() {
+                labels.insert(client::LABEL_PEERS.into(), cluster::peers_label(&span.peers));
+            }
             let name = cluster::member_name(&self.namespace, &rec.id, i);
             match self.create_named(&name, body).await {
                 Ok(id) => members.ids.push(id),
@@ -218,8 +285,10 @@ impl DockerRuntime {
                 }
             }
         }
-        let master = members.ids.first().cloned().unwrap_or_default();
-        let mut h = Self::handle(&master, process_data);
+        // The master's container; on a peer's part, its first instance's.
+        let first_id = members.ids.get(first as usize).cloned().unwrap_or_default();
+        members.ids.resize(c.instances as usize, String::new());
+        let mut h = Self::handle(&first_id, process_data);
         members.store(&mut h);
         Ok(h)
     }
@@ -294,6 +363,10 @@ impl Runtime for DockerRuntime {
         Ok(())
     }
 
+    fn span_group(&self) -> Option<crate::runtime::SpanGroup> {
+        self.spans.group()
+    }
+
     fn field_rules(&self) -> &dyn crate::kernel::spec::FieldRules {
         &rules::DockerRules
     }
@@ -303,7 +376,15 @@ impl Runtime for DockerRuntime {
         let mut out = std::collections::BTreeMap::new();
         if let Some(m) = rec.handle.as_ref().and_then(Members::of) {
             out.insert("network".into(), m.network.clone());
-            for (i, id) in m.ids.iter().enumerate() {
+            for p in &m.peers {
+                for i in p.first..p.first + p.count {
+                    out.insert(
+                        format!("instance/{i}"),
+                        format!("{} on agent {}", cluster::hostname(i), p.agent_id),
+                    );
+                }
+            }
+            for (i, id) in m.ids.iter().enumerate().filter(|(_, id)| !id.is_empty()) {
                 out.insert(
                     format!("instance/{i}"),
                     format!(
@@ -386,12 +467,30 @@ impl Runtime for DockerRuntime {
         let Some(m) = Members::of(handle) else {
             return self.start_container(rec, handle, cfg).await;
         };
+        let part = m.ids.first().is_some_and(|id| id.is_empty());
+        if !m.peers.is_empty() {
+            self.spans.follow(&rec.id, &m.peers);
+        }
         let started = async {
-            // Workers first, so the master finds them when it starts.
-            for id in m.ids.iter().skip(1) {
+            // The other agents' parts first, then the workers here, so the master finds
+            // them all when it starts.
+            if !m.peers.is_empty() {
+                self.spans
+                    .control(&rec.id, &m.peers, pb::KernelAction::Release, 0, None)
+                    .await?;
+            }
+            let mut at = 0;
+            for id in m.ids.iter().skip(1).filter(|id| !id.is_empty()) {
                 self.client.start(id).await?;
                 let st = self.client.inspect(id).await?;
                 self.track(id, st.pid);
+                at = at.max(st.started_at_ms);
+            }
+            if part {
+                return Ok(Started {
+                    started_at_ms: at,
+                    follow: Vec::new(),
+                });
             }
             self.start_container(rec, handle, cfg).await
         }
@@ -402,21 +501,40 @@ impl Runtime for DockerRuntime {
             if let Err(e) = cluster::stop_all(&self.client, &ids, Some(Duration::ZERO)).await {
                 tracing::warn!(kernel_id = %rec.id, error = %e, "cannot stop the instances of a cluster that failed to start");
             }
+            if let Err(e) = self
+                .spans
+                .control(&rec.id, &m.peers, pb::KernelAction::Stop, 0, Some(Duration::ZERO))
+                .await
+            {
+                tracing::warn!(kernel_id = %rec.id, error = %e, "cannot stop the parts of a cluster that failed to start");
+            }
         }
         started
     }
 
     async fn stop(&self, handle: &Handle, grace: Duration) -> Result<(), RuntimeError> {
-        Ok(cluster::stop_all(&self.client, &Self::containers(handle), Some(grace)).await?)
+        let ids = Self::containers(handle);
+        let here = cluster::stop_all(&self.client, &ids, Some(grace));
+        let peers = self.on_peers(handle, pb::KernelAction::Stop, 0, Some(grace));
+        let (here, peers) = futures::join!(here, peers);
+        here?;
+        peers
     }
 
     async fn destroy(&self, handle: &Handle) -> Result<(), RuntimeError> {
+        self.on_peers(handle, pb::KernelAction::Remove, 0, None)
+            .await?;
         for id in Self::containers(handle) {
             self.cgroups().remove(&id);
             self.client.remove(&id, true).await?;
         }
         if let Some(m) = Members::of(handle) {
-            self.client.remove_network(&m.network).await?;
+            if !m.kernel.is_empty() {
+                self.spans.forget(&m.kernel);
+            }
+            if !m.borrowed_network {
+                self.client.remove_network(&m.network).await?;
+            }
         }
         Ok(())
     }
@@ -437,7 +555,11 @@ impl Runtime for DockerRuntime {
 
     async fn status(&self, handle: &Handle) -> Result<Status, RuntimeError> {
         if let Some(m) = Members::of(handle) {
-            return Ok(cluster::status(&self.client, &m).await?);
+            let parts = self.spans.parts(&m.kernel, &m.peers).await?;
+            let spans = self.spans.clone();
+            let kid = m.kernel.clone();
+            let stop = move |peers| spans.stop_later(&kid, peers);
+            return Ok(cluster::status(&self.client, &m, &parts, stop).await?);
         }
         let st = self.client.inspect(&handle.instance).await?;
         if !st.exists {
@@ -455,7 +577,12 @@ impl Runtime for DockerRuntime {
     }
 
     fn events(&self) -> EventStream {
-        events::stream(self.client.clone(), &self.namespace, &self.agent_id)
+        events::stream(
+            self.client.clone(),
+            &self.namespace,
+            &self.agent_id,
+            self.spans.clone(),
+        )
     }
 
     async fn list_owned(&self) -> Result<Vec<Owned>, RuntimeError> {
@@ -478,6 +605,11 @@ impl Runtime for DockerRuntime {
     }
 
     async fn restore(&self, rec: &Record, cfg: &ClusterConfig) -> Option<String> {
+        if let Some(m) = rec.handle.as_ref().and_then(Members::of) {
+            if !m.peers.is_empty() && !rec.state.is_final() {
+                self.spans.follow(&rec.id, &m.peers);
+            }
+        }
         if rec.scratch_dir.is_empty() || Path::new(&rec.scratch_dir).exists() {
             return None;
         }
@@ -508,25 +640,28 @@ impl Runtime for DockerRuntime {
     }
 
     async fn signal(&self, handle: &Handle, signal: i32) -> Result<(), RuntimeError> {
-        let signal = signal.to_string();
+        let number = signal.to_string();
         for id in Self::containers(handle) {
-            self.client.kill(&id, &signal).await?;
+            self.client.kill(&id, &number).await?;
         }
-        Ok(())
+        self.on_peers(handle, pb::KernelAction::Signal, signal, None)
+            .await
     }
 
     async fn suspend(&self, handle: &Handle) -> Result<(), RuntimeError> {
         for id in Self::containers(handle) {
             self.client.pause(&id).await?;
         }
-        Ok(())
+        self.on_peers(handle, pb::KernelAction::Suspend, 0, None)
+            .await
     }
 
     async fn resume(&self, handle: &Handle) -> Result<(), RuntimeError> {
         for id in Self::containers(handle) {
             self.client.unpause(&id).await?;
         }
-        Ok(())
+        self.on_peers(handle, pb::KernelAction::Resume, 0, None)
+            .await
     }
 
     fn member(&self, handle: &Handle, index: u32) -> Result<Handle, RuntimeError> {
@@ -535,6 +670,16 @@ impl Runtime for DockerRuntime {
                 "instance {index}: the kernel is not a cluster kernel (it has no instances)"
             )));
         };
+        if let Some(p) = m
+            .peers
+            .iter()
+            .find(|p| (p.first..p.first + p.count).contains(&index))
+        {
+            return Err(RuntimeError::NotFound(format!(
+                "instance {index} runs on agent `{}`",
+                p.agent_id
+            )));
+        }
         let Some(id) = m.ids.get(index as usize).filter(|id| !id.is_empty()) else {
             return Err(RuntimeError::NotFound(format!(
                 "instance {index}: the cluster has instances 0 to {}",

@@ -14,7 +14,7 @@ use super::{
 use crate::config::ClusterConfig;
 use crate::kernel::spec::constants::{self, check_name, holds_secret, substitute};
 use crate::kernel::spec::paths::container_path;
-use crate::kernel::spec::{Cluster, FieldRules, SpecError, Template};
+use crate::kernel::spec::{Cluster, FieldRules, Span, SpecError, Template};
 
 /// Longest value of one constant.
 const MAX_CONSTANT: usize = 64 * 1024;
@@ -308,11 +308,53 @@ fn cluster(
         }
         *command = master;
     }
+    if let Some(span) = &t.span {
+        check_span(span, t.instances)?;
+    }
     Ok(Some(Cluster {
         instances: t.instances,
         worker_command: command_line("constants[DOCKER_CMD_WORKER]", get("DOCKER_CMD_WORKER"))?,
         outside: profile.network != Network::None,
+        span: t.span.clone(),
     }))
+}
+
+/// A span (set by the manager) must cover the cluster exactly: the owner holds the master
+/// and its peers the rest, in order; a peer's part names its owner and network.
+fn check_span(span: &Span, instances: u32) -> Result<(), SpecError> {
+    let bad = |why: String| Err(SpecError::invalid("span", why));
+    if span.count == 0 || span.first.saturating_add(span.count) > instances {
+        return bad(format!(
+            "instances {}…{} are not within the cluster's {instances}",
+            span.first,
+            span.first.saturating_add(span.count).saturating_sub(1)
+        ));
+    }
+    if span.is_part() {
+        if span.first == 0 || span.network.is_empty() || !span.peers.is_empty() {
+            return bad("a peer's part holds workers only, on its owner's network".into());
+        }
+        return Ok(());
+    }
+    if span.first != 0 {
+        return bad("the owner holds the master (instance 0)".into());
+    }
+    let mut next = span.count;
+    for p in &span.peers {
+        if p.first != next || p.count == 0 || p.agent_id.is_empty() || p.address.is_empty() {
+            return bad(format!(
+                "peer `{}`: its part must start at instance {next} and name the agent and its address",
+                p.agent_id
+            ));
+        }
+        next += p.count;
+    }
+    if next != instances || span.peers.is_empty() {
+        return bad(format!(
+            "the owner and its peers hold {next} of the cluster's {instances} instances"
+        ));
+    }
+    Ok(())
 }
 
 /// `DOCKER_SRV/DOCKER_REPO:DOCKER_TAG`, checked as an image reference naming the constants.
