@@ -736,6 +736,42 @@ async fn malformed_requests_are_refused_naming_the_field_and_change_nothing() {
             "1 to 64",
         ),
         (
+            "a span whose owner and peers do not hold the whole cluster",
+            spec(|s| {
+                profile_base(s);
+                s.profile = "docker-cluster".into();
+                s.instances = 3;
+                s.span = Some(deckhand::rpc::pb::ClusterSpan {
+                    count: 1,
+                    peers: vec![deckhand::rpc::pb::SpanPeer {
+                        agent_id: "b".into(),
+                        address: "127.0.0.1:1".into(),
+                        first: 1,
+                        count: 1,
+                    }],
+                    ..Default::default()
+                });
+            }),
+            Code::InvalidArgument,
+            "span: the owner and its peers hold 2 of the cluster's 3 instances",
+        ),
+        (
+            "a peer's part that names no network",
+            spec(|s| {
+                profile_base(s);
+                s.profile = "docker-cluster".into();
+                s.instances = 3;
+                s.span = Some(deckhand::rpc::pb::ClusterSpan {
+                    first: 1,
+                    count: 2,
+                    owner: "a0".into(),
+                    ..Default::default()
+                });
+            }),
+            Code::InvalidArgument,
+            "span: a peer's part holds workers only, on its owner's network",
+        ),
+        (
             "a worker command on a profile of one instance",
             spec(|s| {
                 profile_base(s);

@@ -66,6 +66,11 @@ impl ManagerRpc {
             return Err(invalid(Status::invalid_argument("request.spec: missing")));
         };
         let kernel_id = spec.kernel_id.clone();
+        if spec.span.is_some() {
+            return Err(invalid(Status::invalid_argument(
+                "request.spec.span: set by the manager when it places a cluster kernel across agents, never by a request",
+            )));
+        }
         let internal = refused("agent_error");
         if !req.agent_id.is_empty() {
             let agent = self

@@ -101,6 +101,7 @@ pub struct Swarm {
     pub a: Engine,
     /// A worker of it.
     pub b: Engine,
+    base: PathBuf,
 }
 
 fn ip(args: &[&str]) {
@@ -166,7 +167,7 @@ impl Swarm {
         }
         let b = started.pop().expect("engine b");
         let a = started.pop().expect("engine a");
-        let swarm = Self { a, b };
+        let swarm = Self { a, b, base };
         for e in [&swarm.a, &swarm.b] {
             let log = e.dir.join("dockerd.log");
             wait_for(Duration::from_secs(60), "a test engine answering", || async {
@@ -204,5 +205,6 @@ impl Drop for Swarm {
     fn drop(&mut self) {
         self.b.stop();
         self.a.stop();
+        let _ = std::fs::remove_dir_all(&self.base);
     }
 }
