@@ -242,17 +242,21 @@ async fn a_restarting_kernel_keeps_its_state_count_and_slots_across_an_agent_res
 
     // The recovered agent keeps following Docker's restarts: RESTARTING/QUEUED while Docker
     // says restarting, the count rising past what it was before the kill.
-    let seen = wait_for(Duration::from_secs(60), "RESTARTING after recovery", || async {
-        let docker = docker_inspect(&name, "{{.State.Restarting}} {{.RestartCount}}");
-        // As above: give the agent's event handling a moment to see what Docker says.
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        let info = k.inspect(&id);
-        let again = docker_inspect(&name, "{{.State.Restarting}} {{.RestartCount}}");
-        (docker == again
-            && docker.starts_with("true")
-            && restart_count(&info) > restart_count(&before))
-        .then_some((docker, info))
-    })
+    let seen = wait_for(
+        Duration::from_secs(60),
+        "RESTARTING after recovery",
+        || async {
+            let docker = docker_inspect(&name, "{{.State.Restarting}} {{.RestartCount}}");
+            // As above: give the agent's event handling a moment to see what Docker says.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let info = k.inspect(&id);
+            let again = docker_inspect(&name, "{{.State.Restarting}} {{.RestartCount}}");
+            (docker == again
+                && docker.starts_with("true")
+                && restart_count(&info) > restart_count(&before))
+            .then_some((docker, info))
+        },
+    )
     .await;
     let (docker, info) = seen;
     assert_eq!(info["state"], "RESTARTING", "{docker}: {info}");

@@ -212,11 +212,15 @@ async fn prometheus_scrapes_the_agent_and_the_manager_and_promtool_accepts_both(
     }
     // Whole-host CPU usage between two heartbeats: a ratio, above 0 on a host running a
     // manager, an agent, Docker and this test.
-    wait_for(Duration::from_secs(10), "host CPU usage above 0", || async {
-        let text = observe::get(&o.agent_metrics, "/metrics").await?;
-        let v = samples(&text, "deckhand_host_cpu_usage_ratio");
-        (v.len() == 1 && v[0].1 > 0.0 && v[0].1 <= 1.0).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(10),
+        "host CPU usage above 0",
+        || async {
+            let text = observe::get(&o.agent_metrics, "/metrics").await?;
+            let v = samples(&text, "deckhand_host_cpu_usage_ratio");
+            (v.len() == 1 && v[0].1 > 0.0 && v[0].1 <= 1.0).then_some(())
+        },
+    )
     .await;
     for kind in ["cpu", "memory", "gpu"] {
         let reserved = format!(r#"kind="{kind}",state="reserved""#);
@@ -235,10 +239,12 @@ async fn prometheus_scrapes_the_agent_and_the_manager_and_promtool_accepts_both(
         "{age:?}"
     );
     // A run that cannot be placed is counted by its reason; nothing was placed for it.
-    let out = o
-        .c
-        .cli(&["run", "-d", "--agent", "nosuch", TEST_IMAGE, "true"]);
-    assert!(!out.status.success(), "placed on an agent that does not exist");
+    let out =
+        o.c.cli(&["run", "-d", "--agent", "nosuch", TEST_IMAGE, "true"]);
+    assert!(
+        !out.status.success(),
+        "placed on an agent that does not exist"
+    );
     let manager = wait_sample(
         &o.manager_metrics,
         "deckhand_manager_placement_refusals_total",
@@ -324,10 +330,14 @@ async fn prometheus_scrapes_the_agent_and_the_manager_and_promtool_accepts_both(
     .await;
     signal("-CONT");
     let sent = samples(&frozen, "deckhand_heartbeats_sent_total")[0].1;
-    wait_for(Duration::from_secs(20), "heartbeats accepted again", || async {
-        let text = observe::get(&o.agent_metrics, "/metrics").await?;
-        (samples(&text, "deckhand_heartbeats_sent_total")[0].1 > sent).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(20),
+        "heartbeats accepted again",
+        || async {
+            let text = observe::get(&o.agent_metrics, "/metrics").await?;
+            (samples(&text, "deckhand_heartbeats_sent_total")[0].1 > sent).then_some(())
+        },
+    )
     .await;
 }
 
@@ -542,9 +552,8 @@ async fn the_status_page_shows_the_agents_and_a_running_kernel_in_chromium() {
         "{k:?}"
     );
     assert!(!age.is_empty() && age != "—", "{k:?}");
-    let profiled = o
-        .c
-        .cli_ok(&[
+    let profiled =
+        o.c.cli_ok(&[
             "run",
             "-d",
             "--profile",
@@ -560,11 +569,15 @@ async fn the_status_page_shows_the_agents_and_a_running_kernel_in_chromium() {
         ])
         .trim()
         .to_string();
-    wait_for(Duration::from_secs(20), "progress 42 in the manager", || async {
-        let out = o.c.cli(&["inspect", &profiled]);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        (v["progress"] == 42.0).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(20),
+        "progress 42 in the manager",
+        || async {
+            let out = o.c.cli(&["inspect", &profiled]);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            (v["progress"] == 42.0).then_some(())
+        },
+    )
     .await;
     let dom = observe::dump_dom(o.c.dir.path(), &url, 500);
     let p = row(section(&dom, "kernels"), &profiled);

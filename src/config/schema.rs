@@ -624,7 +624,10 @@ pub fn parse_bytes(value: &str) -> Result<u64, String> {
     let Some(sep) = v.rfind(|c: char| c.is_ascii_digit() || c == '.' || c == ' ') else {
         return Err(bad("no number"));
     };
-    let (num, unit) = (v[..=sep].strip_suffix(' ').unwrap_or(&v[..=sep]), &v[sep + 1..]);
+    let (num, unit) = (
+        v[..=sep].strip_suffix(' ').unwrap_or(&v[..=sep]),
+        &v[sep + 1..],
+    );
     if !num.chars().any(|c| c.is_ascii_digit())
         || !num.chars().all(|c| c.is_ascii_digit() || c == '.')
     {
