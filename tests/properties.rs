@@ -131,7 +131,7 @@ proptest! {
     /// No sequence of operations leaves a final state, skips holding resources in a live
     /// one, or gives slots back twice.
     #[test]
-    fn the_state_machine_never_leaks_or_revives(ops in proptest::collection::vec(0usize..15, 0..40)) {
+    fn the_state_machine_never_leaks_or_revives(ops in proptest::collection::vec(0usize..16, 0..40)) {
         let all = [
             Transition::PullStarted,
             Transition::PullFinished,
@@ -148,6 +148,7 @@ proptest! {
             Transition::UploadStarted,
             Transition::Uploaded { success: true },
             Transition::Uploaded { success: false },
+            Transition::Relaunch,
         ];
         let mut state = KernelState::Preparing;
         let mut held_slots = true; // allocated at creation

@@ -1,13 +1,14 @@
-//! Creating kernels: a request is validated (generic rules, then the runtime's), its slots
-//! allocated, its record made PREPARING, and a launch task prepares (image), creates and
-//! starts it through its runtime, bounded by the creation semaphore.
+//! Creating kernels: a request is validated (generic rules with the runtime's rules of single
+//! fields among them, then the runtime's rules of the whole spec), its slots allocated, its
+//! record made PREPARING, and a launch task prepares (image), creates and starts it through
+//! its runtime, bounded by the creation semaphore.
 
 use sha2::{Digest, Sha256};
 
 use super::error::KernelError;
 use super::record::{now_ms, Record};
 use super::slots::{self, Allocation, Needs};
-use super::spec::{self, CreateRequest, Spec, SpecError, Template};
+use super::spec::{self, CreateRequest, FieldRules, NoFieldRules, Spec, SpecError, Template};
 use super::state::{KernelState, Transition};
 use super::supervisor::{KernelView, Supervisor};
 use super::table::Table;
@@ -21,13 +22,19 @@ impl Supervisor {
         let shown = &req.template;
         self.wait_for_capacity().await;
         let cfg = self.config();
-        let spec = spec::prepare(shown, &cfg)?;
         let runtime = if shown.runtime.is_empty() {
             cfg.default_runtime.as_str()
         } else {
             shown.runtime.as_str()
         };
-        let rt = self.runtime(runtime)?;
+        // The spec's problems come before an unknown runtime; the runtime's rules of single
+        // fields are asked among the spec's own checks.
+        let rt = self.runtime(runtime);
+        let rules = rt
+            .as_ref()
+            .map_or(&NoFieldRules as &dyn FieldRules, |rt| rt.field_rules());
+        let spec = spec::prepare_for(shown, &cfg, rules)?;
+        let rt = rt?;
         rt.validate(&spec, &cfg)?;
         super::profile::check_support(&spec, rt.as_ref())?;
         if spec.hold && !rt.capabilities().hold {

@@ -6,7 +6,8 @@
 //! - [`table`]: the table of kernels and the one place state changes;
 //! - [`launch`]: create (validate, allocate, prepare, create, start);
 //! - [`arrays`]: job arrays and their parallelism cap;
-//! - [`control`]: stop, remove, signal, suspend/resume, release, logs, exec, files, sync;
+//! - [`control`]: stop, remove, signal, suspend/resume, release, sync, stop all;
+//! - [`access`]: logs, exec and files of a kernel (or of one instance of a cluster kernel);
 //! - [`observe`]: runtime events, resync, restarts, exits;
 //! - [`recovery`]: after a restart, records against the runtime's instances;
 //! - [`slots`]: the one slot calculation (allocation and heartbeats);
@@ -18,6 +19,7 @@
 //! - [`events`]: the numbered event log delivered to the manager and to watchers;
 //! - [`error`]: what operations fail with.
 
+pub mod access;
 pub mod arrays;
 pub mod control;
 pub mod error;

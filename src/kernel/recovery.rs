@@ -1,9 +1,10 @@
 //! Start-up recovery: after a restart (even `kill -9`), bring the kernel table and a
 //! runtime's instances back into one consistent picture before following its events:
 //!
-//! - a kernel whose creation was interrupted (PREPARING, PULLING, CREATING) is created again
-//!   (or taken as RUNNING, if its instance already started); queued array tasks wait their
-//!   turn again;
+//! - a kernel whose creation was interrupted (PREPARING, PULLING, CREATING), or a held one
+//!   whose instance vanished, is created again — back to PREPARING through the table's
+//!   `Relaunch` transition, like every state change — or taken as RUNNING, if its instance
+//!   already started; queued array tasks wait their turn again;
 //! - a kernel caught TERMINATING is stopped again (by the first resync that follows);
 //! - an instance of ours with no record is re-adopted from what the instance says (the
 //!   runtime rebuilds its record), so its slots, GPUs and ports are counted;
@@ -163,14 +164,15 @@ impl Supervisor {
             if e.rec.state != was || !e.from_registry {
                 return false;
             }
-            e.rec.state = KernelState::Preparing;
-            e.rec.handle = None;
-            e.rec.reason =
-                format!("the agent restarted while the kernel was {was}; creating it again");
-            e.launched = true;
-            e.state.send_replace(KernelState::Preparing);
-            self.persist(&e.rec);
-            self.emit(&e.rec);
+            let relaunched = self.transition(&mut t, id, Transition::Relaunch, |r| {
+                r.handle = None;
+                r.reason =
+                    format!("the agent restarted while the kernel was {was}; creating it again");
+            });
+            match t.kernels.get_mut(id) {
+                Some(e) if relaunched.is_ok() => e.launched = true,
+                _ => return false,
+            }
         }
         let me = self.clone();
         let id = id.to_string();

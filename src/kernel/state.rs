@@ -10,7 +10,9 @@
 //! exiting by itself goes straight to DONE (exit 0) or FAILED, unless its restart policy
 //! starts it again (RESTARTING, back to RUNNING when it runs; DRMAA2 reads it QUEUED). A
 //! profile kernel with results goes through UPLOADING first, holding its slots; a failed
-//! upload ends it FAILED. [`KernelState::qarnot`] gives Qarnot's task state beside DRMAA2's.
+//! upload ends it FAILED. After an agent restart, a creation that was cut short (PREPARING,
+//! PULLING, CREATING, or HELD without its instance) starts over at PREPARING (`Relaunch`).
+//! [`KernelState::qarnot`] gives Qarnot's task state beside DRMAA2's.
 
 use std::fmt;
 
@@ -64,6 +66,9 @@ pub enum Transition {
     Uploaded {
         success: bool,
     },
+    /// After an agent restart, a kernel whose creation was cut short (or a held kernel whose
+    /// instance vanished) is created again from the start.
+    Relaunch,
 }
 
 /// The DRMAA2 job state matching a kernel state (what `inspect` shows beside it).
@@ -117,6 +122,7 @@ impl KernelState {
             (Running | Suspended | Restarting | Terminating | Creating, UploadStarted) => Uploading,
             (Uploading, Uploaded { success: true }) => Done,
             (Uploading, Uploaded { success: false }) => Failed,
+            (Preparing | Pulling | Creating | Held, Relaunch) => Preparing,
             (s, Fail) if !s.is_final() => Failed,
             (s, t) => {
                 return Err(TransitionError {
@@ -201,6 +207,7 @@ impl Transition {
             Self::Fail => "fail",
             Self::UploadStarted => "upload the results of",
             Self::Uploaded { .. } => "finish uploading the results of",
+            Self::Relaunch => "create again",
         }
     }
 }
@@ -307,6 +314,20 @@ mod tests {
     }
 
     #[test]
+    fn an_interrupted_creation_starts_over_but_a_started_kernel_never_does() {
+        for s in [Preparing, Pulling, Creating, Held] {
+            assert_eq!(s.apply(Relaunch), Ok(Preparing), "{s}");
+        }
+        for s in [Running, Suspended, Restarting, Terminating, Uploading] {
+            let err = s.apply(Relaunch).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("cannot create again a kernel that is {s}")
+            );
+        }
+    }
+
+    #[test]
     fn qarnot_states_follow_the_lifecycle() {
         assert_eq!(Preparing.qarnot(false), "Submitted");
         assert_eq!(Pulling.qarnot(false), "Dispatched");
@@ -333,6 +354,7 @@ mod tests {
             Fail,
             UploadStarted,
             Uploaded { success: true },
+            Relaunch,
         ];
         for s in [Done, Failed, Cancelled] {
             for t in all {

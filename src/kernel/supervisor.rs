@@ -11,7 +11,8 @@
 //! hands back while a kernel runs (an output copier, an input feeder).
 //!
 //! Where the rest lives: [`launch`](super::launch) (create, start), [`arrays`](super::arrays)
-//! (job arrays), [`control`](super::control) (job control, files, sync),
+//! (job arrays), [`control`](super::control) (job control, sync), [`access`](super::access)
+//! (logs, exec, files),
 //! [`observe`](super::observe) (runtime events, resync, restarts),
 //! [`recovery`](super::recovery) (after a restart), [`slots`](super::slots).
 

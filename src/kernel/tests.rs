@@ -296,6 +296,53 @@ async fn recovery_reports_ends_seen_while_down_and_adopts_unrecorded_instances()
 }
 
 #[tokio::test]
+async fn a_held_kernel_whose_instance_vanished_while_down_is_created_again_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Arc::new(MemoryRuntime::new());
+    let f = start(rt.clone(), dir.path());
+    let mut t = template(0.5);
+    t.submit_as_hold = true;
+    let id = t.kernel_id.clone();
+    f.sup.create(one(t)).await.unwrap();
+    assert_eq!(f.state(&id), Some(KernelState::Held));
+    f.shutdown().await;
+    rt.remove_quietly(&id);
+    let f = start(rt.clone(), dir.path());
+    // Recovery finds no instance and creates one again, held as before.
+    for _ in 0..1000 {
+        if crate::runtime::memory::kernels_of(&rt).contains_key(&id) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(crate::runtime::memory::kernels_of(&rt).contains_key(&id));
+    f.wait(&id, KernelState::Held).await;
+    let seen: Vec<(KernelState, String)> = f
+        .sup
+        .events()
+        .after(0, 1000)
+        .into_iter()
+        .filter(|e| e.kernel_id == id)
+        .map(|e| (e.state, e.reason))
+        .collect();
+    let again = seen
+        .iter()
+        .position(|(s, r)| {
+            *s == KernelState::Preparing
+                && r == "the agent restarted while the kernel was HELD; creating it again"
+        })
+        .unwrap_or_else(|| panic!("no relaunch event: {seen:?}"));
+    assert_eq!(
+        seen[again + 1..].last().map(|(s, _)| *s),
+        Some(KernelState::Held),
+        "{seen:?}"
+    );
+    // Its slots are held once, as before the restart.
+    assert_eq!(f.sup.allocated().cpu, 0.5);
+    f.shutdown().await;
+}
+
+#[tokio::test]
 async fn control_answers_unavailable_and_changes_nothing_while_the_runtime_is_down() {
     let dir = tempfile::tempdir().unwrap();
     let f = start(Arc::new(MemoryRuntime::new()), dir.path());

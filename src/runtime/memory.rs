@@ -66,6 +66,7 @@ impl MemoryRuntime {
                 host_ports: false,
                 local_slots: true,
                 cluster: false,
+                rdma: false,
             },
             fail_create: Mutex::new(None),
             prepare_delay: Duration::ZERO,
@@ -127,6 +128,14 @@ impl MemoryRuntime {
                 s.exit_code = Some(code);
                 s.finished_at_ms = now_ms();
             });
+        }
+    }
+
+    /// Removes kernel `kernel_id`'s instance without telling anyone (as a `docker rm` while
+    /// the agent was down).
+    pub fn remove_quietly(&self, kernel_id: &str) {
+        if let Some(id) = self.instance_of(kernel_id) {
+            self.map().remove(&id);
         }
     }
 

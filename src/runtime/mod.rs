@@ -2,9 +2,10 @@
 //! ([`crate::kernel`]) and whatever carries a kernel out.
 //!
 //! The supervisor calls a runtime and never looks behind it: it asks what the runtime can do
-//! ([`Capabilities`]), lets it check the runtime-specific part of a spec, prepares (image
-//! fetch, with progress), creates, starts, stops with a grace period and destroys; it follows
-//! the runtime's [`RuntimeEvent`]s and asks for a [`Status`] when it resynchronises. What a
+//! ([`Capabilities`]), lets it check the runtime-specific part of a spec (its rules of single
+//! fields among the spec's own checks, [`Runtime::field_rules`]), prepares (image fetch,
+//! with progress), creates, starts, stops with a grace period and destroys; it follows the
+//! runtime's [`RuntimeEvent`]s and asks for a [`Status`] when it resynchronises. What a
 //! runtime needs to find its work again after a restart is an opaque, versioned [`Handle`]
 //! kept in the kernel's record. Operations a runtime cannot do answer
 //! [`RuntimeError::Unsupported`], which the caller sees as FAILED_PRECONDITION naming the
@@ -29,7 +30,7 @@ pub use types::*;
 
 use crate::config::ClusterConfig;
 use crate::kernel::record::Record;
-use crate::kernel::spec::{Spec, SpecError};
+use crate::kernel::spec::{FieldRules, NoFieldRules, Spec, SpecError};
 
 /// What a runtime can do beyond the lifecycle every runtime has (create, start, stop,
 /// destroy, status, events, listing, logs).
@@ -51,6 +52,8 @@ pub struct Capabilities {
     pub local_slots: bool,
     /// Cluster kernels: several instances (master and workers) run as one kernel.
     pub cluster: bool,
+    /// The host's RDMA (RoCE) devices passed through (the `*-roce` profiles).
+    pub rdma: bool,
 }
 
 /// One place where kernels run. Every method that touches the outside world is async and
@@ -67,6 +70,13 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Checks the runtime-specific part of a validated spec, naming the field it refuses.
     fn validate(&self, spec: &Spec, cfg: &ClusterConfig) -> Result<(), SpecError>;
+
+    /// What the runtime adds to the rules of single fields (Docker: its socket, network
+    /// modes, minimum memory), asked by spec validation at each field's place so that a
+    /// request's first problem stays the same whoever refuses it.
+    fn field_rules(&self) -> &dyn FieldRules {
+        &NoFieldRules
+    }
 
     /// Whether this agent can run kernels here now (a remote runtime needs its settings).
     fn enabled(&self, cfg: &ClusterConfig) -> bool {

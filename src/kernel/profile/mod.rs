@@ -49,7 +49,7 @@ pub fn check_support(spec: &Spec, rt: &dyn Runtime) -> Result<(), SpecError> {
         };
         return Err(refuse(field, "resources and results"));
     }
-    if p.rdma && rt.name() != crate::runtime::docker::NAME {
+    if p.rdma && !caps.rdma {
         return Err(refuse("profile", "RDMA devices"));
     }
     if spec

@@ -1,25 +1,10 @@
-//! Options as the spec writes them: text fields, environment maps, network names, restart
-//! policies, GPU requests and ulimits.
+//! Options as the spec writes them: text fields, environment maps, restart policies, GPU
+//! requests and ulimits.
 
 use std::collections::BTreeMap;
 
 use super::{GpuRequest, SpecError, Ulimit};
 use crate::config::schema;
-
-pub(super) fn docker_name(field: &str, v: &str) -> Result<(), SpecError> {
-    let ok = !v.is_empty()
-        && v.len() <= 128
-        && v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && v.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-    if !ok {
-        return Err(SpecError::invalid(
-            field,
-            format!("`{v}` is not a network name"),
-        ));
-    }
-    Ok(())
-}
 
 pub(super) fn restart_policy(v: &str) -> Result<(String, i64), SpecError> {
     let (name, n) = match v.split_once(':') {

@@ -1,10 +1,10 @@
 //! Paths a spec names: container paths, host paths (which must lie inside
-//! `container/stage_in_dirs` and never expose the Docker socket unless allowed), output
+//! `container/stage_in_dirs`, and pass the runtime's [`FieldRules::host_path`]), output
 //! files and the input file.
 
 use std::path::{Component, Path, PathBuf};
 
-use super::{SpecError, Template};
+use super::{FieldRules, SpecError, Template};
 use crate::config::cluster::KernelSettings;
 
 /// An absolute container path without `..`.
@@ -23,11 +23,13 @@ pub(crate) fn container_path(field: &str, p: &str) -> Result<(), SpecError> {
     Ok(())
 }
 
-/// A host path that must lie inside one of `container/stage_in_dirs`, symlinks resolved.
+/// A host path that must lie inside one of `container/stage_in_dirs`, symlinks resolved, and
+/// that the runtime's rules allow.
 pub(super) fn allowed_host_path(
     field: &str,
     p: &str,
     cfg: &KernelSettings,
+    rules: &dyn FieldRules,
 ) -> Result<PathBuf, SpecError> {
     container_path(field, p)?;
     let real =
@@ -45,28 +47,17 @@ pub(super) fn allowed_host_path(
             ),
         ));
     }
-    // The engine's socket gives root on the host: never through a stage-in dir by accident.
-    let socket = std::env::var("DOCKER_HOST")
-        .ok()
-        .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"));
-    let exposes_socket = [socket.as_path(), Path::new("/var/run/docker.sock")]
-        .iter()
-        .filter_map(|s| std::fs::canonicalize(s).ok())
-        .any(|s| s.starts_with(&real));
-    if exposes_socket && !cfg.allow_docker_socket {
-        return Err(SpecError::forbidden(
-            field,
-            format!(
-                "`{p}` would give the kernel the Docker socket; set config/security/allow_docker_socket = true to allow it"
-            ),
-        ));
-    }
+    rules.host_path(field, p, &real, cfg)?;
     Ok(real)
 }
 
 /// Output files: relative (inside the work dir, no `..`) or absolute in an allowed dir.
-pub(super) fn output_file(field: &str, p: &str, cfg: &KernelSettings) -> Result<(), SpecError> {
+pub(super) fn output_file(
+    field: &str,
+    p: &str,
+    cfg: &KernelSettings,
+    rules: &dyn FieldRules,
+) -> Result<(), SpecError> {
     if p.is_empty() {
         return Ok(());
     }
@@ -80,7 +71,7 @@ pub(super) fn output_file(field: &str, p: &str, cfg: &KernelSettings) -> Result<
     if path.is_absolute() {
         let dir = path.parent().unwrap_or(path);
         let dir = dir.to_str().unwrap_or_default();
-        allowed_host_path(field, dir, cfg)?;
+        allowed_host_path(field, dir, cfg, rules)?;
     }
     Ok(())
 }
@@ -89,7 +80,11 @@ pub(super) fn output_file(field: &str, p: &str, cfg: &KernelSettings) -> Result<
 /// `container/stage_in_dirs`, which must exist now. Relative: a file in the kernel's work
 /// dir, which is empty until the kernel exists — so only a held kernel can have it (upload
 /// it, then release); its presence is checked at release.
-pub(super) fn input_file(spec: &Template, cfg: &KernelSettings) -> Result<(), SpecError> {
+pub(super) fn input_file(
+    spec: &Template,
+    cfg: &KernelSettings,
+    rules: &dyn FieldRules,
+) -> Result<(), SpecError> {
     const FIELD: &str = "input_path";
     let p = spec.input_path.as_str();
     if p.is_empty() {
@@ -103,7 +98,7 @@ pub(super) fn input_file(spec: &Template, cfg: &KernelSettings) -> Result<(), Sp
         ));
     }
     if path.is_absolute() {
-        let real = allowed_host_path(FIELD, p, cfg)?;
+        let real = allowed_host_path(FIELD, p, cfg, rules)?;
         if !real.is_file() {
             return Err(SpecError::invalid(
                 FIELD,

@@ -1,6 +1,7 @@
 //! Unit tests of spec validation.
 use super::options::ulimits;
 use super::*;
+use crate::config::cluster::KernelSettings;
 
 fn spec() -> Template {
     Template {

@@ -6,6 +6,10 @@
 //!   policies, image GC;
 //! - [`events`]: the engine's events turned into what the supervisor observes;
 //! - [`adopt`]: the agent's containers found again after a restart;
+//! - [`cluster`]: cluster kernels — N containers on a network made for them, run as one
+//!   kernel (master and workers), their status read from all of them;
+//! - [`rules`]: Docker's rules of single spec fields (its socket, network modes, minimum
+//!   memory), asked by spec validation at each field's place;
 //! - [`local`], [`scratch`], [`cgroup`]: what a kernel has on this host — its home, process
 //!   data, output/input files, file transfers, and CPU/memory read from its cgroup.
 //!
@@ -21,6 +25,7 @@ pub mod events;
 pub mod images;
 pub mod local;
 pub mod pull;
+pub mod rules;
 pub mod scratch;
 
 use std::collections::HashMap;
@@ -279,12 +284,18 @@ impl Runtime for DockerRuntime {
             host_ports: true,
             local_slots: true,
             cluster: true,
+            rdma: true,
         }
     }
 
     fn validate(&self, _spec: &Spec, _cfg: &ClusterConfig) -> Result<(), SpecError> {
-        // The spec is the DRMAA2 template with Docker's extensions: all of it applies here.
+        // The spec is the DRMAA2 template with Docker's extensions: all of it applies here;
+        // Docker's own limits on single fields are its field rules, checked in field order.
         Ok(())
+    }
+
+    fn field_rules(&self) -> &dyn crate::kernel::spec::FieldRules {
+        &rules::DockerRules
     }
 
     /// A cluster kernel's instances: `instance/<i>` → `<hostname> <container id>`.

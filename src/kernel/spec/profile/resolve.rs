@@ -1,217 +1,20 @@
-//! Qarnot's Docker profiles: a named profile and a set of constants become an ordinary
-//! [`Template`] (image, command, user, hostname, working dir, env, network, GPUs) plus the
-//! few things a plain kernel does not have ([`ProfileRun`]: progress regexes, shutdown
-//! command, resources and results, SSH key, registry login). This is the one place where
-//! constants are read; the rest of the supervisor and the runtimes see a resolved spec.
-//!
-//! Built-in profiles have Qarnot's names and meaning ([`BUILTIN`]); operators define more
-//! under `config/profiles/<name>/…` ([`crate::config::profiles`]). The cluster profiles
-//! (`docker-cluster*`, [`CLUSTER`]) run `instances` containers as one kernel: instance 0,
-//! the master, runs `DOCKER_CMD_MASTER`; the workers run `DOCKER_CMD_WORKER`.
+//! Resolving a profile kernel's template: its profile and constants become ordinary
+//! template fields (image, command, user, hostname, working dir, network, GPUs, env) and a
+//! [`ProfileRun`] with what a plain kernel does not have. The order of the checks here is
+//! the order in which a request's problems are reported.
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
-use super::constants::{self, check_name, holds_secret, substitute};
-use super::paths::{allowed_host_path, container_path};
-use super::{SpecError, Template};
-use crate::config::profiles::{ProfileDef, S3Settings};
+use super::checks::{
+    command_line, progress_regex, resources, results_path, s3_location, s3_settings,
+};
+use super::{
+    find, has_rdma, Network, Profile, ProfileRun, RegistryLogin, CLUSTER, MAX_INSTANCES, RDMA_DIR,
+};
 use crate::config::ClusterConfig;
-
-/// The network a profile gives its kernels.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Network {
-    /// No interface but loopback (`network_mode: none`).
-    None,
-    /// The cluster's `docker/network`, else Docker's bridge.
-    Default,
-    /// A Docker network by name.
-    Named(String),
-}
-
-/// A profile: what its kernels get.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Profile {
-    pub name: String,
-    pub network: Network,
-    /// `ssh -p PORT work@AGENT` with the `DOCKER_SSH` key.
-    pub ssh: bool,
-    /// At least one GPU (1 unless the kernel asks for more).
-    pub gpus: bool,
-    /// RDMA (RoCE) devices of the host passed through.
-    pub rdma: bool,
-    /// Defaults under the kernel's own constants.
-    pub constants: BTreeMap<String, String>,
-    /// A cluster profile: master and workers on a private network.
-    pub cluster: bool,
-}
-
-/// Built-in profiles: name, network, ssh, gpus, rdma. Add a row for a new one.
-pub const BUILTIN: &[(&str, bool, bool, bool, bool)] = &[
-    ("docker-batch", false, false, false, false),
-    ("docker-network", true, false, false, false),
-    ("docker-network-ssh", true, true, false, false),
-    ("docker-nvidia-batch", false, false, true, false),
-    ("docker-nvidia-network", true, false, true, false),
-    ("docker-network-roce", true, false, false, true),
-    ("docker-nvidia-network-roce", true, false, true, true),
-];
-
-/// Built-in cluster profiles: name, reaches outside its private network, ssh.
-pub const CLUSTER: &[(&str, bool, bool)] = &[
-    ("docker-cluster", false, false),
-    ("docker-cluster-ssh", false, true),
-    ("docker-cluster-network", true, false),
-    ("docker-cluster-network-ssh", true, true),
-];
-
-/// Most instances of one cluster kernel.
-pub const MAX_INSTANCES: u32 = 64;
-
-/// Where RDMA devices appear on a host that has them.
-pub const RDMA_DIR: &str = "/dev/infiniband";
-
-/// The built-in profile `name`.
-pub fn builtin(name: &str) -> Option<Profile> {
-    if let Some(&(n, outside, ssh)) = CLUSTER.iter().find(|(n, ..)| *n == name) {
-        return Some(Profile {
-            name: n.into(),
-            network: if outside {
-                Network::Default
-            } else {
-                Network::None
-            },
-            ssh,
-            gpus: false,
-            rdma: false,
-            constants: BTreeMap::new(),
-            cluster: true,
-        });
-    }
-    BUILTIN
-        .iter()
-        .find(|(n, ..)| *n == name)
-        .map(|&(n, network, ssh, gpus, rdma)| Profile {
-            name: n.into(),
-            network: if network {
-                Network::Default
-            } else {
-                Network::None
-            },
-            ssh,
-            gpus,
-            rdma,
-            constants: BTreeMap::new(),
-            cluster: false,
-        })
-}
-
-impl From<&ProfileDef> for Profile {
-    fn from(d: &ProfileDef) -> Self {
-        Self {
-            name: d.name.clone(),
-            network: match d.network.as_str() {
-                "none" => Network::None,
-                "" | "default" => Network::Default,
-                n => Network::Named(n.to_string()),
-            },
-            ssh: d.ssh,
-            gpus: d.gpus,
-            rdma: false,
-            constants: d.constants.clone(),
-            cluster: false,
-        }
-    }
-}
-
-/// The profile `name`: built in, or defined by the operators.
-pub fn find(name: &str, cfg: &ClusterConfig) -> Result<Profile, SpecError> {
-    if let Some(p) = builtin(name) {
-        return Ok(p);
-    }
-    if let Some(d) = cfg.profiles.iter().find(|d| d.name == name) {
-        return Ok(d.into());
-    }
-    let mut known: Vec<String> = BUILTIN.iter().map(|(n, ..)| n.to_string()).collect();
-    known.extend(CLUSTER.iter().map(|(n, ..)| n.to_string()));
-    known.extend(cfg.profiles.iter().map(|d| d.name.clone()));
-    Err(SpecError::invalid(
-        "profile",
-        format!(
-            "`{name}` is not a profile here; known: {}",
-            known.join(", ")
-        ),
-    ))
-}
-
-/// Registry credentials of one kernel (`DOCKER_REGISTRY_LOGIN`/`_PASSWORD`); the password
-/// never leaves through `Debug`.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RegistryLogin {
-    pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for RegistryLogin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegistryLogin")
-            .field("username", &self.username)
-            .field("password", &"***")
-            .finish()
-    }
-}
-
-/// An S3 location: `s3://bucket/prefix`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct S3Location {
-    pub bucket: String,
-    /// Without leading or trailing `/`; may be empty.
-    pub prefix: String,
-}
-
-impl std::fmt::Display for S3Location {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "s3://{}/{}", self.bucket, self.prefix)
-    }
-}
-
-/// Where resources come from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Source {
-    S3(S3Location),
-    /// A host dir inside `container/stage_in_dirs` (resolved), copied in.
-    Dir(std::path::PathBuf),
-}
-
-/// What a profile kernel has beyond an ordinary spec.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(default)]
-pub struct ProfileRun {
-    pub name: String,
-    /// `DOCKER_PROGRESS1..3`, checked to compile with a capture group.
-    pub progress: Vec<String>,
-    /// `DOCKER_SHUTDOWN_CMD`; `/bin/true` by default.
-    pub shutdown_command: String,
-    /// Whether the shutdown command was given (a runtime without exec refuses only then).
-    pub shutdown_given: bool,
-    /// `RESOURCES_PATH`.
-    pub resources_path: String,
-    pub resources: Option<Source>,
-    pub results: Option<S3Location>,
-    /// The container dir uploaded as results (`RESOURCES_PATH` unless given).
-    pub results_path: String,
-    /// `DOCKER_SSH`: the one public key allowed in (OpenSSH format).
-    pub ssh_key: String,
-    pub registry: Option<RegistryLogin>,
-    /// RDMA devices passed through.
-    pub rdma: bool,
-    /// `QARNOT_DISABLE_CPU_BOOST`.
-    pub no_cpu_boost: bool,
-    /// A cluster profile's instances.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cluster: Option<super::Cluster>,
-}
+use crate::kernel::spec::constants::{self, check_name, holds_secret, substitute};
+use crate::kernel::spec::paths::container_path;
+use crate::kernel::spec::{Cluster, FieldRules, SpecError, Template};
 
 /// Longest value of one constant.
 const MAX_CONSTANT: usize = 64 * 1024;
@@ -222,6 +25,7 @@ const MAX_CONSTANT: usize = 64 * 1024;
 pub fn resolve(
     t: &Template,
     cfg: &ClusterConfig,
+    rules: &dyn FieldRules,
 ) -> Result<(Template, Option<ProfileRun>), SpecError> {
     if t.instances > 0 && !t.profile.starts_with("docker-cluster") {
         return Err(SpecError::invalid(
@@ -452,7 +256,7 @@ pub fn resolve(
             ),
         ));
     }
-    run.resources = resources(&t.resources, cfg)?;
+    run.resources = resources(&t.resources, cfg, rules)?;
     if !t.results.is_empty() {
         let loc = s3_location("results", &t.results)?;
         s3_settings("results", cfg)?;
@@ -469,7 +273,7 @@ fn cluster(
     profile: &Profile,
     c: &BTreeMap<String, String>,
     command: &mut Vec<String>,
-) -> Result<Option<super::Cluster>, SpecError> {
+) -> Result<Option<Cluster>, SpecError> {
     let get = |k: &str| c.get(k).map(|v| v.trim()).unwrap_or("");
     if !profile.cluster {
         for k in ["DOCKER_CMD_MASTER", "DOCKER_CMD_WORKER"] {
@@ -504,18 +308,11 @@ fn cluster(
         }
         *command = master;
     }
-    Ok(Some(super::Cluster {
+    Ok(Some(Cluster {
         instances: t.instances,
         worker_command: command_line("constants[DOCKER_CMD_WORKER]", get("DOCKER_CMD_WORKER"))?,
         outside: profile.network != Network::None,
     }))
-}
-
-/// Whether this host has RDMA devices.
-pub fn has_rdma() -> bool {
-    std::fs::read_dir(RDMA_DIR)
-        .map(|d| d.flatten().next().is_some())
-        .unwrap_or(false)
 }
 
 /// `DOCKER_SRV/DOCKER_REPO:DOCKER_TAG`, checked as an image reference naming the constants.
@@ -535,7 +332,7 @@ fn image(srv: &str, repo: &str, tag: &str) -> Result<String, SpecError> {
     } else {
         format!("{srv}/{repo}:{tag}")
     };
-    super::image_reference(&image).map_err(|e| {
+    crate::kernel::spec::image_reference(&image).map_err(|e| {
         SpecError::invalid(
             "constants[DOCKER_SRV/DOCKER_REPO/DOCKER_TAG]",
             format!(
@@ -545,16 +342,6 @@ fn image(srv: &str, repo: &str, tag: &str) -> Result<String, SpecError> {
         )
     })?;
     Ok(image)
-}
-
-/// A command line split as a POSIX shell would (quotes, backslashes); empty: none.
-pub fn command_line(field: &str, line: &str) -> Result<Vec<String>, SpecError> {
-    if line.trim().is_empty() {
-        return Ok(Vec::new());
-    }
-    shlex::split(line).ok_or_else(|| {
-        SpecError::invalid(field, "unbalanced quotes: write it as a shell command line")
-    })
 }
 
 /// A field the template and a constant can both set: one of them.
@@ -567,91 +354,4 @@ fn once(field: &str, given: &str, constant: &str, value: &str) -> Result<String,
         (true, _) => Ok(value.to_string()),
         (false, true) => Ok(given.to_string()),
     }
-}
-
-/// Checks a progress regex: it compiles (size-bounded) and has a capture group.
-pub fn progress_regex(name: &str, re: &str) -> Result<regex::Regex, SpecError> {
-    let field = format!("constants[{name}]");
-    let compiled = regex::RegexBuilder::new(re)
-        .size_limit(1 << 20)
-        .build()
-        .map_err(|e| SpecError::invalid(&field, format!("not a regular expression: {e}")))?;
-    if compiled.captures_len() < 2 {
-        return Err(SpecError::invalid(
-            field,
-            "has no capture group: put the progress number in ( ), like `step (\\d+)/100`",
-        ));
-    }
-    Ok(compiled)
-}
-
-/// `s3://bucket/prefix`, naming `field` when it is not one.
-fn s3_location(field: &str, v: &str) -> Result<S3Location, SpecError> {
-    let rest = v
-        .strip_prefix("s3://")
-        .ok_or_else(|| SpecError::invalid(field, format!("`{v}` is not `s3://bucket/prefix`")))?;
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    let ok_bucket = (3..=63).contains(&bucket.len())
-        && bucket
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
-    if !ok_bucket || prefix.contains("..") || prefix.chars().any(char::is_control) {
-        return Err(SpecError::invalid(
-            field,
-            format!("`{v}` is not `s3://bucket/prefix` (a bucket is 3-63 of a-z 0-9 - .)"),
-        ));
-    }
-    Ok(S3Location {
-        bucket: bucket.into(),
-        prefix: prefix.trim_matches('/').into(),
-    })
-}
-
-/// The S3 settings, or FAILED_PRECONDITION naming the missing one.
-pub fn s3_settings<'a>(field: &str, cfg: &'a ClusterConfig) -> Result<&'a S3Settings, SpecError> {
-    cfg.storage.as_ref().ok_or_else(|| {
-        SpecError::forbidden(
-            field,
-            "S3 is not set up on this agent: set config/storage/s3/access_key and secret_key (and endpoint for a non-AWS server)",
-        )
-    })
-}
-
-fn resources(v: &str, cfg: &ClusterConfig) -> Result<Option<Source>, SpecError> {
-    if v.is_empty() {
-        return Ok(None);
-    }
-    if v.starts_with("s3://") {
-        let loc = s3_location("resources", v)?;
-        s3_settings("resources", cfg)?;
-        return Ok(Some(Source::S3(loc)));
-    }
-    let dir = allowed_host_path("resources", v, &cfg.kernel)?;
-    if !dir.is_dir() {
-        return Err(SpecError::invalid(
-            "resources",
-            format!("`{v}` is not a directory (give a host dir or s3://bucket/prefix)"),
-        ));
-    }
-    Ok(Some(Source::Dir(dir)))
-}
-
-/// The results dir: `RESOURCES_PATH` or a dir under it or under the kernel's home.
-fn results_path(v: &str, resources_path: &str) -> Result<String, SpecError> {
-    if v.is_empty() {
-        return Ok(resources_path.to_string());
-    }
-    container_path("results_path", v)?;
-    let p = v.trim_end_matches('/');
-    let inside = |base: &str| p == base || p.starts_with(&format!("{base}/"));
-    if !inside(resources_path) && !inside(super::WORK_DIR) {
-        return Err(SpecError::invalid(
-            "results_path",
-            format!(
-                "`{v}` is neither under RESOURCES_PATH ({resources_path}) nor under {}",
-                super::WORK_DIR
-            ),
-        ));
-    }
-    Ok(p.to_string())
 }
