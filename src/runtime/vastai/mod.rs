@@ -12,7 +12,9 @@
 //!
 //! Instances are labelled `deckhand:<namespace>:<agent>:<kernel>:<token>`, so after a
 //! restart the agent finds its own again; one no record knows is destroyed (a leaked
-//! instance costs money). The handle keeps the instance and offer ids, the GPU, the price
+//! instance costs money), at start-up and, once recovery is done, by the poll loop: there an
+//! instance is a leak when no live kernel's handle names it and no rental in progress
+//! carries its token. The handle keeps the instance and offer ids, the GPU, the price
 //! and the token. Suspend, resume, signal, exec and files are not supported.
 
 pub mod api;
@@ -20,11 +22,12 @@ pub mod logs;
 pub mod provision;
 pub mod watch;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use backon::{ConstantBuilder, Retryable};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{broadcast, watch as tokio_watch};
@@ -79,9 +82,28 @@ pub struct VastRuntime {
     events: broadcast::Sender<RuntimeEvent>,
     /// Instance id → what is known of it.
     seen: Arc<Mutex<HashMap<u64, Seen>>>,
+    /// Rentals in progress, by the token of their label → the $/h reserved for the offer
+    /// being ordered (0 between orders). An instance of theirs is no leak yet.
+    renting: Arc<Mutex<HashMap<String, f64>>>,
     /// `<scratch root>/.deckhand/vastai-logs/`: the final output of each ended kernel, for
     /// `logs` when no S3 shipping is configured.
     logs_dir: std::path::PathBuf,
+}
+
+/// A rental in progress ([`VastRuntime::start_renting`]); dropping it ends it, its
+/// reservation included, also when the provisioning future is dropped.
+struct Renting {
+    map: Arc<Mutex<HashMap<String, f64>>>,
+    token: String,
+}
+
+impl Drop for Renting {
+    fn drop(&mut self) {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.token);
+    }
 }
 
 /// `deckhand:<namespace>:<agent>:<kernel>:<token>`.
@@ -139,6 +161,7 @@ impl VastRuntime {
             key_state: Arc::new(Mutex::new(KeyState::Unknown)),
             events: broadcast::channel(1024).0,
             seen: Arc::new(Mutex::new(HashMap::new())),
+            renting: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -250,29 +273,85 @@ impl VastRuntime {
         }
     }
 
-    /// Dollars per hour of the instances this agent holds, but kernel `except`'s.
-    fn committed_dph(&self, except: &str) -> f64 {
-        self.seen()
-            .values()
-            .filter(|s| s.ended.is_none() && !s.destroyed && s.kernel_id != except)
-            .map(|s| s.dph)
-            .sum()
+    fn renting(&self) -> MutexGuard<'_, HashMap<String, f64>> {
+        self.renting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Destroys an instance and confirms it is gone.
+    /// Dollars per hour of the instances this agent holds and of the offers being rented
+    /// now.
+    fn committed_dph(&self) -> f64 {
+        // Lock order: `renting`, then `seen`.
+        let renting = self.renting();
+        Self::committed(&renting, &self.seen())
+    }
+
+    fn committed(renting: &HashMap<String, f64>, seen: &HashMap<u64, Seen>) -> f64 {
+        let held: f64 = seen
+            .values()
+            .filter(|s| s.ended.is_none() && !s.destroyed)
+            .map(|s| s.dph)
+            .sum();
+        held + renting.values().sum::<f64>()
+    }
+
+    /// A rental starting for the kernel whose label carries `token`: its instances are not
+    /// leaks while the guard lives (their handle is not recorded yet).
+    fn start_renting(&self, token: &str) -> Renting {
+        self.renting().insert(token.to_string(), 0.0);
+        Renting {
+            map: self.renting.clone(),
+            token: token.to_string(),
+        }
+    }
+
+    /// Reserves `dph` in the committed total for the rental of `token`, unless that would
+    /// pass `max_dph_total` (RESOURCE_EXHAUSTED naming it). Checked and reserved at once, so
+    /// two kernels ordered together cannot both pass the budget.
+    fn reserve(&self, token: &str, dph: f64, max_total: Option<f64>) -> Result<(), RuntimeError> {
+        let mut renting = self.renting();
+        renting.insert(token.to_string(), 0.0);
+        let committed = Self::committed(&renting, &self.seen());
+        if let Some(total) = max_total {
+            if committed + dph > total + 1e-9 {
+                return Err(RuntimeError::Exhausted(format!(
+                    "vast_api/max_dph_total: ${committed:.3}/h of ${total:.3}/h is in use or being rented; the next offer costs ${dph:.3}/h"
+                )));
+            }
+        }
+        renting.insert(token.to_string(), dph);
+        Ok(())
+    }
+
+    /// The reservation of `token`'s rental ends: the instance is tracked (counted as held)
+    /// or the rental failed.
+    fn unreserve(&self, token: &str) {
+        if let Some(dph) = self.renting().get_mut(token) {
+            *dph = 0.0;
+        }
+    }
+
+    /// The tokens of rentals in progress.
+    fn renting_tokens(&self) -> BTreeSet<String> {
+        self.renting().keys().cloned().collect()
+    }
+
+    /// Destroys an instance and confirms it is gone (asked again every 0.5 s, 10 times).
     async fn destroy_instance(&self, api: &Api, instance: u64) -> Result<(), ApiError> {
         // Marked first: a listing from now on that misses it is no news.
         self.forget(instance);
         api.destroy(instance).await?;
-        for _ in 0..10 {
-            if api.instance(instance).await?.is_none() {
-                return Ok(());
+        let confirm = ConstantBuilder::new()
+            .with_delay(Duration::from_millis(500))
+            .with_max_times(10);
+        (|| async {
+            match api.instance(instance).await? {
+                None => Ok(()),
+                Some(_) => Err(ApiError::NotGone(instance)),
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        Err(ApiError::Unreadable(format!(
-            "instance {instance} is still listed after it was destroyed"
-        )))
+        })
+        .retry(confirm)
+        .when(|e| matches!(e, ApiError::NotGone(_)))
+        .await
     }
 
     /// Keeps the final output of a kernel whose instance is about to go (shipped too, when
@@ -560,7 +639,12 @@ impl Runtime for VastRuntime {
                 started_at_ms: row.start_date.map(|s| (s * 1000.0) as i64).unwrap_or(1),
                 ..Status::default()
             },
-            Some("exited" | "stopped") => self.finish(&api, &cfg, &kernel, &row, &token).await,
+            // Not concluded (its output not read yet): nothing is known to change; the
+            // next look tries again.
+            Some("exited" | "stopped") => self
+                .finish(&api, &cfg, &kernel, &row, &token)
+                .await
+                .map_err(api_error)?,
             _ => Status {
                 exists: true,
                 ..Status::default()
