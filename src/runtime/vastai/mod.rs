@@ -528,7 +528,7 @@ impl Runtime for VastRuntime {
             ("offer_id".into(), offer.to_string()),
             ("gpu".into(), gpu),
             ("dph".into(), format!("{dph:.3}")),
-            ("cost_so_far".into(), format!("{:.4}", dph * hours)),
+            ("cost_so_far".into(), format!("{:.6}", dph * hours)),
         ])
     }
 
@@ -742,5 +742,39 @@ impl Runtime for VastRuntime {
 
     fn background(self: Arc<Self>, ctx: Background) -> Option<BoxFuture<'static, ()>> {
         Some(self.watch(ctx).boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_rentals_together_cannot_pass_max_dph_total() {
+        let (_tx, rx) = tokio_watch::channel(Arc::new(ClusterConfig::default()));
+        let dir = tempfile::tempdir().unwrap();
+        let rt = VastRuntime::new(rx, "ns", "a1", dir.path());
+        let first = rt.start_renting("tok1");
+        let second = rt.start_renting("tok2");
+        rt.reserve("tok1", 2.0, Some(3.0)).unwrap();
+        // The first order is not answered yet: its price already counts.
+        let err = rt.reserve("tok2", 2.0, Some(3.0)).unwrap_err();
+        assert!(
+            matches!(&err, RuntimeError::Exhausted(m) if m.contains("vast_api/max_dph_total")),
+            "{err}"
+        );
+        // Rented: counted as held, no longer as reserved.
+        rt.track(7, "k1", 2.0);
+        rt.unreserve("tok1");
+        assert!((rt.committed_dph() - 2.0).abs() < 1e-9);
+        assert_eq!(
+            rt.renting_tokens(),
+            BTreeSet::from(["tok1".to_string(), "tok2".to_string()])
+        );
+        // The rental that failed frees its reservation when it ends.
+        drop(second);
+        drop(first);
+        assert!(rt.renting_tokens().is_empty());
+        rt.reserve("tok3", 1.0, Some(3.0)).unwrap();
     }
 }
