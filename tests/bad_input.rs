@@ -179,6 +179,19 @@ async fn malformed_requests_are_refused_naming_the_field_and_change_nothing() {
     k.wait_state(&running, "RUNNING", T).await;
     k.wait_state(&held, "HELD", T).await;
     let before = snapshot(&k, &mut agent).await;
+    // The host port the agent chose for the running kernel: asking for it again is refused.
+    let held_port = agent
+        .get_kernel(deckhand::rpc::pb::KernelRef {
+            kernel_id: running.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ports
+        .first()
+        .map(|p| p.host_port)
+        .expect("the running kernel's host port");
+    let held_port_said = format!("ports[0].host_port: {held_port}/tcp is in use");
 
     let big = "x".repeat(200 * 1024);
     let cases: Vec<(&str, Op, Code, &str)> = vec![
@@ -415,6 +428,63 @@ async fn malformed_requests_are_refused_naming_the_field_and_change_nothing() {
             }),
             Code::InvalidArgument,
             "ports[0].container_port",
+        ),
+        (
+            "host port outside container/port_range",
+            spec(|s| {
+                s.ports = vec![PortSpec {
+                    container_port: 80,
+                    protocol: "tcp".into(),
+                    host_port: 8080,
+                    ..Default::default()
+                }]
+            }),
+            Code::InvalidArgument,
+            "ports[0].host_port: 8080 is outside config/container/port_range",
+        ),
+        (
+            "host port another kernel holds",
+            spec(|s| {
+                s.ports = vec![PortSpec {
+                    container_port: 80,
+                    protocol: "tcp".into(),
+                    host_port: held_port,
+                    ..Default::default()
+                }]
+            }),
+            Code::ResourceExhausted,
+            &held_port_said,
+        ),
+        (
+            "host address not of this host",
+            spec(|s| {
+                s.ports = vec![PortSpec {
+                    container_port: 80,
+                    protocol: "tcp".into(),
+                    host_ip: "192.0.2.7".into(),
+                    ..Default::default()
+                }]
+            }),
+            Code::InvalidArgument,
+            "ports[0].host_ip: 192.0.2.7 is not an address of this host",
+        ),
+        (
+            "missing input file",
+            spec(|s| s.input_path = "/var/run/deckhand-no-such-input.txt".into()),
+            Code::InvalidArgument,
+            "input_path: `/var/run/deckhand-no-such-input.txt`: No such file",
+        ),
+        (
+            "input file outside stage_in_dirs",
+            spec(|s| s.input_path = "/etc/hostname".into()),
+            Code::FailedPrecondition,
+            "input_path: `/etc/hostname` is outside the allowed directories; list its directory in config/container/stage_in_dirs",
+        ),
+        (
+            "relative input file on a kernel that is not held",
+            spec(|s| s.input_path = "in.txt".into()),
+            Code::InvalidArgument,
+            "input_path: `in.txt` is relative to the kernel's work dir",
         ),
         (
             "unknown protocol",

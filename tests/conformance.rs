@@ -171,6 +171,106 @@ async fn a_container_docker_restarts_reads_queued_between_runs_and_keeps_its_slo
     .await;
 }
 
+/// The CPU the agent itself says is allocated (`GetInfo`, what its heartbeats carry).
+async fn agent_allocated_cpu(k: &KernelCluster) -> Option<f64> {
+    let addr = format!("http://127.0.0.1:{}", k.agent.port);
+    let info = deckhand::rpc::pb::agent_service_client::AgentServiceClient::connect(addr)
+        .await
+        .ok()?
+        .get_info(deckhand::rpc::pb::GetInfoRequest {})
+        .await
+        .ok()?
+        .into_inner();
+    Some(info.slots?.allocated?.cpu)
+}
+
+fn restart_count(info: &serde_json::Value) -> u64 {
+    info["restart_count"].as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarting_kernel_keeps_its_state_count_and_slots_across_an_agent_restart() {
+    let mut k = KernelCluster::start("restartrecover").await;
+    let id = k.run_detached(&[
+        "--restart",
+        "always",
+        "--cpus",
+        "0.5",
+        TEST_IMAGE,
+        "sh",
+        "-c",
+        "sleep 1; exit 3",
+    ]);
+    let name = container_of(&k, &id);
+    let before = wait_for(Duration::from_secs(60), "two restarts", || async {
+        let info = k.inspect(&id);
+        (restart_count(&info) >= 2).then_some(info)
+    })
+    .await;
+    assert_eq!(agent_allocated_cpu(&k).await, Some(0.5));
+
+    // kill -9 while Docker keeps restarting it, then start the agent again on its root.
+    k.agent.kill9();
+    k.agent = k.c.agent_on("a1", k.scratch());
+    let addr = format!("127.0.0.1:{}", k.agent.port);
+    wait_for(T, "the restarted agent a1 ALIVE", || async {
+        let n = k.c.node("a1")?;
+        (n["state"] == "ALIVE" && n["address"].as_str()?.ends_with(&addr)).then_some(())
+    })
+    .await;
+
+    // Recovered: still restarting or running, never ended, the count not dropped, and its
+    // slots still held by the agent and in what the manager shows.
+    let info = k.inspect(&id);
+    assert!(
+        ["RESTARTING", "RUNNING"].contains(&info["state"].as_str().unwrap_or_default()),
+        "{info}"
+    );
+    assert!(
+        ["QUEUED", "RUNNING"].contains(&info["drmaa2_state"].as_str().unwrap_or_default()),
+        "{info}"
+    );
+    assert!(
+        restart_count(&info) >= restart_count(&before),
+        "{before} then {info}"
+    );
+    assert_eq!(agent_allocated_cpu(&k).await, Some(0.5));
+    wait_for(T, "the manager sees 0.5 CPU allocated", || async {
+        (k.c.node("a1")?["slots"]["allocated"]["cpu"] == 0.5).then_some(())
+    })
+    .await;
+
+    // The recovered agent keeps following Docker's restarts: RESTARTING/QUEUED while Docker
+    // says restarting, the count rising past what it was before the kill.
+    let seen = wait_for(
+        Duration::from_secs(60),
+        "RESTARTING after recovery",
+        || async {
+            let docker = docker_inspect(&name, "{{.State.Restarting}} {{.RestartCount}}");
+            // As above: give the agent's event handling a moment to see what Docker says.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let info = k.inspect(&id);
+            let again = docker_inspect(&name, "{{.State.Restarting}} {{.RestartCount}}");
+            (docker == again
+                && docker.starts_with("true")
+                && restart_count(&info) > restart_count(&before))
+            .then_some((docker, info))
+        },
+    )
+    .await;
+    let (docker, info) = seen;
+    assert_eq!(info["state"], "RESTARTING", "{docker}: {info}");
+    assert_eq!(info["drmaa2_state"], "QUEUED", "{info}");
+    assert_eq!(
+        info["restart_count"].to_string(),
+        docker.split(' ').nth(1).unwrap_or_default(),
+        "{info}"
+    );
+    assert_eq!(agent_allocated_cpu(&k).await, Some(0.5));
+    let node = k.c.node("a1").expect("node a1");
+    assert_eq!(node["slots"]["allocated"]["cpu"], 0.5, "{node}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_policy_that_gives_up_ends_the_kernel_failed_with_the_last_exit_code() {
     let k = KernelCluster::start("giveup").await;

@@ -191,6 +191,76 @@ async fn prometheus_scrapes_the_agent_and_the_manager_and_promtool_accepts_both(
         "{forwarded:?}"
     );
 
+    // The agent's heartbeats, event queue, host and reserve.
+    let beat = samples(&agent, "deckhand_heartbeat_duration_seconds_count");
+    assert!(beat.len() == 1 && beat[0].1 >= 1.0, "{beat:?}");
+    assert_eq!(
+        samples(&agent, "deckhand_events_queued").len(),
+        1,
+        "{agent}"
+    );
+    assert_eq!(
+        samples(&agent, "deckhand_events_dropped_total"),
+        [(String::new(), 0.0)]
+    );
+    for name in [
+        "deckhand_host_memory_total_bytes",
+        "deckhand_host_scratch_disk_free_bytes",
+    ] {
+        let v = samples(&agent, name);
+        assert!(v.len() == 1 && v[0].1 > 0.0, "{name}: {v:?}");
+    }
+    // Whole-host CPU usage between two heartbeats: a ratio, above 0 on a host running a
+    // manager, an agent, Docker and this test.
+    wait_for(
+        Duration::from_secs(10),
+        "host CPU usage above 0",
+        || async {
+            let text = observe::get(&o.agent_metrics, "/metrics").await?;
+            let v = samples(&text, "deckhand_host_cpu_usage_ratio");
+            (v.len() == 1 && v[0].1 > 0.0 && v[0].1 <= 1.0).then_some(())
+        },
+    )
+    .await;
+    for kind in ["cpu", "memory", "gpu"] {
+        let reserved = format!(r#"kind="{kind}",state="reserved""#);
+        assert!(
+            allocated.iter().any(|(l, v)| *l == reserved && *v >= 0.0),
+            "no {reserved}: {allocated:?}"
+        );
+    }
+
+    // The manager's side of the heartbeats: counted, and the agent's last one is recent
+    // (its interval is 500 ms).
+    assert!(samples(&manager, "deckhand_manager_heartbeats_received_total")[0].1 >= 1.0);
+    let age = samples(&manager, "deckhand_manager_heartbeat_age_seconds");
+    assert!(
+        age.len() == 1 && age[0].0 == r#"agent_id="a1""# && age[0].1 < 5.0,
+        "{age:?}"
+    );
+    // A run that cannot be placed is counted by its reason; nothing was placed for it.
+    let out =
+        o.c.cli(&["run", "-d", "--agent", "nosuch", TEST_IMAGE, "true"]);
+    assert!(
+        !out.status.success(),
+        "placed on an agent that does not exist"
+    );
+    let manager = wait_sample(
+        &o.manager_metrics,
+        "deckhand_manager_placement_refusals_total",
+        r#"reason="unknown_agent""#,
+        1.0,
+    )
+    .await;
+    assert_eq!(
+        samples(&manager, "deckhand_manager_placement_refusals_total"),
+        [(r#"reason="unknown_agent""#.to_string(), 1.0)]
+    );
+    assert_eq!(
+        samples(&manager, "deckhand_manager_placements_total"),
+        [(String::new(), 1.0)]
+    );
+
     // A real Prometheus scrapes both and answers queries over them.
     let prom = Prometheus::start(&[
         ("deckhand-agent", &o.agent_metrics),
@@ -239,6 +309,36 @@ async fn prometheus_scrapes_the_agent_and_the_manager_and_promtool_accepts_both(
     assert!(prom
         .log()
         .contains("Server is ready to receive web requests"));
+
+    // The manager frozen (SIGSTOP) for a few of the agent's heartbeats: each one that got
+    // no answer is counted as failed; after SIGCONT they are accepted again.
+    let text = observe::get(&o.agent_metrics, "/metrics").await.unwrap();
+    let failed = samples(&text, "deckhand_heartbeats_failed_total")[0].1;
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &o.manager.pid().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} of the manager");
+    };
+    signal("-STOP");
+    let frozen = wait_for(Duration::from_secs(20), "a failed heartbeat", || async {
+        let text = observe::get(&o.agent_metrics, "/metrics").await?;
+        let v = samples(&text, "deckhand_heartbeats_failed_total");
+        (v.len() == 1 && v[0].1 >= failed + 1.0).then_some(text)
+    })
+    .await;
+    signal("-CONT");
+    let sent = samples(&frozen, "deckhand_heartbeats_sent_total")[0].1;
+    wait_for(
+        Duration::from_secs(20),
+        "heartbeats accepted again",
+        || async {
+            let text = observe::get(&o.agent_metrics, "/metrics").await?;
+            (samples(&text, "deckhand_heartbeats_sent_total")[0].1 > sent).then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -420,6 +520,69 @@ async fn the_status_page_shows_the_agents_and_a_running_kernel_in_chromium() {
     assert!(kernels.contains(TEST_IMAGE), "{kernels}");
     assert!(section(&dom, "events").contains(&id));
 
+    // The cells themselves. The agent: its free slots as the manager has them (two fake
+    // GPUs, none taken; a quarter CPU taken by the sleeper).
+    let node = o.c.node("a1").expect("node a1");
+    let total_cpu = node["slots"]["total"]["cpu"].as_f64().unwrap();
+    let reserved_cpu = node["slots"]["reserved"]["cpu"].as_f64().unwrap();
+    let a1 = row(agents, ">a1<");
+    let [_, _, _, last_heartbeat, free_cpu, free_memory, free_gpus, _] = &a1[..] else {
+        panic!("agents row: {a1:?}")
+    };
+    assert_eq!(
+        free_cpu,
+        &format!("{} of {}", total_cpu - reserved_cpu - 0.25, total_cpu),
+        "{a1:?}"
+    );
+    assert!(
+        free_memory.contains(" of ") && free_memory.ends_with("iB"),
+        "{a1:?}"
+    );
+    assert_eq!(free_gpus, "2 of 2", "{a1:?}");
+    assert_ne!(last_heartbeat, "—", "{a1:?}");
+    // The kernels: the sleeper's agent and age, and a profile kernel's progress from its
+    // output.
+    let k = row(kernels, &id);
+    let [_, _, state, _, agent, image, age] = &k[..] else {
+        panic!("kernels row: {k:?}")
+    };
+    assert_eq!(
+        (state.as_str(), agent.as_str(), image.as_str()),
+        ("RUNNING", "a1", TEST_IMAGE),
+        "{k:?}"
+    );
+    assert!(!age.is_empty() && age != "—", "{k:?}");
+    let profiled =
+        o.c.cli_ok(&[
+            "run",
+            "-d",
+            "--profile",
+            "docker-batch",
+            "--constant",
+            "DOCKER_REPO=deckhand-test/busybox",
+            "--constant",
+            "DOCKER_TAG=latest",
+            "--constant",
+            r"DOCKER_PROGRESS1=step (\d+)/100",
+            "--constant",
+            "DOCKER_CMD=sh -c 'echo step 42/100; sleep 300'",
+        ])
+        .trim()
+        .to_string();
+    wait_for(
+        Duration::from_secs(20),
+        "progress 42 in the manager",
+        || async {
+            let out = o.c.cli(&["inspect", &profiled]);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            (v["progress"] == 42.0).then_some(())
+        },
+    )
+    .await;
+    let dom = observe::dump_dom(o.c.dir.path(), &url, 500);
+    let p = row(section(&dom, "kernels"), &profiled);
+    assert_eq!(p.get(3).map(String::as_str), Some("42 % done"), "{p:?}");
+
     let shot = screenshot_path("status-page.png");
     observe::screenshot(o.c.dir.path(), &url, &shot);
     let png = std::fs::read(&shot).expect("screenshot");
@@ -441,6 +604,33 @@ fn section<'a>(dom: &'a str, id: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no #{id} in the page:\n{dom}"));
     let rest = &dom[start..];
     &rest[..rest.find("</table>").unwrap_or(rest.len())]
+}
+
+/// The cells' text of the row of `table` that contains `needle`.
+fn row(table: &str, needle: &str) -> Vec<String> {
+    let tr = table
+        .split("<tr")
+        .find(|r| r.contains(needle))
+        .unwrap_or_else(|| panic!("no row with {needle} in:\n{table}"));
+    tr.split("<td")
+        .skip(1)
+        .map(|cell| {
+            let inner = cell.split_once('>').map_or("", |(_, rest)| rest);
+            let inner = inner.split("</td>").next().unwrap_or_default();
+            // The text without tags (a GPU cell holds <div>s).
+            let mut text = String::new();
+            let mut in_tag = false;
+            for ch in inner.chars() {
+                match ch {
+                    '<' => in_tag = true,
+                    '>' => in_tag = false,
+                    c if !in_tag => text.push(c),
+                    _ => {}
+                }
+            }
+            text.trim().to_string()
+        })
+        .collect()
 }
 
 /// `target/operations/<name>`: kept after the test as an artifact.

@@ -247,3 +247,82 @@ async fn with_both_agents_full_the_one_that_just_freed_its_gpu_gets_the_next_ker
     }
     assert_eq!(t.agent_of(&on_a1), "a1", "a1's kernel untouched");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_that_says_full_is_checked_with_the_agent_before_refusing() {
+    use deckhand::rpc::pb::agent_service_client::AgentServiceClient;
+    use deckhand::rpc::pb::{ControlKernelRequest, CreateKernelRequest, KernelAction, KernelSpec};
+
+    // Heartbeats a minute apart: between them the manager knows only what it did itself.
+    let k = KernelCluster::start_with(
+        "place-stale",
+        &[
+            (
+                "docker/fake_gpus/0/id",
+                "GPU-00000000-0000-0000-0000-0000000000e1",
+            ),
+            ("agent/heartbeat_interval", "60s"),
+        ],
+    )
+    .await;
+    wait_for(T, "1 GPU in the agent's slots", || async {
+        (k.c.node("a1")?["slots"]["total"]["gpus"] == 1).then_some(())
+    })
+    .await;
+    // A GPU kernel made through the agent's own gRPC service: the manager never placed it,
+    // so it learns of its GPU only from a heartbeat, and of its end from nothing it can
+    // count (it never knew what the kernel held).
+    let mut agent = AgentServiceClient::connect(format!("http://127.0.0.1:{}", k.agent.port))
+        .await
+        .expect("agent gRPC");
+    let behind = uuid::Uuid::new_v4().to_string();
+    agent
+        .create_kernel(CreateKernelRequest {
+            spec: Some(KernelSpec {
+                kernel_id: behind.clone(),
+                image: TEST_IMAGE.into(),
+                command: vec!["sleep".into(), "600".into()],
+                gpus: "1".into(),
+                cache_usage: "cache_first".into(),
+                ..Default::default()
+            }),
+            array: None,
+        })
+        .await
+        .expect("a GPU kernel created on the agent directly");
+    // A changed interval is reported at once: that heartbeat says the GPU is taken.
+    k.c.cli_ok(&["config", "set", "agent/heartbeat_interval", "61s"]);
+    reported_full(&k.c, "a1", "gpus", 1).await;
+    let args = ["--gpus", "1", TEST_IMAGE, "sleep", "600"];
+    let err = try_run(&k.c, &args).expect_err("the GPU is taken");
+    assert!(
+        err.contains("no alive agent") && err.contains("gpus 1"),
+        "{err}"
+    );
+
+    // Removed behind the manager's back: the agent has the GPU free again, the manager's
+    // view (until the next heartbeat, a minute away) still says it is taken.
+    agent
+        .control_kernel(ControlKernelRequest {
+            kernel_id: behind.clone(),
+            action: KernelAction::Remove as i32,
+            signal: 0,
+            grace_ms: 0,
+            force: true,
+        })
+        .await
+        .expect("removed on the agent directly");
+    let node = k.c.node("a1").expect("node a1");
+    assert_eq!(
+        node["slots"]["free"]["gpus"], 0,
+        "the view is stale: {node}"
+    );
+
+    // The manager asks the agent, whose answer is the authority: placed, not refused.
+    let id = try_run(&k.c, &args).expect("placed although the view said the GPU was taken");
+    let info: serde_json::Value =
+        serde_json::from_str(&k.c.cli_ok(&["inspect", &id])).expect("inspect JSON");
+    assert_eq!(info["agent_id"], "a1", "{info}");
+    assert_eq!(info["state"], "RUNNING", "{info}");
+    assert_eq!(info["slots"]["gpus"], 1, "{info}");
+}

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use common::s3::S3Server;
 use common::vast::{Offer, Provision, VastConfig, VastStandIn};
-use common::{count_lines, wait_for, KernelCluster, TEST_IMAGE};
+use common::{count_lines, wait_for, KernelCluster, Registry, TEST_IMAGE};
+use deckhand::rpc::pb::agent_service_client::AgentServiceClient;
+use deckhand::rpc::pb::{ControlKernelRequest, KernelAction, KernelEvent, KernelState};
+use futures::StreamExt;
 
 const KEY: &str = "vast-key-5f1e9c0a7b3d";
 const T: Duration = Duration::from_secs(60);
@@ -58,6 +61,47 @@ fn instance_of(info: &serde_json::Value) -> u64 {
         .unwrap_or_else(|| panic!("no instance id in {info}"))
 }
 
+/// Kernel `id`'s events in `stream` (the agent's `WatchEvents`, opened before the kernel
+/// was run) up to its first one in a final state.
+async fn events_of(stream: &mut tonic::Streaming<KernelEvent>, id: &str) -> Vec<KernelEvent> {
+    let mut out = Vec::new();
+    loop {
+        let ev = tokio::time::timeout(T, stream.next())
+            .await
+            .expect("an event")
+            .expect("stream")
+            .expect("event");
+        if ev.kernel_id != id {
+            continue;
+        }
+        let last = matches!(
+            ev.state(),
+            KernelState::Done | KernelState::Failed | KernelState::Cancelled
+        );
+        out.push(ev);
+        if last {
+            return out;
+        }
+    }
+}
+
+/// The states `events` went through, each once, in order.
+fn states(events: &[KernelEvent]) -> Vec<KernelState> {
+    let mut out: Vec<KernelState> = events.iter().map(KernelEvent::state).collect();
+    out.dedup();
+    out
+}
+
+/// The `vastai` entry of agent `agent`'s runtimes in `nodes --json`.
+fn vastai_of(k: &KernelCluster, agent: &str) -> Option<serde_json::Value> {
+    let n = k.c.node(agent)?;
+    n["runtimes"]
+        .as_array()?
+        .iter()
+        .find(|r| r["name"] == "vastai")
+        .cloned()
+}
+
 /// The key appears in no log, event or listing.
 fn assert_key_hidden(k: &KernelCluster) {
     for (what, text) in [
@@ -91,6 +135,7 @@ async fn the_cheapest_matching_offer_runs_the_kernel_with_its_env_and_its_exit_c
         ],
     )
     .await;
+    let mut events = k.agent_events().await;
     let id = run_ok(
         &k,
         &[
@@ -110,17 +155,65 @@ async fn the_cheapest_matching_offer_runs_the_kernel_with_its_env_and_its_exit_c
     assert_eq!(info["exit_code"], 0, "{info}");
     assert_eq!(info["runtime"], "vastai");
     // What an instance cannot do is refused naming the runtime.
-    let out = k.c.cli(&["suspend", &id]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not supported by the vastai runtime"), "{err}");
+    for op in [
+        vec!["suspend", &id],
+        vec!["resume", &id],
+        vec!["exec", &id, "true"],
+        vec!["files", "ls", &id],
+    ] {
+        let out = k.c.cli(&op);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{op:?}");
+        assert!(
+            err.contains(&format!("{} is not supported by the vastai runtime", op[0])),
+            "{op:?}: {err}"
+        );
+    }
     assert_eq!(info["runtime_info"]["offer_id"], "102", "{info}");
     assert_eq!(info["runtime_info"]["gpu"], "RTX 3090");
     assert_eq!(info["runtime_info"]["dph"], "0.200");
+    // What it cost: the instance's $/h for the time it ran, never nothing.
+    let cost: f64 = info["runtime_info"]["cost_so_far"]
+        .as_str()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no cost_so_far in {info}"));
+    assert!(cost > 0.0 && cost < 0.01, "{info}");
+    // Each step is an event: the offer ordered, the instance coming up, running.
+    let events = events_of(&mut events, &id).await;
+    assert_eq!(
+        states(&events),
+        [
+            KernelState::Preparing,
+            KernelState::Creating,
+            KernelState::Running,
+            KernelState::Done
+        ],
+        "{events:?}"
+    );
+    let instance = instance_of(&info);
+    let said = |state: KernelState, text: &str| {
+        events
+            .iter()
+            .any(|e| e.state() == state && e.reason.contains(text))
+    };
+    assert!(
+        said(
+            KernelState::Preparing,
+            "ordering offer 102 (RTX 3090, $0.200/h)"
+        ),
+        "{events:?}"
+    );
+    assert!(
+        said(
+            KernelState::Creating,
+            &format!("instance {instance} is running (offer 102, RTX 3090, $0.200/h)")
+        ),
+        "{events:?}"
+    );
     assert_eq!(vast.rentals(102), 1);
     for other in [101, 103, 104, 105, 106] {
         assert_eq!(vast.rent_attempts(other), 0, "offer {other} was tried");
     }
-    let instance = instance_of(&info);
     // The instance is destroyed once its command ended.
     wait_for(T, "the ended instance destroyed", || async {
         vast.destroyed().contains(&instance).then_some(())
@@ -153,15 +246,20 @@ async fn the_cheapest_matching_offer_runs_the_kernel_with_its_env_and_its_exit_c
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logs_are_shipped_to_s3_and_read_back_after_the_instance_is_gone() {
+async fn logs_are_shipped_to_s3_and_read_back_after_the_instance_is_gone_within_the_rate_limits() {
     let s3 = S3Server::start().await;
     s3.create_bucket("vast-logs");
     let vast = VastStandIn::start(VastConfig::new(KEY).offers(vec![Offer::new(7, "A100", 1.1)]));
+    // The stand-in enforces the service's documented per-endpoint limits (a call sooner
+    // than its interval is a 429 "endpoint threshold"): the agent keeps to them.
+    vast.documented_rate_limits();
     let endpoint = s3.endpoint();
     let k = cluster(
         "vastlogs",
         &vast,
         &[
+            // Kernels that name no runtime run on Vast.ai.
+            ("agent/default_runtime", "vastai"),
             ("vast_api/logs/endpoint", endpoint.as_str()),
             ("vast_api/logs/bucket", "vast-logs"),
             ("vast_api/logs/region", "us-east-1"),
@@ -172,15 +270,12 @@ async fn logs_are_shipped_to_s3_and_read_back_after_the_instance_is_gone() {
         ],
     )
     .await;
-    let id = run_ok(
-        &k,
-        &[
-            TEST_IMAGE,
-            "sh",
-            "-c",
-            "echo line one; sleep 2; echo line two; exit 0",
-        ],
-    );
+    let id = k.run_detached(&[
+        TEST_IMAGE,
+        "sh",
+        "-c",
+        "echo line one; sleep 2; echo line two; exit 0",
+    ]);
     // While it runs, its log is shipped every log_interval.
     let key = format!("runs/{}/{id}.log", k.c.ns);
     wait_for(T, "a first shipped log", || async {
@@ -190,6 +285,7 @@ async fn logs_are_shipped_to_s3_and_read_back_after_the_instance_is_gone() {
     })
     .await;
     let info = k.wait_state(&id, "DONE", T).await;
+    assert_eq!(info["runtime"], "vastai", "{info}");
     let instance = instance_of(&info);
     wait_for(T, "the instance destroyed", || async {
         vast.destroyed().contains(&instance).then_some(())
@@ -209,6 +305,14 @@ async fn logs_are_shipped_to_s3_and_read_back_after_the_instance_is_gone() {
         "{cfg}"
     );
     assert_key_hidden(&k);
+    // No call came sooner than its endpoint's documented interval.
+    let limited: Vec<_> = vast
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == 429)
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(limited.is_empty(), "answered 429: {limited:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,7 +368,7 @@ async fn the_next_offer_is_taken_after_no_such_ask_and_after_a_provisioning_time
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agent_killed_mid_run_re_adopts_its_instance_and_destroys_a_leaked_one() {
+async fn an_agent_killed_mid_run_re_adopts_its_instance_and_destroys_leaked_ones_then_and_later() {
     let vast = VastStandIn::start(
         VastConfig::new(KEY)
             .release_on_destroy(true)
@@ -308,6 +412,21 @@ async fn an_agent_killed_mid_run_re_adopts_its_instance_and_destroys_a_leaked_on
         "{}",
         k.agent.log()
     );
+    // One leaked while the agent runs (as a rental whose recording failed would leave) is
+    // destroyed by the poll loop, saying so; the running kernel's instance is kept.
+    let later_label = format!("deckhand:{}:a1:{}:tok456", k.c.ns, uuid::Uuid::new_v4());
+    let later = vast.preexisting(&later_label, TEST_IMAGE, &["sleep", "600"], &[]);
+    wait_for(T, "the instance leaked later destroyed", || async {
+        vast.destroyed().contains(&later).then_some(())
+    })
+    .await;
+    assert!(
+        k.agent.log().contains("no live kernel holds"),
+        "{}",
+        k.agent.log()
+    );
+    assert!(!vast.destroyed().contains(&keep_instance));
+    assert_eq!(k.inspect(&keep)["state"], "RUNNING");
     k.c.cli_ok(&["rm", "-f", &keep]);
     wait_for(T, "no instance left", || async {
         vast.live_instances().is_empty().then_some(())
@@ -353,7 +472,7 @@ async fn a_wrong_key_is_one_clear_error_and_refuses_kernels_naming_the_setting()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_429_storm_and_the_api_down_for_10s_lose_nothing() {
+async fn a_429_storm_a_500_storm_and_the_api_down_for_10s_lose_nothing() {
     let vast = VastStandIn::start(VastConfig::new(KEY).release_on_destroy(true).offers(vec![
         Offer::new(9, "H100", 2.0),
         Offer::new(10, "H100", 2.0),
@@ -375,6 +494,15 @@ async fn a_429_storm_and_the_api_down_for_10s_lose_nothing() {
         answered_429 >= 6,
         "only {answered_429} requests met the storm"
     );
+    // Server errors are retried too.
+    vast.storm_500(6);
+    let done = run_ok(&k, &[TEST_IMAGE, "sh", "-c", "exit 0"]);
+    k.wait_state(&done, "DONE", T).await;
+    let answered_500 = vast.requests().iter().filter(|r| r.status == 500).count();
+    assert!(
+        answered_500 >= 6,
+        "only {answered_500} requests met the storm"
+    );
 
     let id = run_ok(&k, &[TEST_IMAGE, "sleep", "600"]);
     k.wait_state(&id, "RUNNING", T).await;
@@ -385,6 +513,22 @@ async fn a_429_storm_and_the_api_down_for_10s_lose_nothing() {
         !out.status.success() && err.contains("vast_api/max_dph_total"),
         "{err}"
     );
+    // 500s for longer than the retries last: a stop answers UNAVAILABLE (nothing changed,
+    // try again), not an internal error, and the kernel is as it was.
+    vast.storm_500_for(Duration::from_secs(30));
+    let mut agent = AgentServiceClient::connect(format!("http://127.0.0.1:{}", k.agent.port))
+        .await
+        .expect("agent gRPC");
+    let stop = ControlKernelRequest {
+        kernel_id: id.clone(),
+        action: KernelAction::Stop as i32,
+        ..Default::default()
+    };
+    let err = agent.control_kernel(stop).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("500"), "{err:?}");
+    assert_eq!(k.inspect(&id)["state"], "RUNNING");
+    vast.calm();
     vast.down_for(Duration::from_secs(10));
     let out = k.c.cli(&["stop", &id]);
     assert!(!out.status.success(), "stop while the API is down: {out:?}");
@@ -453,4 +597,186 @@ async fn offer_filters_take_only_the_apis_fields_and_operators() {
         String::from_utf8_lossy(&out.stderr).contains("gpu_ram"),
         "{out:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_over_max_dph_is_never_ordered() {
+    // Stand-in for Vast.ai's service (unreachable from here).
+    let vast = VastStandIn::start(VastConfig::new(KEY).offers(vec![
+        Offer::new(1, "RTX 4090", 0.10),
+        Offer::new(2, "RTX 4090", 0.30),
+    ]));
+    // The one offer within max_dph is taken between the search and the order: the next
+    // offer costs more than max_dph, so there is none to take.
+    vast.snatch_offer(1);
+    let k = cluster("vastmaxdph", &vast, &[("vast_api/max_dph", "0.25")]).await;
+    let out = run(&k, &[TEST_IMAGE, "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("FAILED: no offer could be provisioned (offer 1: no_such_ask)"),
+        "{err}"
+    );
+    assert_eq!(
+        vast.rent_attempts(2),
+        0,
+        "the offer over max_dph was ordered"
+    );
+    // Now no offer is within max_dph: refused at once naming the setting, nothing ordered.
+    let out = run(&k, &[TEST_IMAGE, "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("vast_api/max_dph"),
+        "{err}"
+    );
+    assert_eq!(vast.rent_attempts(2), 0);
+    assert!(vast.instances().is_empty(), "{:?}", vast.instances());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exit_code_is_only_read_from_the_instances_output_never_invented() {
+    // Stand-in for Vast.ai's service (unreachable from here); instances are real containers.
+    let vast = VastStandIn::start(
+        VastConfig::new(KEY)
+            .release_on_destroy(true)
+            .offers(vec![Offer::new(1, "T4", 0.1)]),
+    );
+    let k = cluster("vastexit", &vast, &[]).await;
+    // The image's own command (busybox `sh` without input: it ends at once) prints no exit
+    // marker: FAILED, no exit code, and the reason says it could not be learned.
+    let own = run_ok(&k, &[TEST_IMAGE]);
+    let info = k.wait_state(&own, "FAILED", T).await;
+    assert!(info["exit_code"].is_null(), "{info}");
+    assert!(
+        info["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("exit code could not be learned"),
+        "{info}"
+    );
+    let first = instance_of(&info);
+    wait_for(T, "the first instance destroyed", || async {
+        vast.destroyed().contains(&first).then_some(())
+    })
+    .await;
+
+    // The output of an ended instance is not ready to read (its result URL answers 404 for
+    // longer than the agent waits): the kernel stays as it is and the instance is kept (it
+    // holds the only copy) until a later poll reads it.
+    vast.set_logs_not_ready_gets(1000);
+    let id = run_ok(&k, &[TEST_IMAGE, "sh", "-c", "sleep 1; exit 0"]);
+    let info = k.wait_state(&id, "RUNNING", T).await;
+    let instance = instance_of(&info);
+    let fetched = vast.count("GET", "/logs/");
+    wait_for(T, "one whole wait for the output given up", || async {
+        (vast.count("GET", "/logs/") >= fetched + 30).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let info = k.inspect(&id);
+    assert_eq!(info["state"], "RUNNING", "{info}");
+    assert!(!vast.destroyed().contains(&instance));
+    vast.set_logs_not_ready_gets(2);
+    let info = k.wait_state(&id, "DONE", T).await;
+    assert_eq!(info["exit_code"], 0, "{info}");
+    wait_for(T, "the instance destroyed once read", || async {
+        vast.destroyed().contains(&instance).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vastai_kernels_go_only_to_an_agent_with_the_runtime_which_reports_its_load() {
+    // Stand-in for Vast.ai's service (unreachable from here).
+    let vast = VastStandIn::start(
+        VastConfig::new(KEY).offers(vec![Offer::new(1, "L4", 0.4), Offer::new(2, "L4", 0.5)]),
+    );
+    let url = vast.url();
+    // No agent has a key: none offers vastai, and a vastai kernel is refused naming it.
+    let k = KernelCluster::start_with(
+        "vastplace",
+        &[
+            ("vast_api/api_url", url.as_str()),
+            ("vast_api/poll_interval", "300ms"),
+        ],
+    )
+    .await;
+    let out = run(&k, &[TEST_IMAGE, "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("has the `vastai` runtime"),
+        "{err}"
+    );
+    // a2 has a key of its own (a per-agent override): it offers vastai with its capacity.
+    for (key, value) in [("vast_api/api_key", KEY), ("vast_api/max_instances", "2")] {
+        k.c.cli_ok(&["config", "--agent", "a2", "set", key, value]);
+    }
+    let _a2 = k.c.agent("a2");
+    let offered = wait_for(T, "a2 offers vastai", || async { vastai_of(&k, "a2") }).await;
+    assert_eq!(offered["capacity"], 2, "{offered}");
+    assert_eq!(offered["in_use"], 0, "{offered}");
+    assert!(vastai_of(&k, "a1").is_none(), "{:?}", k.c.node("a1"));
+    let id = run_ok(&k, &[TEST_IMAGE, "sleep", "600"]);
+    let info = k.wait_state(&id, "RUNNING", T).await;
+    assert_eq!(info["agent_id"], "a2", "{info}");
+    wait_for(T, "one of a2's two vastai instances in use", || async {
+        let v = vastai_of(&k, "a2")?;
+        (v["in_use"] == 1 && v["capacity"] == 2).then_some(())
+    })
+    .await;
+    k.c.cli_ok(&["rm", "-f", &id]);
+    wait_for(T, "no instance left", || async {
+        vast.live_instances().is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_credentials_reach_the_image_login_and_nowhere_else() {
+    // A real private registry holding the kernel's image; the stand-in for Vast.ai's service
+    // (unreachable from here) logs in with image_login and pulls it, as a host does.
+    let registry = Registry::start("vastuser", "vast-reg-pw-83c1e6").await;
+    let image = registry.push(TEST_IMAGE, "vastreg/busybox:latest", false);
+    let vast = VastStandIn::start(VastConfig::new(KEY).offers(vec![Offer::new(1, "A10", 0.3)]));
+    let entry = format!(
+        "{{url = \"{}\", username = \"{}\", password = \"{}\"}}",
+        registry.addr(),
+        registry.user,
+        registry.password
+    );
+    let k = cluster(
+        "vastregistry",
+        &vast,
+        &[("docker/registries/private", entry.as_str())],
+    )
+    .await;
+    let mut events = k.agent_events().await;
+    let id = run_ok(&k, &[&image, "sh", "-c", "echo pulled; exit 0"]);
+    let info = k.wait_state(&id, "DONE", T).await;
+    assert_eq!(info["exit_code"], 0, "{info}");
+    let instance = instance_of(&info);
+    let login = vast.instance(instance).and_then(|i| i.image_login);
+    assert_eq!(
+        login,
+        Some(format!(
+            "-u {} -p {} {}",
+            registry.user,
+            registry.password,
+            registry.addr()
+        ))
+    );
+    assert!(registry.pulls("vastreg/busybox") >= 1, "{}", registry.log());
+    let events = events_of(&mut events, &id).await;
+    for (what, text) in [
+        ("agent log", k.agent.log()),
+        ("manager log", k.manager.log()),
+        ("inspect", info.to_string()),
+        ("events", format!("{events:?}")),
+        ("config get", k.c.cli_ok(&["config", "get"])),
+    ] {
+        assert!(
+            !text.contains(&registry.password),
+            "the registry password is in the {what}"
+        );
+    }
 }

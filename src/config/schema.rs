@@ -606,30 +606,38 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
     })
 }
 
-/// Parses a size the way Docker does (go-units `RAMInBytes`): a number, optionally with a
-/// space, then an optional unit `b k m g t p` — case-insensitive, with or without a trailing
-/// `b`/`ib` — all powers of 1024. `16m`, `16MB` and `16MiB` are each 16 MiB (16777216), as in
-/// `docker run -m 16m`; `1.5g` is 1.5 GiB. This is the one size parser: run flags, spec
-/// fields and settings all read sizes through it.
+/// Parses a size the way Docker does (go-units `RAMInBytes`): a number, optionally followed by
+/// one space, then an optional unit `b k m g t p` — case-insensitive, bare or with a trailing
+/// `b`, `i` or `ib` — all powers of 1024. `16m`, `16MB`, `16mi` and `16MiB` are each 16 MiB
+/// (16777216), as in `docker run -m 16m`; `1.5g` is 1.5 GiB. The `i` form (`2Gi`) is what
+/// go-units' pattern `^(\d+(\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$` and deckhand's earlier parser
+/// took, so stored values written that way keep their meaning. A number Docker cannot read
+/// (`1.2.3`, an exponent, two spaces before the unit) is refused. This is the one size parser:
+/// run flags, spec fields and settings all read sizes through it.
 pub fn parse_bytes(value: &str) -> Result<u64, String> {
     let bad = |why: &str| {
         format!("`{value}` is not a size ({why}); write it like `512m`, `512MiB` or `16g` (powers of 1024, as Docker reads them)")
     };
     let v = value.trim();
-    // The number ends at the last digit, dot or space; what follows is the unit.
+    // As go-units splits it: the number ends at the last digit, dot or space; one space
+    // between the number and the unit is dropped, and what follows is the unit.
     let Some(sep) = v.rfind(|c: char| c.is_ascii_digit() || c == '.' || c == ' ') else {
         return Err(bad("no number"));
     };
-    let (num, unit) = v.split_at(sep + 1);
-    let num = num.trim_end();
-    if num.is_empty() || !num.chars().all(|c| c.is_ascii_digit() || c == '.') {
+    let (num, unit) = (
+        v[..=sep].strip_suffix(' ').unwrap_or(&v[..=sep]),
+        &v[sep + 1..],
+    );
+    if !num.chars().any(|c| c.is_ascii_digit())
+        || !num.chars().all(|c| c.is_ascii_digit() || c == '.')
+    {
         return Err(bad("not a number"));
     }
     let n: f64 = num.parse().map_err(|_| bad("not a number"))?;
     let unit = unit.to_ascii_lowercase();
     let shift = match unit.as_bytes() {
         [] | [b'b'] => 0,
-        [u] | [u, b'b'] | [u, b'i', b'b'] => match u {
+        [u] | [u, b'b'] | [u, b'i'] | [u, b'i', b'b'] => match u {
             b'k' => 10,
             b'm' => 20,
             b'g' => 30,
@@ -767,6 +775,9 @@ mod tests {
             "16 MiB",
             "16777216",
             "16777216b",
+            "16mi",
+            "16Mi",
+            "16 mi",
         ] {
             assert_eq!(parse_bytes(same), Ok(16 << 20), "{same}");
         }
@@ -774,9 +785,18 @@ mod tests {
         assert_eq!(parse_bytes("2t"), Ok(2 << 40));
         assert_eq!(parse_bytes("1p"), Ok(1 << 50));
         assert_eq!(parse_bytes("1.5g"), Ok(3 << 29));
+        assert_eq!(parse_bytes("2Gi"), Ok(2 << 30));
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("1gb"), Ok(1 << 30));
+        assert_eq!(parse_bytes("5b"), Ok(5));
+        assert_eq!(parse_bytes("5B"), Ok(5));
+        // Docker reads these numbers too (Go's float parsing).
+        assert_eq!(parse_bytes(".5g"), Ok(1 << 29));
+        assert_eq!(parse_bytes("1.m"), Ok(1 << 20));
         assert_eq!(parse_bytes("0"), Ok(0));
         for bad in [
-            "", "m", "lots", "-1m", "16x", "16mbb", "16ibm", "16 m b", "1e3", "16gbit",
+            "", "m", "lots", "-1m", "16x", "16mbb", "16ibm", "16 m b", "1e3", "16gbit", "1  m",
+            "1 2m", "1.2.3m", ".m", "16bi", "16ii", "1e", "1eb", "1EiB", "16mbi",
         ] {
             let err = parse_bytes(bad).unwrap_err();
             assert!(err.contains(&format!("`{bad}`")), "{bad}: {err}");

@@ -172,8 +172,13 @@ impl Supervisor {
             let me = self.clone();
             let images: Arc<dyn Fn() -> BTreeSet<String> + Send + Sync> =
                 Arc::new(move || me.images_in_use());
+            let me = self.clone();
+            let name = rt.name();
+            let live: Arc<dyn Fn() -> Option<BTreeSet<String>> + Send + Sync> =
+                Arc::new(move || me.live_instances(name));
             let ctx = Background {
                 images_in_use: images,
+                live_instances: live,
                 config: self.0.config.clone(),
                 stop: self.0.stop.clone(),
             };
@@ -198,6 +203,22 @@ impl Supervisor {
             .values()
             .map(|e| e.rec.spec.image.clone())
             .collect()
+    }
+
+    /// The instances of runtime `runtime`'s live kernels, `None` while records of an earlier
+    /// run wait for its recovery.
+    fn live_instances(&self, runtime: &str) -> Option<BTreeSet<String>> {
+        let t = self.lock();
+        let mut live = BTreeSet::new();
+        for e in t.kernels.values().filter(|e| e.rec.runtime == runtime) {
+            if e.from_registry {
+                return None;
+            }
+            if let Some(h) = e.rec.handle.as_ref().filter(|_| !e.rec.state.is_final()) {
+                live.insert(h.instance.clone());
+            }
+        }
+        Some(live)
     }
 
     /// Resizes the creation semaphore when `agent/kernel_creation_concurrency` changes:

@@ -180,6 +180,11 @@ pub struct Owned {
 pub struct Background {
     /// Images of the kernels the agent holds now (never collected).
     pub images_in_use: Arc<dyn Fn() -> BTreeSet<String> + Send + Sync>,
+    /// The instances (handle `instance` ids) of this runtime's live kernels; `None` until
+    /// start-up recovery of this runtime is done (an instance may then belong to a record
+    /// not reconciled yet). An instance of ours outside it, and not being created now, is a
+    /// leak.
+    pub live_instances: Arc<dyn Fn() -> Option<BTreeSet<String>> + Send + Sync>,
     pub config: watch::Receiver<Arc<ClusterConfig>>,
     pub stop: CancellationToken,
 }

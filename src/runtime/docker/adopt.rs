@@ -12,6 +12,7 @@ use super::body::{LABEL_ARRAY, LABEL_PROCESS_DATA, LABEL_SCRATCH};
 use super::client::{EngineError, LABEL_INSTANCE, LABEL_OWNER};
 use super::cluster::{self, network_name, Members};
 use super::local::ProcessData;
+use super::rules::DockerRules;
 use super::DockerRuntime;
 use crate::config::ClusterConfig;
 use crate::kernel::record::{now_ms, HostPort, Record, Slots};
@@ -141,15 +142,16 @@ impl DockerRuntime {
             });
         let mut for_validation = shown.clone();
         for_validation.kernel_id = base_id.clone();
-        let spec = spec::prepare(&for_validation, cfg)
+        let spec = spec::prepare_for(&for_validation, cfg, &DockerRules)
             .or_else(|_| {
-                spec::validate(
+                spec::validate_for(
                     &Template {
                         kernel_id: base_id.clone(),
                         image: shown.image.clone(),
                         ..Default::default()
                     },
                     &cfg.kernel,
+                    &DockerRules,
                 )
             })
             .map_err(|e| RuntimeError::Invalid(e.to_string()))?;

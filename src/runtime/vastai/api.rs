@@ -1,14 +1,16 @@
 //! The Vast.ai REST API as its official CLI speaks it (`vast-ai/vast-cli`): bearer auth, JSON
-//! bodies, `/api/v0` paths. Calls are paced to the API's documented per-endpoint rate limits,
-//! and 429/502/503/504 and connection errors are retried with backoff (0.15 s × 1.5, as the
-//! CLI does). The key is sent in the `Authorization` header only: never in a URL, a log line
-//! or an error.
+//! bodies, `/api/v0` paths. Calls are paced to the API's documented per-endpoint rate limits
+//! (with a small margin, so a request that travels faster than the one before it still
+//! arrives after the interval), and 429, any 5xx and connection errors are retried with
+//! backoff (0.15 s × 1.5, as the CLI does, 8 times). When the retries run out the error is
+//! still [`ApiError::transient`]: callers answer UNAVAILABLE, not a failure. The key is sent
+//! in the `Authorization` header only: never in a URL, a log line or an error.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::{ConstantBuilder, ExponentialBuilder, Retryable};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -28,16 +30,30 @@ pub enum ApiError {
     },
     #[error("the Vast.ai API answered something unreadable: {0}")]
     Unreadable(String),
+    /// The output of an instance was asked for, but its result URL never became ready.
+    #[error("the logs of Vast.ai instance {0} were not ready after {LOG_TRIES} tries")]
+    LogsNotReady(u64),
+    /// An instance still listed after it was destroyed and confirmation was waited for.
+    #[error("Vast.ai instance {0} is still listed after it was destroyed")]
+    NotGone(u64),
 }
 
+/// How often a `request_logs` result URL is fetched before giving up (as the CLI does).
+const LOG_TRIES: usize = 30;
+
 impl ApiError {
-    /// Worth trying again: rate limited, a gateway error, or not reached.
-    fn transient(&self) -> bool {
+    /// Worth trying again (now or later): rate limited, a server error, or not reached.
+    pub fn transient(&self) -> bool {
         match self {
-            Self::Unreachable(_) => true,
-            Self::Refused { status, .. } => matches!(status, 429 | 502 | 503 | 504),
+            Self::Unreachable(_) | Self::LogsNotReady(_) => true,
+            Self::Refused { status, .. } => *status == 429 || (500..=599).contains(status),
             _ => false,
         }
+    }
+
+    /// The instance asked about does not exist (any more).
+    pub fn gone(&self) -> bool {
+        matches!(self, Self::Refused { status: 404, .. })
     }
 
     /// The API's error code (`no_such_ask`).
@@ -82,16 +98,21 @@ pub struct Row {
 }
 
 /// Minimum interval between calls of one endpoint (the docs' preview figures; the create
-/// interval from the Ponos notes).
+/// interval from the Ponos notes), plus [`PACE_MARGIN`].
 fn pace_of(endpoint: &str) -> Duration {
-    match endpoint {
+    let documented = match endpoint {
         "create" => Duration::from_millis(4500),
         "destroy" => Duration::from_secs(3),
         "list" => Duration::from_secs(2),
         "search" | "show" | "change" | "logs" => Duration::from_secs(1),
-        _ => Duration::ZERO,
-    }
+        _ => return Duration::ZERO,
+    };
+    documented + PACE_MARGIN
 }
+
+/// Added to each documented interval: the pace is kept when a request leaves, the limit is
+/// counted when it arrives, and one request may take longer on the way than the next.
+const PACE_MARGIN: Duration = Duration::from_millis(100);
 
 pub struct Api {
     http: reqwest::Client,
@@ -201,9 +222,10 @@ impl Api {
             .await
     }
 
-    /// Whether the key is good (`GET /users/current`); not retried.
+    /// Whether the key is good (`GET /users/current`); retried like every call, so one 429
+    /// does not fail the control operation it guards.
     pub async fn check_key(&self) -> Result<(), ApiError> {
-        self.call("user", Method::GET, "/users/current/", None, false)
+        self.call("user", Method::GET, "/users/current/", None, true)
             .await
             .map(|_| ())
     }
@@ -283,37 +305,54 @@ impl Api {
     }
 
     /// The instance's last `tail` lines of output: asks for them, then fetches the result
-    /// URL until it is ready (30 tries, 0.3 s apart, as the CLI does).
+    /// URL until it is ready (30 tries, 0.3 s apart, as the CLI does). An instance that is
+    /// gone is a 404 `Refused` ([`ApiError::gone`]).
     pub async fn logs(&self, id: u64, tail: u32) -> Result<String, ApiError> {
         let path = format!("/instances/request_logs/{id}/");
         let body = json!({ "tail": tail.to_string() });
-        let (_, v) = self
+        let (status, v) = self
             .call("logs", Method::PUT, &path, Some(body), true)
             .await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(ApiError::Refused {
+                status: status.as_u16(),
+                code: v
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no_such_instance")
+                    .to_string(),
+                msg: message(&v),
+            });
+        }
         let url = v
             .get("result_url")
             .and_then(Value::as_str)
             .ok_or_else(|| ApiError::Unreadable(format!("no result_url in {v}")))?
             .to_string();
-        for _ in 0..30 {
-            // The result URL is fetched without auth.
-            let resp = self
-                .http
-                .get(&url)
-                .send()
-                .await
-                .map_err(|e| ApiError::Unreachable(e.without_url().to_string()))?;
-            if resp.status().is_success() {
-                return resp
-                    .text()
-                    .await
-                    .map_err(|e| ApiError::Unreachable(e.without_url().to_string()));
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
+        // Not ready yet is the only answer tried again here; anything else ends the wait.
+        let ready = ConstantBuilder::new()
+            .with_delay(Duration::from_millis(300))
+            .with_max_times(LOG_TRIES - 1);
+        (|| self.result(&url, id))
+            .retry(ready)
+            .when(|e| matches!(e, ApiError::LogsNotReady(_)))
+            .await
+    }
+
+    /// One fetch of a `request_logs` result URL (pre-signed: without auth).
+    async fn result(&self, url: &str, id: u64) -> Result<String, ApiError> {
+        let resp = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| ApiError::Unreachable(e.without_url().to_string()))?;
+        if !resp.status().is_success() {
+            return Err(ApiError::LogsNotReady(id));
         }
-        Err(ApiError::Unreadable(
-            "the instance's logs were not ready after 30 tries".into(),
-        ))
+        resp.text()
+            .await
+            .map_err(|e| ApiError::Unreachable(e.without_url().to_string()))
     }
 }
 

@@ -4,6 +4,8 @@
 //! `TASK_BOOTSTRAP=true` and `TASK_PARENTS` (JSON of parent task id → slug).
 //!
 //! - [`api`]: the REST API (bearer auth, pacing, retries);
+//! - `budget`: the $/h committed (instances held, offers being ordered) and the rentals in
+//!   progress;
 //! - [`provision`]: offers, ordering, waiting for the instance, and how the exit code is
 //!   learned;
 //! - [`watch`]: one poll loop for all instances (the API has no events), finishing ended
@@ -12,10 +14,13 @@
 //!
 //! Instances are labelled `deckhand:<namespace>:<agent>:<kernel>:<token>`, so after a
 //! restart the agent finds its own again; one no record knows is destroyed (a leaked
-//! instance costs money). The handle keeps the instance and offer ids, the GPU, the price
+//! instance costs money), at start-up and, once recovery is done, by the poll loop: there an
+//! instance is a leak when no live kernel's handle names it and no rental in progress
+//! carries its token. The handle keeps the instance and offer ids, the GPU, the price
 //! and the token. Suspend, resume, signal, exec and files are not supported.
 
 pub mod api;
+mod budget;
 pub mod logs;
 pub mod provision;
 pub mod watch;
@@ -25,6 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use backon::{ConstantBuilder, Retryable};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{broadcast, watch as tokio_watch};
@@ -79,6 +85,9 @@ pub struct VastRuntime {
     events: broadcast::Sender<RuntimeEvent>,
     /// Instance id → what is known of it.
     seen: Arc<Mutex<HashMap<u64, Seen>>>,
+    /// Rentals in progress, by the token of their label → the $/h reserved for the offer
+    /// being ordered (0 between orders). An instance of theirs is no leak yet.
+    renting: Arc<Mutex<HashMap<String, f64>>>,
     /// `<scratch root>/.deckhand/vastai-logs/`: the final output of each ended kernel, for
     /// `logs` when no S3 shipping is configured.
     logs_dir: std::path::PathBuf,
@@ -139,6 +148,7 @@ impl VastRuntime {
             key_state: Arc::new(Mutex::new(KeyState::Unknown)),
             events: broadcast::channel(1024).0,
             seen: Arc::new(Mutex::new(HashMap::new())),
+            renting: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -250,29 +260,23 @@ impl VastRuntime {
         }
     }
 
-    /// Dollars per hour of the instances this agent holds, but kernel `except`'s.
-    fn committed_dph(&self, except: &str) -> f64 {
-        self.seen()
-            .values()
-            .filter(|s| s.ended.is_none() && !s.destroyed && s.kernel_id != except)
-            .map(|s| s.dph)
-            .sum()
-    }
-
-    /// Destroys an instance and confirms it is gone.
+    /// Destroys an instance and confirms it is gone (asked again every 0.5 s, 10 times).
     async fn destroy_instance(&self, api: &Api, instance: u64) -> Result<(), ApiError> {
         // Marked first: a listing from now on that misses it is no news.
         self.forget(instance);
         api.destroy(instance).await?;
-        for _ in 0..10 {
-            if api.instance(instance).await?.is_none() {
-                return Ok(());
+        let confirm = ConstantBuilder::new()
+            .with_delay(Duration::from_millis(500))
+            .with_max_times(10);
+        (|| async {
+            match api.instance(instance).await? {
+                None => Ok(()),
+                Some(_) => Err(ApiError::NotGone(instance)),
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        Err(ApiError::Unreadable(format!(
-            "instance {instance} is still listed after it was destroyed"
-        )))
+        })
+        .retry(confirm)
+        .when(|e| matches!(e, ApiError::NotGone(_)))
+        .await
     }
 
     /// Keeps the final output of a kernel whose instance is about to go (shipped too, when
@@ -449,7 +453,7 @@ impl Runtime for VastRuntime {
             ("offer_id".into(), offer.to_string()),
             ("gpu".into(), gpu),
             ("dph".into(), format!("{dph:.3}")),
-            ("cost_so_far".into(), format!("{:.4}", dph * hours)),
+            ("cost_so_far".into(), format!("{:.6}", dph * hours)),
         ])
     }
 
@@ -560,7 +564,12 @@ impl Runtime for VastRuntime {
                 started_at_ms: row.start_date.map(|s| (s * 1000.0) as i64).unwrap_or(1),
                 ..Status::default()
             },
-            Some("exited" | "stopped") => self.finish(&api, &cfg, &kernel, &row, &token).await,
+            // Not concluded (its output not read yet): nothing is known to change; the
+            // next look tries again.
+            Some("exited" | "stopped") => self
+                .finish(&api, &cfg, &kernel, &row, &token)
+                .await
+                .map_err(api_error)?,
             _ => Status {
                 exists: true,
                 ..Status::default()

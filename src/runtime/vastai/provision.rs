@@ -1,9 +1,11 @@
 //! Renting an instance for a kernel: search the offers with `vast_api/offer_filters` (plus one
 //! GPU per instance and the API's default filters), cheapest `dph_total` first within
-//! `vast_api/max_dph` and what `vast_api/max_dph_total` leaves; order the first; if the offer
-//! is gone (`no_such_ask`), or the instance fails or is not running within
-//! `vast_api/provision_timeout`, destroy it and take the next. Every step is a note in the
-//! kernel's events.
+//! `vast_api/max_dph` and what `vast_api/max_dph_total` leaves (the offer's price is reserved
+//! in the total before it is ordered, so kernels ordered together cannot pass it); order the
+//! first; if the offer is gone (`no_such_ask`), or the instance fails or is not running
+//! within `vast_api/provision_timeout`, destroy it and take the next. Every step is a note in
+//! the kernel's events. While a rental is in progress its label's token is known to the
+//! runtime, so the poll loop does not take its instance, not recorded yet, for a leak.
 //!
 //! How the exit status is learned (the API gives none): when the kernel has a command, the
 //! instance runs `sh -c '"$@"; …' deckhand COMMAND…`, which prints one marker line
@@ -116,11 +118,12 @@ pub fn without_marker(output: &str) -> String {
     out
 }
 
-/// An API failure as the supervisor sees it: unreachable is UNAVAILABLE, a refused key a
-/// precondition naming the setting, anything else a failure in the API's words.
+/// An API failure as the supervisor sees it: unreachable, or still rate limited or failing
+/// with a 5xx once the retries ran out, is UNAVAILABLE (nothing changed; try again); a
+/// refused key a precondition naming the setting; anything else a failure in the API's words.
 pub(super) fn api_error(e: ApiError) -> RuntimeError {
     match e {
-        ApiError::Unreachable(_) => RuntimeError::Unavailable(e.to_string()),
+        _ if e.transient() => RuntimeError::Unavailable(e.to_string()),
         ApiError::Unauthorized(_) => RuntimeError::Precondition(e.to_string()),
         _ => RuntimeError::Failed(e.to_string()),
     }
@@ -139,9 +142,14 @@ impl VastRuntime {
         let vs = &cfg.vast;
         let token = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         let label = label(&self.namespace, &self.agent_id, &rec.id, &token);
+        // Until this returns, instances with this token are being rented, not leaked.
+        let _renting = self.start_renting(&token);
         let mut tried = Vec::new();
         for offer in &affordable {
             let gpu = &offer.gpu_name;
+            // The price counts in the total from before the order: another kernel ordered
+            // meanwhile sees it.
+            self.reserve(&token, offer.dph_total, vs.max_dph_total)?;
             if !report(Progress::Note(format!(
                 "ordering offer {} ({gpu}, ${:.3}/h)",
                 offer.id, offer.dph_total
@@ -149,7 +157,12 @@ impl VastRuntime {
                 return Err(cancelled());
             }
             let body = create_body(rec, cfg, &label, &token);
-            let instance = match api.rent(offer.id, body).await {
+            let rented = api.rent(offer.id, body).await;
+            if let Ok(instance) = &rented {
+                self.track(*instance, &rec.id, offer.dph_total);
+            }
+            self.unreserve(&token);
+            let instance = match rented {
                 Ok(id) => id,
                 Err(e) if e.code() == Some("no_such_ask") => {
                     report(Progress::Note(format!(
@@ -173,7 +186,6 @@ impl VastRuntime {
                     "token": token,
                 }),
             };
-            self.track(instance, &rec.id, offer.dph_total);
             if !report(Progress::Created(handle.clone())) {
                 let _ = self.destroy_instance(&api, instance).await;
                 return Err(cancelled());
@@ -220,7 +232,7 @@ impl VastRuntime {
                 "vast_api/offer_filters: no Vast.ai offer matches now (with one GPU, verified, rentable, within vast_api/max_dph)".into(),
             ));
         }
-        let committed = self.committed_dph("");
+        let committed = self.committed_dph();
         let budget = vs.max_dph_total.map(|t| t - committed);
         let affordable: Vec<Offer> = offers
             .iter()
@@ -239,7 +251,9 @@ impl VastRuntime {
     }
 
     /// Waits until `instance` runs, fails, or `vast_api/provision_timeout` passes. The API
-    /// being unreachable meanwhile only delays it.
+    /// being unreachable meanwhile only delays it. This is a poll of the instance's status
+    /// every `poll_interval` (at most 5 s) up to a deadline, not a retry of a failed call:
+    /// the calls themselves are retried inside [`Api`].
     async fn wait_running(
         &self,
         api: &Api,
@@ -320,6 +334,27 @@ mod tests {
         assert_eq!(exit_code("deckhand-exit abc123 0\n", "abc123"), Some(0));
         assert_eq!(exit_code("no marker\n", "abc123"), None);
         assert_eq!(without_marker(out), "hello\nbye\n");
+    }
+
+    #[test]
+    fn a_429_or_5xx_that_outlasts_the_retries_is_unavailable_not_a_failure() {
+        let refused = |status: u16| ApiError::Refused {
+            status,
+            code: String::new(),
+            msg: "x".into(),
+        };
+        for status in [429, 500, 502, 503, 504] {
+            assert!(
+                matches!(api_error(refused(status)), RuntimeError::Unavailable(_)),
+                "{status}"
+            );
+        }
+        assert!(matches!(api_error(refused(400)), RuntimeError::Failed(_)));
+        assert!(matches!(
+            api_error(ApiError::Unauthorized("401".into())),
+            RuntimeError::Precondition(_)
+        ));
+        assert!(refused(404).gone() && !refused(410).gone());
     }
 
     #[test]

@@ -2,15 +2,18 @@
 //! account's instances every `vast_api/poll_interval` (one call for all kernels, never one
 //! per kernel) and turns what changed into runtime events: an instance that exited is
 //! finished (its exit code read from its output, its log shipped complete, the instance
-//! destroyed), one that vanished is gone. Running instances' logs are shipped every
-//! `vast_api/log_interval`. The same loop checks the API key whenever it changes and says
+//! destroyed; when its output cannot be read now, the next poll tries again), one that
+//! vanished is gone. An instance labelled as this agent's that no live kernel holds and no
+//! rental in progress is creating is a leak: destroyed, with a log line (after start-up
+//! recovery only). Running instances' logs are shipped every `vast_api/log_interval`. The same loop checks the API key whenever it changes and says
 //! once, clearly, when the API refuses it. While the API cannot be reached, kernels keep
 //! their state; the loop says so once and once when it is back.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::api::{Api, Row};
+use super::api::{Api, ApiError, Row};
 use super::provision::{exit_code, without_marker};
 use super::{logs, parse_label, KeyState, VastRuntime};
 use crate::config::ClusterConfig;
@@ -32,7 +35,7 @@ impl VastRuntime {
                     checked = Some(now);
                     self.check_key(&cfg).await;
                 }
-                match self.poll(&cfg).await {
+                match self.poll(&cfg, ctx.live_instances.as_ref()).await {
                     Ok(()) if unreachable => {
                         tracing::info!("Vast.ai API reachable again; instances followed");
                         unreachable = false;
@@ -80,11 +83,15 @@ impl VastRuntime {
         *self.key_state.lock().unwrap_or_else(|p| p.into_inner()) = state;
     }
 
-    /// One look at every instance of this agent.
-    async fn poll(&self, cfg: &ClusterConfig) -> Result<(), RuntimeError> {
+    /// One look at every instance of this agent; `live` gives the instances of live kernels.
+    async fn poll(
+        &self,
+        cfg: &ClusterConfig,
+        live: &(dyn Fn() -> Option<BTreeSet<String>> + Send + Sync),
+    ) -> Result<(), RuntimeError> {
         let api = self.api(cfg)?;
         let rows = api.instances().await.map_err(super::provision::api_error)?;
-        let ours: Vec<(Row, String, String)> = rows
+        let mut ours: Vec<(Row, String, String)> = rows
             .into_iter()
             .filter_map(|r| {
                 let (kernel, token) =
@@ -92,6 +99,20 @@ impl VastRuntime {
                 Some((r, kernel, token))
             })
             .collect();
+        // Read in this order, after the listing: a rental that ends between the two reads
+        // recorded its handle before it stopped counting as in progress.
+        let renting = self.renting_tokens();
+        if let Some(live) = live() {
+            let (kept, leaked): (Vec<_>, Vec<_>) = ours.into_iter().partition(|(row, _, token)| {
+                renting.contains(token)
+                    || live.contains(&row.id.to_string())
+                    || self.is_destroyed(row.id)
+            });
+            ours = kept;
+            for (row, kernel, _) in leaked {
+                self.destroy_leak(&api, row.id, &kernel).await;
+            }
+        }
         let listed: std::collections::BTreeSet<u64> = ours.iter().map(|(r, _, _)| r.id).collect();
         self.prune(&listed);
         for (instance, kernel) in self.listed() {
@@ -117,12 +138,20 @@ impl VastRuntime {
             let status = row.actual_status.as_deref().unwrap_or_default();
             match status {
                 "exited" | "stopped" if !self.is_ended(row.id) => {
-                    let st = self.finish(&api, cfg, &kernel, &row, &token).await;
-                    self.send(RuntimeEvent {
-                        kernel_id: kernel,
-                        instance: row.id.to_string(),
-                        what: Observed::Changed(st),
-                    });
+                    match self.finish(&api, cfg, &kernel, &row, &token).await {
+                        Ok(st) => self.send(RuntimeEvent {
+                            kernel_id: kernel,
+                            instance: row.id.to_string(),
+                            what: Observed::Changed(st),
+                        }),
+                        // Not concluded: the next poll reads its output again.
+                        Err(e) if e.transient() => {
+                            tracing::debug!(kernel_id = %kernel, instance = row.id, error = %e, "the output of an ended instance is not read yet; trying again at the next poll");
+                        }
+                        Err(e) => {
+                            tracing::warn!(kernel_id = %kernel, instance = row.id, error = %e, "the output of an ended instance cannot be read; trying again at the next poll");
+                        }
+                    }
                 }
                 "running" if self.log_due(row.id, cfg.vast.log_interval) => {
                     if let Some(logs_cfg) = &cfg.vast.logs {
@@ -143,7 +172,11 @@ impl VastRuntime {
     }
 
     /// An instance whose command ended: its exit code from its output, its complete log
-    /// shipped, the instance destroyed. Done once; the final status is kept.
+    /// shipped, the instance destroyed. Concluded only once its output was read, or once the
+    /// instance is gone (then the code cannot be learned, and the status says so); any other
+    /// failure to read it is returned and nothing is done, so the next look tries again
+    /// (the instance is kept meanwhile: it holds the only copy). Done once; the final status
+    /// is kept.
     pub(super) async fn finish(
         &self,
         api: &Api,
@@ -151,24 +184,27 @@ impl VastRuntime {
         kernel: &str,
         row: &Row,
         token: &str,
-    ) -> Status {
+    ) -> Result<Status, ApiError> {
         if let Some(st) = self.ended(row.id) {
-            return st;
+            return Ok(st);
         }
-        let output = api.logs(row.id, 100_000).await;
-        let (code, error) = match &output {
-            Ok(text) => match exit_code(text, token) {
-                Some(c) => (Some(c), String::new()),
-                None => (
-                    None,
-                    "ended; its exit code could not be learned (no exit marker in its output: the image's own command ran, or the image has no shell)".to_string(),
-                ),
-            },
-            Err(e) => (None, format!("ended; its exit code could not be learned ({e})")),
+        let (code, error) = match api.logs(row.id, 100_000).await {
+            Ok(text) => {
+                self.keep_output(cfg, kernel, &without_marker(&text)).await;
+                match exit_code(&text, token) {
+                    Some(c) => (Some(c), String::new()),
+                    None => (
+                        None,
+                        "ended; its exit code could not be learned (no exit marker in its output: the image's own command ran, or the image has no shell)".to_string(),
+                    ),
+                }
+            }
+            Err(e) if e.gone() => (
+                None,
+                format!("ended; its exit code could not be learned (Vast.ai instance {} was gone before its output was read)", row.id),
+            ),
+            Err(e) => return Err(e),
         };
-        if let Ok(text) = &output {
-            self.keep_output(cfg, kernel, &without_marker(text)).await;
-        }
         tracing::info!(kernel_id = %kernel, instance = row.id, exit_code = ?code, "Vast.ai instance ended; its output is kept and the instance destroyed");
         if let Err(e) = self.destroy_instance(api, row.id).await {
             tracing::warn!(kernel_id = %kernel, instance = row.id, error = %e, "cannot destroy an instance that ended");
@@ -187,7 +223,16 @@ impl VastRuntime {
             ..Status::default()
         };
         self.set_ended(row.id, st.clone());
-        st
+        Ok(st)
+    }
+
+    /// Destroys an instance labelled as this agent's that no live kernel holds and no
+    /// rental is creating (a leaked instance costs money), saying so.
+    async fn destroy_leak(&self, api: &Api, instance: u64, kernel: &str) {
+        tracing::warn!(kernel_id = %kernel, instance, "destroying a Vast.ai instance labelled for this agent that no live kernel holds");
+        if let Err(e) = self.destroy_instance(api, instance).await {
+            tracing::warn!(kernel_id = %kernel, instance, error = %e, "cannot destroy a leaked instance; trying again at the next poll");
+        }
     }
 
     /// Whether instance `id`'s log is due to be shipped again (and marks it shipped).

@@ -3,7 +3,7 @@
 //! bodies and error shapes.
 //!
 //! Every request is recorded. API routes then pass, in order: a 429 storm (plain text
-//! `API requests too frequent`, no Retry-After), bearer auth (`Authorization: Bearer
+//! `API requests too frequent`, no Retry-After) or a 500 storm, bearer auth (`Authorization: Bearer
 //! <key>`, or the older `?api_key=`; 401 otherwise), and the per-endpoint minimum
 //! intervals when set (429 `API requests too frequent: endpoint threshold=…`). Result
 //! URLs of `request_logs` (`/logs/<token>`) need no auth, as the real ones are
@@ -156,11 +156,14 @@ async fn gate(State(sh): State<S>, matched: MatchedPath, req: Request, next: Nex
     {
         let mut st = sh.lock();
         let now = Instant::now();
-        if st.storm_left > 0 {
-            st.storm_left -= 1;
-            return too_frequent("API requests too frequent".into());
-        }
-        if st.storm_until.is_some_and(|t| now < t) {
+        let storm = st.storm_left > 0 || st.storm_until.is_some_and(|t| now < t);
+        if storm {
+            st.storm_left = st.storm_left.saturating_sub(1);
+            if st.storm_status == 500 {
+                let msg = "Internal Server Error";
+                return error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", msg)
+                    .into_response();
+            }
             return too_frequent("API requests too frequent".into());
         }
         let key = key_of(req.headers(), req.uri().query());

@@ -2,9 +2,9 @@
 //! test machines, so tests start this server, built to behave like the documented API
 //! (see `shared/brief/reference/vastai-api.md`): bearer auth, offer search with filters
 //! and ordering, `no_such_ask` for a taken offer, a provisioning delay, `request_logs`
-//! whose result URL is not ready at first, 429s, and an outage. Each instance is a real
-//! local Docker container of the requested image, env and args, so those and the exit
-//! are real.
+//! whose result URL is not ready at first, 429s and 500s, and an outage. Each instance is
+//! a real local Docker container of the requested image, env and args, so those and the
+//! exit are real.
 //!
 //! [`VastStandIn::start`] serves on a free loopback port, on its own thread and Tokio
 //! runtime (so a test that blocks its own thread on a CLI call does not stall it). Its
@@ -149,6 +149,7 @@ impl VastStandIn {
                 requests: Vec::new(),
                 storm_left: 0,
                 storm_until: None,
+                storm_status: 429,
                 rate_limits: Default::default(),
                 last_hit: Default::default(),
                 logs: Default::default(),
@@ -259,11 +260,28 @@ impl VastStandIn {
     }
     /// The next `n` API requests answer 429 `API requests too frequent` (no Retry-After).
     pub fn storm_429(&self, n: usize) {
-        self.shared.lock().storm_left = n;
+        let mut st = self.shared.lock();
+        st.storm_left = n;
+        st.storm_status = 429;
     }
     /// Every API request answers 429 for `d` from now.
     pub fn storm_429_for(&self, d: Duration) {
-        self.shared.lock().storm_until = Some(Instant::now() + d);
+        let mut st = self.shared.lock();
+        st.storm_until = Some(Instant::now() + d);
+        st.storm_status = 429;
+    }
+    /// The next `n` API requests answer 500 `Internal Server Error`, as the service does
+    /// when its backend fails.
+    pub fn storm_500(&self, n: usize) {
+        let mut st = self.shared.lock();
+        st.storm_left = n;
+        st.storm_status = 500;
+    }
+    /// Every API request answers 500 for `d` from now.
+    pub fn storm_500_for(&self, d: Duration) {
+        let mut st = self.shared.lock();
+        st.storm_until = Some(Instant::now() + d);
+        st.storm_status = 500;
     }
     /// Ends any 429 storm.
     pub fn calm(&self) {

@@ -54,6 +54,8 @@ pub struct State {
     pub storm_left: usize,
     /// API requests answer 429 until then.
     pub storm_until: Option<Instant>,
+    /// What a storm answers: 429 `API requests too frequent`, or 500 (a server error).
+    pub storm_status: u16,
     /// Minimum interval per `"METHOD /path/template"` (trailing slash trimmed).
     pub rate_limits: HashMap<String, Duration>,
     pub last_hit: HashMap<String, Instant>,
