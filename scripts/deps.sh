@@ -6,7 +6,8 @@
 # under a real supervisord and checks the units with systemd-analyze verify), prometheus
 # (tests/operations.rs scrapes the daemons with a real Prometheus and lints their metrics
 # with promtool), chromium (the same tests load the manager's status page in headless
-# Chromium) and openssh-client (tests/profile_ssh.rs logs into kernels with the real `ssh`).
+# Chromium), openssh-client (tests/profile_ssh.rs logs into kernels with the real `ssh`) and
+# iproute2 (tests/cluster_span.rs puts its own Docker engines in network namespaces).
 # Then builds the local test image from busybox-static, since no image can be pulled here,
 # and installs moto (PyPI `moto[server]`, the S3-compatible server of the Vast.ai log
 # shipping and profile resources/results tests) into a venv outside the repository. Safe to
@@ -14,7 +15,7 @@
 set -euo pipefail
 
 need=()
-for pkg in protobuf-compiler libprotobuf-dev etcd-server etcd-client busybox-static docker-registry apache2-utils gcc supervisor systemd prometheus chromium openssh-client; do
+for pkg in protobuf-compiler libprotobuf-dev etcd-server etcd-client busybox-static docker-registry apache2-utils gcc supervisor systemd prometheus chromium openssh-client iproute2; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 have() { command -v "$1" >/dev/null 2>&1; }

@@ -64,9 +64,11 @@ async fn a_cluster_too_large_for_one_agent_spans_the_agents_of_one_swarm() {
     for id in ["a", "b"] {
         wait_for(T, "both agents ALIVE in one swarm", || async {
             let n = c.node(id)?;
-            let docker = n["runtimes"].as_array()?.iter().find(|r| r["name"] == "docker")?;
-            (n["state"] == "ALIVE" && !docker["swarm"].as_str()?.is_empty())
-            .then_some(())
+            let docker = n["runtimes"]
+                .as_array()?
+                .iter()
+                .find(|r| r["name"] == "docker")?;
+            (n["state"] == "ALIVE" && !docker["swarm"].as_str()?.is_empty()).then_some(())
         })
         .await;
     }
@@ -80,10 +82,16 @@ async fn a_cluster_too_large_for_one_agent_spans_the_agents_of_one_swarm() {
     // Runs across both engines; every instance reaches every other by name.
     let id = run3(&k, "sleep 600", SERVE);
     let v = k.wait_state(&id, "RUNNING", T).await;
-    assert_eq!(v["agent_id"], "a", "owned by the swarm manager's agent: {v}");
+    assert_eq!(
+        v["agent_id"], "a",
+        "owned by the swarm manager's agent: {v}"
+    );
     let info = &v["runtime_info"];
     assert!(
-        info["instance/2"].as_str().unwrap_or("").ends_with("on agent b"),
+        info["instance/2"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("on agent b"),
         "{info}"
     );
     let on_a = sw.a.containers(&ns);
@@ -109,10 +117,15 @@ async fn a_cluster_too_large_for_one_agent_spans_the_agents_of_one_swarm() {
         assert!(got.contains(&format!("served-by-{to}")), "{got}");
     }
     let env = k.c.cli_ok(&["exec", &format!("{id}/2"), "--", "env"]);
-    for want in ["INSTANCE_ID=2", "INSTANCE_COUNT=3", "CLUSTER_HOSTS=master,worker-1,worker-2"] {
+    for want in [
+        "INSTANCE_ID=2",
+        "INSTANCE_COUNT=3",
+        "CLUSTER_HOSTS=master,worker-1,worker-2",
+    ] {
         assert!(env.contains(want), "{want} in {env}");
     }
-    let back = k.c.cli_ok(&["exec", &format!("{id}/2"), "--", "nslookup", "master"]);
+    let back =
+        k.c.cli_ok(&["exec", &format!("{id}/2"), "--", "nslookup", "master"]);
     assert!(back.contains("Address"), "{back}");
     k.c.cli_ok(&["rm", "-f", &id]);
     wait_for(T, "nothing left on either engine", || async {
@@ -187,13 +200,12 @@ async fn a_cluster_too_large_for_one_agent_spans_the_agents_of_one_swarm() {
     k.c.cli_ok(&["stop", &id]);
     k.wait_ended(&id, T).await;
     wait_for(T, "every instance stopped", || async {
-        let all: Vec<bool> = sw
-            .a
-            .containers(&ns)
-            .iter()
-            .map(|c| sw.a.running(c))
-            .chain(sw.b.containers(&ns).iter().map(|c| sw.b.running(c)))
-            .collect();
+        let all: Vec<bool> =
+            sw.a.containers(&ns)
+                .iter()
+                .map(|c| sw.a.running(c))
+                .chain(sw.b.containers(&ns).iter().map(|c| sw.b.running(c)))
+                .collect();
         (all.len() == 3 && all.iter().all(|r| !r)).then_some(())
     })
     .await;

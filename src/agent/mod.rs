@@ -176,9 +176,14 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         source,
     };
     let docker = Docker::connect().await?;
-    let docker_runtime =
-        DockerRuntime::new(docker, &opts.namespace, &opts.agent_id, &opts.scratch_root, opts.tls.clone())
-            .map_err(scratch_error)?;
+    let docker_runtime = DockerRuntime::new(
+        docker,
+        &opts.namespace,
+        &opts.agent_id,
+        &opts.scratch_root,
+        opts.tls.clone(),
+    )
+    .map_err(scratch_error)?;
     docker_runtime.read_swarm().await;
     let kernels = Supervisor::new(SupervisorOptions {
         runtimes: Runtimes::new(Arc::new(docker_runtime)).with(Arc::new(VastRuntime::new(

@@ -264,11 +264,11 @@ fn how_many(free: &SlotAmounts, per: &SlotAmounts, cap: u32) -> u32 {
     if per.cpu > 0.0 {
         n = n.min(((free.cpu + 1e-9) / per.cpu).floor().max(0.0) as u32);
     }
-    if per.memory_bytes > 0 {
-        n = n.min((free.memory_bytes / per.memory_bytes).min(u64::from(cap)) as u32);
+    if let Some(m) = free.memory_bytes.checked_div(per.memory_bytes) {
+        n = n.min(m.min(u64::from(cap)) as u32);
     }
-    if per.gpus > 0 {
-        n = n.min(free.gpus / per.gpus);
+    if let Some(g) = free.gpus.checked_div(per.gpus) {
+        n = n.min(g);
     }
     n
 }
@@ -298,7 +298,7 @@ pub fn span_plan(
         .map(|(a, free)| (a, how_many(free, per, instances)))
         .filter(|(_, n)| *n > 0)
         .collect();
-    alive.sort_by(|x, y| y.1.cmp(&x.1));
+    alive.sort_by_key(|x| std::cmp::Reverse(x.1));
     for &(owner, room) in alive.iter().filter(|(a, _)| swarm(a).is_some_and(|s| s.1)) {
         let group = swarm(owner).map(|s| s.0);
         let mut plan = vec![(owner.clone(), room.min(instances))];

@@ -90,7 +90,8 @@ impl ManagerRpc {
             part.output_path.clear();
             part.error_path.clear();
             part.results.clear();
-            part.constants.retain(|k, _| !MASTER_ONLY.contains(&k.as_str()));
+            part.constants
+                .retain(|k, _| !MASTER_ONLY.contains(&k.as_str()));
             part.span = Some(pb::ClusterSpan {
                 first: p.first,
                 count: p.count,

@@ -56,10 +56,17 @@ impl Engine {
 
     pub fn networks(&self, ns: &str) -> Vec<String> {
         let filter = format!("label=io.deckhand.namespace={ns}");
-        self.docker(&["network", "ls", "--filter", &filter, "--format", "{{.Name}}"])
-            .lines()
-            .map(str::to_string)
-            .collect()
+        self.docker(&[
+            "network",
+            "ls",
+            "--filter",
+            &filter,
+            "--format",
+            "{{.Name}}",
+        ])
+        .lines()
+        .map(str::to_string)
+        .collect()
     }
 
     fn stop(&mut self) {
@@ -91,7 +98,9 @@ impl Engine {
         for m in under {
             let _ = Command::new("umount").args(["-l", m]).status();
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.netns]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -105,7 +114,10 @@ pub struct Swarm {
 }
 
 fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("ip (iproute2)");
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("ip (iproute2)");
     assert!(
         out.status.success(),
         "ip {args:?}: {}",
@@ -134,7 +146,15 @@ impl Swarm {
         for ((side, last, _, netns), veth) in engines.iter().zip([&va, &vb]) {
             let _ = side;
             ip(&["link", "set", veth, "netns", netns]);
-            ip(&["-n", netns, "addr", "add", &format!("{subnet}.{last}/24"), "dev", veth]);
+            ip(&[
+                "-n",
+                netns,
+                "addr",
+                "add",
+                &format!("{subnet}.{last}/24"),
+                "dev",
+                veth,
+            ]);
             ip(&["-n", netns, "link", "set", veth, "up"]);
         }
         let mut started = Vec::new();
@@ -170,29 +190,35 @@ impl Swarm {
         let swarm = Self { a, b, base };
         for e in [&swarm.a, &swarm.b] {
             let log = e.dir.join("dockerd.log");
-            wait_for(Duration::from_secs(60), "a test engine answering", || async {
-                let ok = Command::new("docker")
-                    .args(["-H", &e.host, "info"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success());
-                if !ok {
-                    if let Ok(l) = std::fs::read_to_string(&log) {
-                        if l.contains("level=fatal") {
-                            panic!("dockerd {} stopped:\n{l}", e.host);
+            wait_for(
+                Duration::from_secs(60),
+                "a test engine answering",
+                || async {
+                    let ok = Command::new("docker")
+                        .args(["-H", &e.host, "info"])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .is_ok_and(|s| s.success());
+                    if !ok {
+                        if let Ok(l) = std::fs::read_to_string(&log) {
+                            if l.contains("level=fatal") {
+                                panic!("dockerd {} stopped:\n{l}", e.host);
+                            }
                         }
                     }
-                }
-                ok.then_some(())
-            })
+                    ok.then_some(())
+                },
+            )
             .await;
             let load = format!("docker save {TEST_IMAGE} | docker -H {} load", e.host);
             let out = Command::new("sh").args(["-c", &load]).output().expect("sh");
             assert!(out.status.success(), "{load}: {out:?}");
         }
         let addr = format!("{subnet}.1");
-        swarm.a.docker(&["swarm", "init", "--advertise-addr", &addr]);
+        swarm
+            .a
+            .docker(&["swarm", "init", "--advertise-addr", &addr]);
         let token = swarm.a.docker(&["swarm", "join-token", "-q", "worker"]);
         swarm
             .b

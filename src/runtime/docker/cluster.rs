@@ -307,7 +307,11 @@ pub fn aggregate_part(members: &[(usize, ContainerStatus)]) -> Aggregate {
         .filter(|(_, c)| c.running)
         .map(|(i, _)| *i)
         .collect();
-    let started = members.iter().map(|(_, c)| c.started_at_ms).max().unwrap_or(0);
+    let started = members
+        .iter()
+        .map(|(_, c)| c.started_at_ms)
+        .max()
+        .unwrap_or(0);
     let failed = members
         .iter()
         .find(|(_, w)| !w.exists || (ended(w) && (w.exit_code != 0 || w.oom_killed)));
@@ -333,7 +337,11 @@ pub fn aggregate_part(members: &[(usize, ContainerStatus)]) -> Aggregate {
         };
     }
     if !members.is_empty() && members.iter().all(|(_, c)| ended(c)) {
-        let finished = members.iter().map(|(_, c)| c.finished_at_ms).max().unwrap_or(0);
+        let finished = members
+            .iter()
+            .map(|(_, c)| c.finished_at_ms)
+            .max()
+            .unwrap_or(0);
         return Aggregate {
             status: Status {
                 exists: true,
@@ -522,6 +530,35 @@ mod tests {
         let a = aggregate(&[running(1), ContainerStatus::default()]);
         assert!(a.status.exists && !a.status.running);
         assert!(a.status.error.contains("instance 1 (worker) was removed"));
+    }
+
+    #[test]
+    fn a_part_runs_when_all_its_workers_run_and_fails_by_the_first_that_failed() {
+        let a = aggregate_part(&[(2, running(5)), (3, running(7))]);
+        assert!(a.status.running && a.status.started_at_ms == 7);
+        let a = aggregate_part(&[(2, running(5)), (3, created())]);
+        assert!(!a.status.running && a.status.started_at_ms == 0 && a.status.exists);
+        let a = aggregate_part(&[(2, running(5)), (3, exited(7, 40))]);
+        assert_eq!(a.status.exit_code, Some(7));
+        assert_eq!(a.status.error, "instance 3 (worker) exited with code 7");
+        assert_eq!(a.stop, vec![2]);
+        // Workers that did their part (exit 0) end the part well.
+        let a = aggregate_part(&[(2, exited(0, 40)), (3, exited(0, 50))]);
+        assert_eq!(a.status.exit_code, Some(0));
+        assert!(a.status.error.is_empty() && a.status.finished_at_ms == 50);
+    }
+
+    #[test]
+    fn a_peers_failed_part_fails_the_owners_cluster_with_the_peers_words() {
+        let mut worker = exited(7, 40);
+        worker.part_reason = "on agent `b`: instance 2 (worker) exited with code 7".into();
+        let a = aggregate(&[running(1), running(1), worker]);
+        assert_eq!(a.status.exit_code, Some(7));
+        assert_eq!(
+            a.status.error,
+            "on agent `b`: instance 2 (worker) exited with code 7"
+        );
+        assert_eq!(a.stop, vec![0, 1]);
     }
 
     #[test]

@@ -62,8 +62,7 @@ pub fn stream(docker: Docker, namespace: &str, agent_id: &str, spans: Arc<Spans>
                 ) {
                     return None;
                 }
-                return cluster_status(&docker, &namespace, &agent_id, &spans, ev.kernel_id)
-                    .await;
+                return cluster_status(&docker, &namespace, &agent_id, &spans, ev.kernel_id).await;
             }
             let what = match ev.action.as_str() {
                 "die" | "start" | "pause" | "unpause" => {

@@ -8,6 +8,8 @@
 //! - [`adopt`]: the agent's containers found again after a restart;
 //! - [`cluster`]: cluster kernels — N containers on a network made for them, run as one
 //!   kernel (master and workers), their status read from all of them;
+//! - [`span`]: a cluster spanning the agents of one swarm — the owner's side (its parts on
+//!   other agents, released, followed, stopped and removed with it);
 //! - [`rules`]: Docker's rules of single spec fields (its socket, network modes, minimum
 //!   memory), asked by spec validation at each field's place;
 //! - [`local`], [`scratch`], [`cgroup`]: what a kernel has on this host — its home, process
@@ -42,8 +44,8 @@ pub use client::{Docker, EngineError};
 
 use crate::config::ClusterConfig;
 use crate::kernel::record::Record;
-use crate::rpc::pb;
 use crate::kernel::spec::{Spec, SpecError};
+use crate::rpc::pb;
 use crate::runtime::{
     Background, Capabilities, ChunkStream, EventStream, Exec, ExecOutput, FileEntry, Handle,
     LocalImage, Owned, Reporter, Runtime, RuntimeError, Started, Status, Usage,
@@ -270,7 +272,10 @@ impl DockerRuntime {
             if span.is_part() {
                 labels.insert(client::LABEL_OWNER.into(), span.owner.clone());
             } else if !span.peers.is_empty() {
-                labels.insert(client::LABEL_PEERS.into(), cluster::peers_label(&span.peers));
+                labels.insert(
+                    client::LABEL_PEERS.into(),
+                    cluster::peers_label(&span.peers),
+                );
             }
             let name = cluster::member_name(&self.namespace, &rec.id, i);
             match self.create_named(&name, body).await {
@@ -503,7 +508,13 @@ impl Runtime for DockerRuntime {
             }
             if let Err(e) = self
                 .spans
-                .control(&rec.id, &m.peers, pb::KernelAction::Stop, 0, Some(Duration::ZERO))
+                .control(
+                    &rec.id,
+                    &m.peers,
+                    pb::KernelAction::Stop,
+                    0,
+                    Some(Duration::ZERO),
+                )
                 .await
             {
                 tracing::warn!(kernel_id = %rec.id, error = %e, "cannot stop the parts of a cluster that failed to start");

@@ -136,10 +136,12 @@ impl Spans {
         self.changed.subscribe()
     }
 
-    fn client(&self, peer: &SpanPeer) -> Result<AgentServiceClient<tonic::transport::Channel>, RuntimeError> {
-        let ch = crate::rpc::channel(&peer.address, PEER_TIMEOUT, &self.tls).map_err(|e| {
-            RuntimeError::Unavailable(format!("agent `{}`: {e}", peer.agent_id))
-        })?;
+    fn client(
+        &self,
+        peer: &SpanPeer,
+    ) -> Result<AgentServiceClient<tonic::transport::Channel>, RuntimeError> {
+        let ch = crate::rpc::channel(&peer.address, PEER_TIMEOUT, &self.tls)
+            .map_err(|e| RuntimeError::Unavailable(format!("agent `{}`: {e}", peer.agent_id)))?;
         Ok(AgentServiceClient::new(ch))
     }
 
@@ -178,7 +180,11 @@ impl Spans {
     }
 
     /// The parts of kernel `kernel_id` as last heard; a part not heard yet is asked for.
-    pub async fn parts(&self, kernel_id: &str, peers: &[SpanPeer]) -> Result<Vec<Part>, RuntimeError> {
+    pub async fn parts(
+        &self,
+        kernel_id: &str,
+        peers: &[SpanPeer],
+    ) -> Result<Vec<Part>, RuntimeError> {
         let known = self
             .parts
             .lock()
@@ -188,7 +194,10 @@ impl Spans {
             .unwrap_or_default();
         let mut out = Vec::new();
         for peer in peers {
-            match known.iter().find(|p| p.peer.agent_id == peer.agent_id && p.state != 0) {
+            match known
+                .iter()
+                .find(|p| p.peer.agent_id == peer.agent_id && p.state != 0)
+            {
                 Some(p) => out.push(p.clone()),
                 None => {
                     let p = self.ask(kernel_id, peer).await?;
@@ -237,7 +246,10 @@ impl Spans {
     fn heard(&self, kernel_id: &str, part: Part) {
         let mut all = self.parts.lock().unwrap_or_else(|p| p.into_inner());
         let list = all.entry(kernel_id.to_string()).or_default();
-        match list.iter_mut().find(|p| p.peer.agent_id == part.peer.agent_id) {
+        match list
+            .iter_mut()
+            .find(|p| p.peer.agent_id == part.peer.agent_id)
+        {
             Some(p) if *p == part => return,
             Some(p) => *p = part,
             None => list.push(part),
@@ -305,8 +317,12 @@ impl Spans {
             .build();
         loop {
             match self.watch_once(kernel_id, peer).await {
-                Ok(()) => tracing::info!(kernel_id, agent_id = %peer.agent_id, "a peer's event stream ended; following it again"),
-                Err(e) => tracing::warn!(kernel_id, agent_id = %peer.agent_id, error = %e, "cannot follow a cluster part on its peer; trying again"),
+                Ok(()) => {
+                    tracing::info!(kernel_id, agent_id = %peer.agent_id, "a peer's event stream ended; following it again")
+                }
+                Err(e) => {
+                    tracing::warn!(kernel_id, agent_id = %peer.agent_id, error = %e, "cannot follow a cluster part on its peer; trying again")
+                }
             }
             tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(5))).await;
         }
