@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use common::swarm::Swarm;
 use common::{wait_for, Cluster, KernelCluster, Proc};
+use deckhand::rpc::pb::{self, cluster_service_client::ClusterServiceClient};
 
 const T: Duration = Duration::from_secs(90);
 
@@ -172,6 +173,34 @@ async fn a_cluster_too_large_for_one_agent_spans_the_agents_of_one_swarm() {
     })
     .await;
     k.c.cli_ok(&["rm", &id]);
+
+    // The span is the manager's to set: a request that sets it is refused, naming it.
+    let mut manager = ClusterServiceClient::connect(format!("http://127.0.0.1:{}", k.manager.port))
+        .await
+        .expect("manager gRPC");
+    let refused = manager
+        .run_kernel(pb::RunKernelRequest {
+            request: Some(pb::CreateKernelRequest {
+                spec: Some(pb::KernelSpec {
+                    kernel_id: "3f2b7c1e-0c4d-4e8a-9b1a-2d5e6f7a8b9c".into(),
+                    image: common::TEST_IMAGE.into(),
+                    span: Some(pb::ClusterSpan {
+                        count: 1,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                array: None,
+            }),
+            agent_id: String::new(),
+        })
+        .await
+        .expect_err("a span set by a request");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().contains("request.spec.span"),
+        "{refused:?}"
+    );
 
     // Larger than the whole swarm: refused, nothing made anywhere.
     let out = k.run_profile(
