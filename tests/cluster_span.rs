@@ -10,8 +10,9 @@
 //! `logs` of `<id>/2` reach B; the master's exit ends the kernel with its code and stops
 //! the worker on B; a worker failing on B fails the kernel with B's reason and stops the
 //! instances on A; slots on both agents are given back; `rm` leaves nothing on either
-//! engine; a cluster larger than the swarm is refused whole; the owner killed with -9 and
-//! started again still runs its kernel, and stops it on both engines.
+//! engine; a cluster larger than the swarm is refused whole; `stop` stops every instance on
+//! both engines; the peer and then the owner killed with -9 and started again: the kernel
+//! still runs, and a worker killed on B still fails it.
 
 mod common;
 
@@ -30,9 +31,27 @@ fn cpus() -> String {
 }
 
 fn agent(c: &Cluster, id: &str, host: &str) -> Proc {
-    c.agent_on_env(
+    agent_at(c, id, host, common::free_port())
+}
+
+/// The agent on engine `host` at `port` (a restarted agent keeps its address, as under a
+/// supervisor: the owner reaches its peers where they registered).
+fn agent_at(c: &Cluster, id: &str, host: &str, port: u16) -> Proc {
+    let listen = format!("127.0.0.1:{port}");
+    let scratch = c.dir.path().join(format!("scratch-{id}"));
+    let args = [
+        "agent",
+        "--agent-id",
         id,
-        c.dir.path().join(format!("scratch-{id}")),
+        "--rpc-listen-addr",
+        &listen,
+        "--scratch-root",
+        scratch.to_str().unwrap_or_default(),
+    ];
+    c.spawn_env(
+        &format!("agent-{id}"),
+        &args,
+        port,
         &[("DOCKER_HOST", host)],
     )
 }
@@ -214,18 +233,9 @@ async fn a_cluster_too_large_for_one_agent_spans_the_agents_of_one_swarm() {
     assert!(sw.a.containers(&ns).is_empty() && sw.b.containers(&ns).is_empty());
     assert!(k.ps().is_empty(), "{:?}", k.ps());
 
-    // The owner killed with -9 and started again: the kernel still runs on both engines,
-    // and stopping it stops every instance.
+    // Stopping the kernel stops every instance on both engines.
     let id = run3(&k, "sleep 600", "sleep 600");
     k.wait_state(&id, "RUNNING", T).await;
-    k.agent.kill9();
-    k.agent = agent(&k.c, "a", &sw.a.host);
-    wait_for(T, "agent a ALIVE again", || async {
-        (k.c.node("a")?["state"] == "ALIVE").then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(k.inspect(&id)["state"], "RUNNING");
     k.c.cli_ok(&["stop", &id]);
     k.wait_ended(&id, T).await;
     wait_for(T, "every instance stopped", || async {
@@ -236,6 +246,40 @@ async fn a_cluster_too_large_for_one_agent_spans_the_agents_of_one_swarm() {
                 .chain(sw.b.containers(&ns).iter().map(|c| sw.b.running(c)))
                 .collect();
         (all.len() == 3 && all.iter().all(|r| !r)).then_some(())
+    })
+    .await;
+    k.c.cli_ok(&["rm", &id]);
+
+    // The peer, then the owner, killed with -9 and started again: the kernel still runs,
+    // and the owner still follows its part on B (a worker killed there fails the kernel).
+    let id = run3(&k, "sleep 600", "sleep 600");
+    k.wait_state(&id, "RUNNING", T).await;
+    let mut b = b;
+    for (name, host) in [("b", sw.b.host.clone()), ("a", sw.a.host.clone())] {
+        let restarted = if name == "a" { &mut k.agent } else { &mut b };
+        restarted.kill9();
+        *restarted = agent_at(&k.c, name, &host, restarted.port);
+        let log = || restarted.log();
+        wait_for(T, "the agent reporting again", || async {
+            log().contains("reporting to manager").then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        k.wait_state(&id, "RUNNING", T).await;
+        assert_eq!(k.ps().len(), 1, "{:?}", k.ps());
+    }
+    let worker = sw.b.containers(&ns).pop().expect("worker-2 on B");
+    sw.b.docker(&["kill", &worker]);
+    let v = k.wait_ended(&id, T).await;
+    assert_eq!(v["state"], "FAILED", "{v}");
+    let reason = v["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("agent `b`") && reason.contains("instance 2"),
+        "{reason}"
+    );
+    wait_for(T, "the instances on A stopped", || async {
+        let on_a = sw.a.containers(&ns);
+        (!on_a.is_empty() && on_a.iter().all(|c| !sw.a.running(c))).then_some(())
     })
     .await;
     k.c.cli_ok(&["rm", &id]);
