@@ -18,7 +18,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::swarm::Swarm;
+use common::swarm::{Engine, Swarm};
 use common::{wait_for, Cluster, KernelCluster, Proc};
 use deckhand::rpc::pb::{self, cluster_service_client::ClusterServiceClient};
 
@@ -37,23 +37,22 @@ fn agent(c: &Cluster, id: &str, host: &str) -> Proc {
 /// The agent on engine `host` at `port` (a restarted agent keeps its address, as under a
 /// supervisor: the owner reaches its peers where they registered).
 fn agent_at(c: &Cluster, id: &str, host: &str, port: u16) -> Proc {
-    let listen = format!("127.0.0.1:{port}");
     let scratch = c.dir.path().join(format!("scratch-{id}"));
-    let args = [
-        "agent",
-        "--agent-id",
-        id,
-        "--rpc-listen-addr",
-        &listen,
-        "--scratch-root",
-        scratch.to_str().unwrap_or_default(),
-    ];
-    c.spawn_env(
-        &format!("agent-{id}"),
-        &args,
-        port,
-        &[("DOCKER_HOST", host)],
-    )
+    c.agent_at::<&str>(id, scratch, port, &[], &[("DOCKER_HOST", host)])
+}
+
+/// Waits until `engines` hold `n` containers of namespace `ns` (at least one when `n` is
+/// 0), none of them running.
+async fn all_stopped(engines: &[&Engine], ns: &str, n: usize) {
+    wait_for(T, "the instances stopped", || async {
+        let states: Vec<bool> = engines
+            .iter()
+            .flat_map(|e| e.containers(ns).into_iter().map(move |c| e.running(&c)))
+            .collect();
+        (!states.is_empty() && (n == 0 || states.len() == n) && states.iter().all(|r| !r))
+            .then_some(())
+    })
+    .await;
 }
 
 /// CPU allocated on agent `id`, from the manager's view of its heartbeats.
@@ -161,11 +160,7 @@ async fn a_cluster_too_large_for_one_agent_spans_the_agents_of_one_swarm() {
     let v = k.wait_ended(&id, T).await;
     assert_eq!(v["state"], "FAILED", "{v}");
     assert_eq!(v["exit_code"], 5, "{v}");
-    wait_for(T, "the worker on B stopped", || async {
-        let w = sw.b.containers(&ns);
-        (!w.is_empty() && w.iter().all(|c| !sw.b.running(c))).then_some(())
-    })
-    .await;
+    all_stopped(&[&sw.b], &ns, 0).await;
     wait_for(T, "CPU back on both agents", || async {
         (cpu_allocated(&k, "a")? < 0.01 && cpu_allocated(&k, "b")? < 0.01).then_some(())
     })
@@ -186,11 +181,7 @@ async fn a_cluster_too_large_for_one_agent_spans_the_agents_of_one_swarm() {
         reason.contains("agent `b`") && reason.contains("instance 2 (worker) exited with code 7"),
         "{reason}"
     );
-    wait_for(T, "the instances on A stopped", || async {
-        let on_a = sw.a.containers(&ns);
-        (!on_a.is_empty() && on_a.iter().all(|c| !sw.a.running(c))).then_some(())
-    })
-    .await;
+    all_stopped(&[&sw.a], &ns, 0).await;
     k.c.cli_ok(&["rm", &id]);
 
     // The span is the manager's to set: a request that sets it is refused, naming it.
@@ -238,16 +229,7 @@ async fn a_cluster_too_large_for_one_agent_spans_the_agents_of_one_swarm() {
     k.wait_state(&id, "RUNNING", T).await;
     k.c.cli_ok(&["stop", &id]);
     k.wait_ended(&id, T).await;
-    wait_for(T, "every instance stopped", || async {
-        let all: Vec<bool> =
-            sw.a.containers(&ns)
-                .iter()
-                .map(|c| sw.a.running(c))
-                .chain(sw.b.containers(&ns).iter().map(|c| sw.b.running(c)))
-                .collect();
-        (all.len() == 3 && all.iter().all(|r| !r)).then_some(())
-    })
-    .await;
+    all_stopped(&[&sw.a, &sw.b], &ns, 3).await;
     k.c.cli_ok(&["rm", &id]);
 
     // The peer, then the owner, killed with -9 and started again: the kernel still runs,
@@ -277,11 +259,7 @@ async fn a_cluster_too_large_for_one_agent_spans_the_agents_of_one_swarm() {
         reason.contains("agent `b`") && reason.contains("instance 2"),
         "{reason}"
     );
-    wait_for(T, "the instances on A stopped", || async {
-        let on_a = sw.a.containers(&ns);
-        (!on_a.is_empty() && on_a.iter().all(|c| !sw.a.running(c))).then_some(())
-    })
-    .await;
+    all_stopped(&[&sw.a], &ns, 0).await;
     k.c.cli_ok(&["rm", &id]);
     wait_for(T, "nothing left on either engine", || async {
         (sw.a.containers(&ns).is_empty() && sw.b.containers(&ns).is_empty()).then_some(())

@@ -69,11 +69,9 @@ async fn sizes_reach_the_container_as_docker_reads_them() {
     assert!(stderr_of(&out).contains("shm_size"), "{out:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_container_docker_restarts_reads_queued_between_runs_and_keeps_its_slots() {
-    let k = KernelCluster::start("restart").await;
-    let mut events = k.agent_events().await;
-    let id = k.run_detached(&[
+/// A kernel of 0.5 CPU whose command fails after a second, restarted by Docker for ever.
+fn run_restarting(k: &KernelCluster) -> String {
+    k.run_detached(&[
         "--restart",
         "always",
         "--cpus",
@@ -82,7 +80,14 @@ async fn a_container_docker_restarts_reads_queued_between_runs_and_keeps_its_slo
         "sh",
         "-c",
         "sleep 1; exit 3",
-    ]);
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_docker_restarts_reads_queued_between_runs_and_keeps_its_slots() {
+    let k = KernelCluster::start("restart").await;
+    let mut events = k.agent_events().await;
+    let id = run_restarting(&k);
     let name = container_of(&k, &id);
     // Docker's restart delay doubles each time: from the third restart on, the container
     // waits ≥ 400 ms between runs. Sample deckhand while Docker says "restarting" before and
@@ -191,16 +196,7 @@ fn restart_count(info: &serde_json::Value) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarting_kernel_keeps_its_state_count_and_slots_across_an_agent_restart() {
     let mut k = KernelCluster::start("restartrecover").await;
-    let id = k.run_detached(&[
-        "--restart",
-        "always",
-        "--cpus",
-        "0.5",
-        TEST_IMAGE,
-        "sh",
-        "-c",
-        "sleep 1; exit 3",
-    ]);
+    let id = run_restarting(&k);
     let name = container_of(&k, &id);
     let before = wait_for(Duration::from_secs(60), "two restarts", || async {
         let info = k.inspect(&id);

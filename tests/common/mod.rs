@@ -351,7 +351,19 @@ impl Cluster {
         extra: &[S],
         env: &[(&str, &str)],
     ) -> Proc {
-        let port = free_port();
+        self.agent_at(id, scratch, free_port(), extra, env)
+    }
+
+    /// [`agent_with`](Self::agent_with) listening on `port` (an agent restarted where it
+    /// was, as under a supervisor).
+    pub fn agent_at<S: AsRef<str>>(
+        &self,
+        id: &str,
+        scratch: PathBuf,
+        port: u16,
+        extra: &[S],
+        env: &[(&str, &str)],
+    ) -> Proc {
         let listen = format!("127.0.0.1:{port}");
         let mut args = vec![
             "agent",

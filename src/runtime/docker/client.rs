@@ -218,13 +218,7 @@ impl Docker {
             labels: Some(labels),
             ..Default::default()
         };
-        match self.api.create_network(req).await {
-            Ok(_) => Ok(()),
-            Err(e) => match EngineError::from(e) {
-                EngineError::Conflict(_) => Ok(()),
-                other => Err(other),
-            },
-        }
+        self.make_network(req).await
     }
 
     /// Creates a spanning cluster kernel's network: an attachable overlay (the engine must
@@ -244,13 +238,7 @@ impl Docker {
             labels: Some(labels),
             ..Default::default()
         };
-        match self.api.create_network(req).await {
-            Ok(_) => Ok(()),
-            Err(e) => match EngineError::from(e) {
-                EngineError::Conflict(_) => Ok(()),
-                other => Err(other),
-            },
-        }
+        self.make_network(req).await
     }
 
     /// The swarm the engine is in (named by its managers' node ids, the same on every node
@@ -277,6 +265,20 @@ impl Docker {
             id: managers.join(","),
             owner: swarm.control_available.unwrap_or(false),
         })
+    }
+
+    /// Creates a network; one of that name left from a crash is used as it is.
+    async fn make_network(
+        &self,
+        req: bollard::models::NetworkCreateRequest,
+    ) -> Result<(), EngineError> {
+        match self.api.create_network(req).await {
+            Ok(_) => Ok(()),
+            Err(e) => match EngineError::from(e) {
+                EngineError::Conflict(_) => Ok(()),
+                other => Err(other),
+            },
+        }
     }
 
     /// Removes a network; one already gone counts as removed.
