@@ -105,6 +105,7 @@ async fn a_cluster_too_large_for_one_agent_spans_the_agents_of_one_swarm() {
         v["agent_id"], "a",
         "owned by the swarm manager's agent: {v}"
     );
+    assert_eq!(v["spec"]["submit_as_hold"], false, "the spec as asked: {v}");
     let info = &v["runtime_info"];
     assert!(
         info["instance/2"]

@@ -187,7 +187,7 @@ impl Supervisor {
         }
         self.stage_resources(&rec, &cfg).await?;
         let handle = rt.create(&rec, &cfg, &self.reporter(id)).await?;
-        let held = rec.spec.hold;
+        let held = rec.spec.held_at_creation();
         let cancelled = {
             let mut t = self.lock();
             let cancelled = t
@@ -275,7 +275,10 @@ impl Supervisor {
                 Progress::StillWanted => {}
                 Progress::Created(handle) => {
                     let mut t = me.lock();
-                    let live = t.kernels.get(&id).map(|e| (e.rec.state, e.rec.spec.hold));
+                    let live = t
+                        .kernels
+                        .get(&id)
+                        .map(|e| (e.rec.state, e.rec.spec.held_at_creation()));
                     match live {
                         Some((s, held)) if !s.is_final() => {
                             let _ = me.transition(&mut t, &id, Transition::Created { held }, |r| {

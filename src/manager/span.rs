@@ -2,8 +2,9 @@
 //! swarm (see [`super::slots::span_plan`] for who takes what, and the Docker runtime's
 //! `span` module for how the owner runs it).
 //!
-//! Whole or not at all: the owner is created first, held (its overlay network, the master
-//! and its first workers, their slots), then each peer's part, held (its slots reserved).
+//! Whole or not at all: the owner is created first (its overlay network, the master and its
+//! first workers, their slots), then each peer's part (its slots reserved); an agent keeps
+//! any kernel with a span HELD once created.
 //! A refusal anywhere removes everything made so far and is the answer. Then, unless the
 //! kernel was asked held, the owner is released: it releases its parts and starts its own
 //! instances, master last. The kernel's id names it on every agent; the manager lists and
@@ -66,7 +67,6 @@ impl ManagerRpc {
             "no single agent holds the cluster kernel; spanning the agents of one swarm"
         );
         let mut owner_spec = spec.clone();
-        owner_spec.submit_as_hold = true;
         owner_spec.span = Some(pb::ClusterSpan {
             first: 0,
             count: *own,
@@ -84,7 +84,6 @@ impl ManagerRpc {
         let mut parts_made = Vec::new();
         for (p, (a, _)) in peers.iter().zip(rest) {
             let mut part = spec.clone();
-            part.submit_as_hold = true;
             part.ports.clear();
             part.input_path.clear();
             part.output_path.clear();

@@ -197,6 +197,13 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// Whether the kernel waits HELD once created: asked so (`--hold`), or a part of a
+    /// cluster spanning agents, which is started by whoever placed it (the manager releases
+    /// the owner, the owner its parts).
+    pub fn held_at_creation(&self) -> bool {
+        self.hold || self.cluster.as_ref().is_some_and(|c| c.span.is_some())
+    }
+
     /// How many instances the kernel has (1 unless it is a cluster).
     pub fn instances(&self) -> u32 {
         self.cluster.as_ref().map_or(1, |c| c.local().1)
