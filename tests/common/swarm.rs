@@ -70,12 +70,21 @@ impl Engine {
     }
 
     fn stop(&mut self) {
+        // Containers first (killed at once): an engine that is stopped waits out each
+        // container's stop timeout, and one killed meanwhile leaves them running.
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "docker -H {h} ps -aq | xargs -r docker -H {h} rm -f",
+                h = self.host
+            ))
+            .output();
         let _ = Command::new("docker")
             .args(["-H", &self.host, "swarm", "leave", "--force"])
             .output();
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill").arg(c.id().to_string()).status();
-            for _ in 0..100 {
+            for _ in 0..300 {
                 if matches!(c.try_wait(), Ok(Some(_))) {
                     break;
                 }
@@ -84,10 +93,14 @@ impl Engine {
             let _ = c.kill();
             let _ = c.wait();
         }
-        // The containerd it started, and whatever it left mounted.
-        let _ = Command::new("pkill")
-            .args(["-f", &format!("containerd --config {}", self.dir.display())])
-            .status();
+        // The containerd it started, any container shim of its, and whatever it left
+        // mounted.
+        for pattern in [
+            format!("containerd --config {}", self.dir.display()),
+            format!("containerd-shim.* -address {}", self.dir.display()),
+        ] {
+            let _ = Command::new("pkill").args(["-f", &pattern]).status();
+        }
         let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
         let mut under: Vec<&str> = mounts
             .lines()
