@@ -483,3 +483,40 @@ async fn a_master_that_cannot_start_leaves_no_worker_running() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_networks_of_one_name_left_by_a_crash_are_both_removed() {
+    // An agent killed while the engine made a cluster's network, which made it again after
+    // its restart, leaves two networks of one name (the engine does not refuse a second
+    // bridge network of a name); both are its own and both must go.
+    let mut k = KernelCluster::start("cluster-dupnet").await;
+    let kernel = "0f5b1c2e-7a4b-4c1d-9e2f-00000000d0d0";
+    let name = format!("deckhand-{}-{kernel}", k.c.ns);
+    let docker = bollard::Docker::connect_with_local_defaults().expect("Docker engine");
+    for _ in 0..2 {
+        let labels = std::collections::HashMap::from([
+            ("io.deckhand.namespace".to_string(), k.c.ns.clone()),
+            ("io.deckhand.agent-id".to_string(), "a1".to_string()),
+            ("io.deckhand.kernel-id".to_string(), kernel.to_string()),
+        ]);
+        docker
+            .create_network(bollard::models::NetworkCreateRequest {
+                name: name.clone(),
+                driver: Some("bridge".into()),
+                labels: Some(labels),
+                ..Default::default()
+            })
+            .await
+            .expect("create network");
+    }
+    assert_eq!(networks(&k.c.ns), [name.clone(), name.clone()]);
+    k.agent.kill9();
+    k.agent = k.c.agent_on("a1", k.scratch());
+    wait_for(
+        T,
+        "both networks removed by the restarted agent",
+        || async { networks(&k.c.ns).is_empty().then_some(()) },
+    )
+    .await;
+    assert!(k.ps().is_empty(), "{:?}", k.ps());
+}

@@ -473,8 +473,19 @@ pub fn remove_containers(ns: &str) {
     for v in String::from_utf8_lossy(&out.stdout).lines() {
         let _ = Command::new("docker").args(["volume", "rm", v]).output();
     }
-    for n in networks(ns) {
-        let _ = Command::new("docker").args(["network", "rm", &n]).output();
+    // By id: two networks may share a name (see `Docker::remove_network`).
+    let out = Command::new("docker")
+        .args([
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=io.deckhand.namespace={ns}"),
+        ])
+        .output()
+        .expect("docker network ls");
+    for n in String::from_utf8_lossy(&out.stdout).lines() {
+        let _ = Command::new("docker").args(["network", "rm", n]).output();
     }
 }
 

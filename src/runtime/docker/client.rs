@@ -281,12 +281,35 @@ impl Docker {
         }
     }
 
-    /// Removes a network; one already gone counts as removed.
+    /// Removes a network; one already gone counts as removed. Two of one name (an agent
+    /// killed while the engine made one, then made again after its restart: the engine does
+    /// not refuse a second bridge network of a name) are both removed, by id.
     pub async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
         match self.api.remove_network(name).await {
             Ok(()) => Ok(()),
             Err(e) => match EngineError::from(e) {
                 EngineError::NotFound(_) => Ok(()),
+                other if other.to_string().contains("ambiguous") => {
+                    let filters = HashMap::from([("name".to_string(), vec![name.to_string()])]);
+                    let opts = bollard::query_parameters::ListNetworksOptions {
+                        filters: Some(filters),
+                    };
+                    let same = self.api.list_networks(Some(opts)).await?;
+                    for n in same.into_iter().filter(|n| n.name.as_deref() == Some(name)) {
+                        if let Some(id) = n.id {
+                            match self
+                                .api
+                                .remove_network(&id)
+                                .await
+                                .map_err(EngineError::from)
+                            {
+                                Ok(()) | Err(EngineError::NotFound(_)) => {}
+                                Err(e) => return Err(e),
+                            }
+                        }
+                    }
+                    Ok(())
+                }
                 other => Err(other),
             },
         }
