@@ -165,8 +165,11 @@ impl Spans {
             };
             match c.control_kernel(req).await {
                 Ok(_) => Ok(()),
-                // A part already gone is removed; one already ended is stopped.
-                Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+                // A part already gone is removed (and stopped); one already ended is
+                // stopped. A part gone cannot be started: the cluster is not whole.
+                Err(s) if s.code() == tonic::Code::NotFound && action != KernelAction::Release => {
+                    Ok(())
+                }
                 Err(s)
                     if s.code() == tonic::Code::FailedPrecondition
                         && matches!(action, KernelAction::Stop | KernelAction::Signal) =>
