@@ -579,7 +579,17 @@ async fn the_status_page_shows_the_agents_and_a_running_kernel_in_chromium() {
         },
     )
     .await;
-    let dom = observe::dump_dom(o.c.dir.path(), &url, 500);
+    // The page lists the agents' kernels at most once a second: a listing made just before
+    // the run may still be served.
+    let dom = wait_for(
+        Duration::from_secs(20),
+        "the profiled kernel on the page",
+        || async {
+            let dom = observe::dump_dom(o.c.dir.path(), &url, 500);
+            section(&dom, "kernels").contains(&profiled).then_some(dom)
+        },
+    )
+    .await;
     let p = row(section(&dom, "kernels"), &profiled);
     assert_eq!(p.get(3).map(String::as_str), Some("42 % done"), "{p:?}");
 
