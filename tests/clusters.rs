@@ -510,8 +510,7 @@ async fn two_networks_of_one_name_left_by_a_crash_are_both_removed() {
             .expect("create network");
     }
     assert_eq!(networks(&k.c.ns), [name.clone(), name.clone()]);
-    k.agent.kill9();
-    k.agent = k.c.agent_on("a1", k.scratch());
+    k.restart_agent().await;
     wait_for(
         T,
         "both networks removed by the restarted agent",

@@ -206,14 +206,7 @@ async fn a_restarting_kernel_keeps_its_state_count_and_slots_across_an_agent_res
     assert_eq!(agent_allocated_cpu(&k).await, Some(0.5));
 
     // kill -9 while Docker keeps restarting it, then start the agent again on its root.
-    k.agent.kill9();
-    k.agent = k.c.agent_on("a1", k.scratch());
-    let addr = format!("127.0.0.1:{}", k.agent.port);
-    wait_for(T, "the restarted agent a1 ALIVE", || async {
-        let n = k.c.node("a1")?;
-        (n["state"] == "ALIVE" && n["address"].as_str()?.ends_with(&addr)).then_some(())
-    })
-    .await;
+    k.restart_agent().await;
 
     // Recovered: still restarting or running, never ended, the count not dropped, and its
     // slots still held by the agent and in what the manager shows.
@@ -425,14 +418,7 @@ async fn an_explicit_host_port_binds_exactly_that_and_is_held_until_removal() {
     drop(holder);
 
     // Recovery keeps it reserved: after kill -9 and a restart it is still refused.
-    k.agent.kill9();
-    k.agent = k.c.agent_on("a1", k.scratch());
-    let addr = format!("127.0.0.1:{}", k.agent.port);
-    wait_for(T, "the restarted agent a1 ALIVE", || async {
-        let n = k.c.node("a1")?;
-        (n["state"] == "ALIVE" && n["address"].as_str()?.ends_with(&addr)).then_some(())
-    })
-    .await;
+    k.restart_agent().await;
     let out =
         k.c.cli(&["run", "-d", "-p", &format!("{port}:82"), TEST_IMAGE, "true"]);
     assert!(

@@ -565,6 +565,23 @@ impl KernelCluster {
         Self { agent, manager, c }
     }
 
+    /// `kill -9` of agent a1, then a1 started again on its scratch root; returns once the
+    /// manager sees the new one ALIVE (at its new address).
+    pub async fn restart_agent(&mut self) {
+        self.agent.kill9();
+        self.agent = self.c.agent_on("a1", self.scratch());
+        let addr = format!("127.0.0.1:{}", self.agent.port);
+        wait_for(
+            Duration::from_secs(60),
+            "the restarted agent a1 ALIVE",
+            || async {
+                let n = self.c.node("a1")?;
+                (n["state"] == "ALIVE" && n["address"].as_str()?.ends_with(&addr)).then_some(())
+            },
+        )
+        .await;
+    }
+
     pub fn scratch(&self) -> PathBuf {
         self.c.dir.path().join("scratch-a1")
     }

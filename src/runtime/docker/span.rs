@@ -104,6 +104,8 @@ pub struct Spans {
     group: Mutex<Option<SpanGroup>>,
     parts: Mutex<HashMap<String, Vec<Part>>>,
     watchers: Mutex<HashMap<String, CancellationToken>>,
+    /// Peer address → its channel.
+    channels: Mutex<HashMap<String, tonic::transport::Channel>>,
     /// Kernel ids whose parts changed (the event stream turns them into status).
     changed: broadcast::Sender<String>,
 }
@@ -115,6 +117,7 @@ impl Spans {
             group: Mutex::new(None),
             parts: Mutex::new(HashMap::new()),
             watchers: Mutex::new(HashMap::new()),
+            channels: Mutex::new(HashMap::new()),
             changed: broadcast::channel(256).0,
         })
     }
@@ -140,8 +143,19 @@ impl Spans {
         &self,
         peer: &SpanPeer,
     ) -> Result<AgentServiceClient<tonic::transport::Channel>, RuntimeError> {
-        let ch = crate::rpc::channel(&peer.address, PEER_TIMEOUT, &self.tls)
-            .map_err(|e| RuntimeError::Unavailable(format!("agent `{}`: {e}", peer.agent_id)))?;
+        // One lazily connecting channel per peer address, kept (every event of a part asks).
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let ch = match channels.get(&peer.address) {
+            Some(ch) => ch.clone(),
+            None => {
+                let ch =
+                    crate::rpc::channel(&peer.address, PEER_TIMEOUT, &self.tls).map_err(|e| {
+                        RuntimeError::Unavailable(format!("agent `{}`: {e}", peer.agent_id))
+                    })?;
+                channels.insert(peer.address.clone(), ch.clone());
+                ch
+            }
+        };
         Ok(AgentServiceClient::new(ch))
     }
 
