@@ -826,6 +826,26 @@ async fn malformed_requests_are_refused_naming_the_field_and_change_nothing() {
             "span: the owner and its peers hold 2 of the cluster's 3 instances",
         ),
         (
+            "a span whose peer claims more instances than there are",
+            spec(|s| {
+                profile_base(s);
+                s.profile = "docker-cluster".into();
+                s.instances = 3;
+                s.span = Some(deckhand::rpc::pb::ClusterSpan {
+                    count: 1,
+                    peers: vec![deckhand::rpc::pb::SpanPeer {
+                        agent_id: "b".into(),
+                        address: "127.0.0.1:1".into(),
+                        first: 1,
+                        count: u32::MAX,
+                    }],
+                    ..Default::default()
+                });
+            }),
+            Code::InvalidArgument,
+            "span: the owner and its peers hold",
+        ),
+        (
             "a peer's part that names no network",
             spec(|s| {
                 profile_base(s);

@@ -347,7 +347,7 @@ fn check_span(span: &Span, instances: u32) -> Result<(), SpecError> {
                 p.agent_id
             ));
         }
-        next += p.count;
+        next = next.saturating_add(p.count);
     }
     if next != instances || span.peers.is_empty() {
         return bad(format!(
