@@ -43,7 +43,7 @@ impl VastRuntime {
     fn committed(renting: &HashMap<String, f64>, seen: &HashMap<u64, Seen>) -> f64 {
         let held: f64 = seen
             .values()
-            .filter(|s| s.ended.is_none() && !s.destroyed)
+            .filter(|s| s.ended.is_none() && s.destroyed.is_none())
             .map(|s| s.dph)
             .sum();
         held + renting.values().sum::<f64>()

@@ -3,11 +3,13 @@
 //! kernel's image with its command and the environment a Docker kernel gets, plus
 //! `TASK_BOOTSTRAP=true` and `TASK_PARENTS` (JSON of parent task id → slug).
 //!
-//! - [`api`]: the REST API (bearer auth, pacing, retries);
+//! - [`api`]: the REST API (bearer auth, pacing, retries, how answers are read);
 //! - `budget`: the $/h committed (instances held, offers being ordered) and the rentals in
 //!   progress;
-//! - [`provision`]: offers, ordering, waiting for the instance, and how the exit code is
-//!   learned;
+//! - `rules`: what a kernel must be to run here, and the service's input limits, checked
+//!   before any call;
+//! - [`offers`]: the offer query, the create body, and how the exit code is learned;
+//! - [`provision`]: ordering (never renting twice), waiting for the instance;
 //! - [`watch`]: one poll loop for all instances (the API has no events), finishing ended
 //!   instances, shipping logs;
 //! - [`logs`]: logs shipped to S3.
@@ -22,7 +24,9 @@
 pub mod api;
 mod budget;
 pub mod logs;
+pub mod offers;
 pub mod provision;
+mod rules;
 pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
@@ -37,15 +41,20 @@ use tokio::sync::{broadcast, watch as tokio_watch};
 
 use crate::config::ClusterConfig;
 use crate::kernel::record::{now_ms, Record};
-use crate::kernel::spec::{GpuRequest, Spec, SpecError};
+use crate::kernel::spec::{Spec, SpecError};
 use crate::runtime::{
     Background, Capabilities, Chunk, ChunkStream, EventStream, Handle, Owned, Reporter, Runtime,
     RuntimeError, RuntimeEvent, Started, Status,
 };
 use api::{Api, ApiError};
-use provision::{api_error, without_marker};
+use offers::without_marker;
+use provision::api_error;
 
 pub const NAME: &str = "vastai";
+
+/// How long after a destroy a listing may still show the instance; one shown later is
+/// destroyed again as a leak.
+const DESTROY_SETTLES: Duration = Duration::from_secs(30);
 
 /// What the API said of the key last time it was asked.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -65,9 +74,10 @@ struct Seen {
     /// Set once a listing showed it: only then does its absence from one mean it is gone
     /// (a listing sent before it was rented does not have it yet).
     listed: bool,
-    /// Destroyed by this agent: a listing that still shows it (sent before) is stale, and its
-    /// absence is no news. Dropped once a listing no longer shows it.
-    destroyed: bool,
+    /// When this agent destroyed it: a listing that still shows it (sent before) is stale,
+    /// and its absence is no news. Dropped once a listing no longer shows it; one that still
+    /// shows it [`DESTROY_SETTLES`] later is a leak again (the destroy did not take).
+    destroyed: Option<Instant>,
     /// Set once the instance ended and was finished.
     ended: Option<Status>,
 }
@@ -202,7 +212,7 @@ impl VastRuntime {
             dph,
             shipped: None,
             listed: false,
-            destroyed: false,
+            destroyed: None,
             ended: None,
         });
     }
@@ -211,7 +221,7 @@ impl VastRuntime {
     fn listed(&self) -> Vec<(u64, String)> {
         self.seen()
             .iter()
-            .filter(|(_, s)| s.listed && !s.destroyed)
+            .filter(|(_, s)| s.listed && s.destroyed.is_none())
             .map(|(id, s)| (*id, s.kernel_id.clone()))
             .collect()
     }
@@ -230,20 +240,30 @@ impl VastRuntime {
             dph: 0.0,
             shipped: None,
             listed: false,
-            destroyed: true,
+            destroyed: None,
             ended: None,
         });
-        s.destroyed = true;
+        s.destroyed = Some(Instant::now());
     }
 
     fn is_destroyed(&self, instance: u64) -> bool {
-        self.seen().get(&instance).is_some_and(|s| s.destroyed)
+        self.seen()
+            .get(&instance)
+            .is_some_and(|s| s.destroyed.is_some())
+    }
+
+    /// Destroyed by this agent, and not long enough ago for a listing to still show it.
+    fn recently_destroyed(&self, instance: u64) -> bool {
+        self.seen()
+            .get(&instance)
+            .and_then(|s| s.destroyed)
+            .is_some_and(|at| at.elapsed() < DESTROY_SETTLES)
     }
 
     /// Drops what is known of destroyed instances a listing no longer shows.
     fn prune(&self, listed: &std::collections::BTreeSet<u64>) {
         self.seen()
-            .retain(|id, s| !s.destroyed || listed.contains(id));
+            .retain(|id, s| s.destroyed.is_none() || listed.contains(id));
     }
 
     fn ended(&self, instance: u64) -> Option<Status> {
@@ -260,7 +280,9 @@ impl VastRuntime {
         }
     }
 
-    /// Destroys an instance and confirms it is gone (asked again every 0.5 s, 10 times).
+    /// Destroys an instance and confirms it is gone (asked again every 0.5 s, 10 times):
+    /// `null`, a 404, `cur_state` unloaded, or an intended or actual status of destroyed,
+    /// terminated or offline.
     async fn destroy_instance(&self, api: &Api, instance: u64) -> Result<(), ApiError> {
         // Marked first: a listing from now on that misses it is no news.
         self.forget(instance);
@@ -271,6 +293,7 @@ impl VastRuntime {
         (|| async {
             match api.instance(instance).await? {
                 None => Ok(()),
+                Some(row) if row.reads_destroyed() => Ok(()),
                 Some(_) => Err(ApiError::NotGone(instance)),
             }
         })
@@ -323,13 +346,6 @@ impl VastRuntime {
     }
 }
 
-fn refuse(field: &str, what: &str) -> SpecError {
-    SpecError::invalid(
-        field,
-        format!("{what} is not supported by the vastai runtime"),
-    )
-}
-
 #[async_trait]
 impl Runtime for VastRuntime {
     fn name(&self) -> &'static str {
@@ -349,56 +365,7 @@ impl Runtime for VastRuntime {
     }
 
     fn validate(&self, spec: &Spec, cfg: &ClusterConfig) -> Result<(), SpecError> {
-        if !cfg.vast.enabled() {
-            return Err(SpecError::forbidden(
-                "config/vast_api/api_key",
-                "not set: this agent cannot rent Vast.ai instances",
-            ));
-        }
-        if let KeyState::Refused(why) = &*self.key_state.lock().unwrap_or_else(|p| p.into_inner()) {
-            return Err(SpecError::forbidden("config/vast_api/api_key", why.clone()));
-        }
-        let checks: [(&str, &str, bool); 14] = [
-            ("submit_as_hold", "holding", spec.hold),
-            ("ports", "exposing ports", !spec.ports.is_empty()),
-            ("stage_in", "stage-in mounts", !spec.stage_in.is_empty()),
-            ("output_path", "output files", !spec.output_path.is_empty()),
-            ("error_path", "error files", !spec.error_path.is_empty()),
-            ("input_path", "an input file", !spec.input_path.is_empty()),
-            ("working_dir", "a working dir", !spec.working_dir.is_empty()),
-            ("privileged", "privileged mode", spec.privileged),
-            (
-                "network_mode",
-                "a network mode",
-                !spec.network_mode.is_empty(),
-            ),
-            (
-                "restart_policy",
-                "a restart policy",
-                spec.restart_policy != "no",
-            ),
-            ("process_id", "process data", !spec.process_id.is_empty()),
-            ("tmpfs", "tmpfs mounts", !spec.tmpfs.is_empty()),
-            (
-                "memory",
-                "a memory limit (filter offers by cpu_ram)",
-                spec.memory.is_some(),
-            ),
-            (
-                "cpus",
-                "a CPU limit (filter offers by cpu_cores)",
-                spec.cpus > 0.0,
-            ),
-        ];
-        if let Some((field, what, _)) = checks.iter().find(|(_, _, set)| *set) {
-            return Err(refuse(field, what));
-        }
-        if matches!(&spec.gpus, GpuRequest::Count(n) if *n > 1)
-            || matches!(spec.gpus, GpuRequest::Ids(_))
-        {
-            return Err(refuse("gpus", "more than the one GPU of an instance"));
-        }
-        Ok(())
+        self.check(spec, cfg)
     }
 
     fn admit(&self, live: &[&Record], cfg: &ClusterConfig) -> Result<(), RuntimeError> {
@@ -425,8 +392,16 @@ impl Runtime for VastRuntime {
         Ok(())
     }
 
-    async fn quote(&self, _spec: &Spec, cfg: &ClusterConfig) -> Result<(), RuntimeError> {
-        self.affordable(cfg).await.map(|_| ())
+    /// The market and the budget now. An API that does not answer (a 429 storm, 5xx, down)
+    /// refuses nothing: the kernel is taken and waits PREPARING until it answers.
+    async fn quote(&self, spec: &Spec, cfg: &ClusterConfig) -> Result<(), RuntimeError> {
+        match self.affordable(spec, cfg).await {
+            Err(RuntimeError::Unavailable(e)) => {
+                tracing::info!(error = %e, "Vast.ai offers not searched now; the kernel will wait PREPARING until the API answers");
+                Ok(())
+            }
+            other => other.map(|_| ()),
+        }
     }
 
     fn capacity(&self, cfg: &ClusterConfig) -> Option<u32> {
@@ -570,6 +545,7 @@ impl Runtime for VastRuntime {
                 .finish(&api, &cfg, &kernel, &row, &token)
                 .await
                 .map_err(api_error)?,
+            _ if row.lost() => self.lose(&api, &kernel, &row).await,
             _ => Status {
                 exists: true,
                 ..Status::default()
@@ -591,7 +567,10 @@ impl Runtime for VastRuntime {
             return Ok(Vec::new());
         }
         let api = self.api(&cfg)?;
-        let rows = api.instances().await.map_err(api_error)?;
+        let rows = api
+            .instances(&serde_json::json!({}))
+            .await
+            .map_err(api_error)?;
         Ok(rows
             .into_iter()
             .filter_map(|r| {

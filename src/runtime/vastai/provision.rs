@@ -1,122 +1,35 @@
-//! Renting an instance for a kernel: search the offers with `vast_api/offer_filters` (plus one
-//! GPU per instance and the API's default filters), cheapest `dph_total` first within
-//! `vast_api/max_dph` and what `vast_api/max_dph_total` leaves (the offer's price is reserved
-//! in the total before it is ordered, so kernels ordered together cannot pass it); order the
-//! first; if the offer is gone (`no_such_ask`), or the instance fails or is not running
-//! within `vast_api/provision_timeout`, destroy it and take the next. Every step is a note in
-//! the kernel's events. While a rental is in progress its label's token is known to the
-//! runtime, so the poll loop does not take its instance, not recorded yet, for a leak.
+//! Renting an instance for a kernel: search the offers (`offers::offer_query`), cheapest
+//! `dph_total` first within `vast_api/max_dph` and what `vast_api/max_dph_total` leaves (the
+//! offer's price is reserved in the total before it is ordered, so kernels ordered together
+//! cannot pass it); order the first; if the offer is gone (`no_such_ask`), or the instance
+//! fails or is not running within `vast_api/provision_timeout`, destroy it (confirmed) and
+//! take the next. Every step is a note in the kernel's events. While a rental is in
+//! progress its label's token is known to the runtime, so the poll loop does not take its
+//! instance, not recorded yet, for a leak.
 //!
-//! How the exit status is learned (the API gives none): when the kernel has a command, the
-//! instance runs `sh -c '"$@"; …' deckhand COMMAND…`, which prints one marker line
-//! `deckhand-exit <token> <code>` after the command ends (the token is per kernel, in the
-//! instance's label). When the instance has exited, its last output is read back and the
-//! code taken from the marker. Without a command (the image's own CMD), or without a shell
-//! in the image, there is no marker: the kernel ends FAILED saying its exit code is unknown,
-//! never an invented 0.
+//! Money first:
+//! - **No double rental.** A create answered with a 5xx, or not at all, may have rented.
+//!   It is never sent again blind: the instances are searched for this kernel's label
+//!   first, and one found is adopted as this order's instance; only when none carries it is
+//!   the order sent again. A 429 is resent as is (the API did nothing).
+//! - **The API failing for a while delays a kernel, never fails it.** A search, order or
+//!   look-up that still gets 429s, 5xx or no connection once its own retries are spent is
+//!   tried again with backoff (1 s doubling to 10 s) while the kernel is wanted; the kernel
+//!   stays PREPARING, and the first wait is a note in its events.
 
-use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use super::api::{Api, ApiError, Offer};
+use super::offers::{create_body, disk_gb, offer_query};
 use super::{label, VastRuntime};
 use crate::config::vast::VastSettings;
 use crate::config::ClusterConfig;
 use crate::kernel::record::Record;
+use crate::kernel::spec::Spec;
 use crate::runtime::{Handle, Progress, Reporter, RuntimeError};
-
-/// The marker line the wrapper prints: `deckhand-exit <token> <code>`.
-pub const MARKER: &str = "deckhand-exit";
-
-/// The offer query: the configured filters, one GPU per instance, the API's default filters
-/// (verified, rentable, not rented, not external), `max_dph`, cheapest first.
-pub fn offer_query(vs: &VastSettings) -> Value {
-    let mut q = serde_json::Map::new();
-    for (field, ops) in &vs.offer_filters {
-        let ops: serde_json::Map<String, Value> =
-            ops.iter().map(|(op, v)| (op.clone(), v.clone())).collect();
-        q.insert(field.clone(), Value::Object(ops));
-    }
-    for (field, value) in [
-        ("verified", json!(true)),
-        ("rentable", json!(true)),
-        ("rented", json!(false)),
-        ("external", json!(false)),
-        ("num_gpus", json!(1)),
-    ] {
-        q.insert(field.into(), json!({ "eq": value }));
-    }
-    if let Some(max) = vs.max_dph {
-        let entry = q.entry("dph_total").or_insert_with(|| json!({}));
-        if let Value::Object(ops) = entry {
-            let lte = ops
-                .get("lte")
-                .and_then(Value::as_f64)
-                .map_or(max, |v| v.min(max));
-            ops.insert("lte".into(), json!(lte));
-        }
-    }
-    q.insert("order".into(), json!([["dph_total", "asc"]]));
-    q.insert("type".into(), json!("on-demand"));
-    q.insert("limit".into(), json!(64));
-    Value::Object(q)
-}
-
-/// The create body: the kernel's image, command and environment (as a Docker-mode kernel
-/// gets it, plus TASK_BOOTSTRAP and TASK_PARENTS), its label, disk and registry login.
-pub fn create_body(rec: &Record, cfg: &ClusterConfig, label: &str, token: &str) -> Value {
-    let spec = &rec.spec;
-    let mut env: BTreeMap<String, String> = spec.env.clone();
-    env.insert("DECKHAND_KERNEL_ID".into(), rec.id.clone());
-    env.insert("TASK_BOOTSTRAP".into(), "true".into());
-    env.insert(
-        "TASK_PARENTS".into(),
-        serde_json::to_string(&spec.parents).unwrap_or_else(|_| "{}".into()),
-    );
-    let mut body = json!({
-        "client_id": "me",
-        "image": spec.image,
-        "env": env,
-        "runtype": "args",
-        "disk": cfg.vast.disk_gb,
-        "label": label,
-    });
-    if !spec.command.is_empty() {
-        let script = format!("\"$@\"; code=$?; echo \"{MARKER} {token} $code\"; exit $code");
-        let mut args = vec!["-c".to_string(), script, "deckhand".to_string()];
-        args.extend(spec.command.iter().cloned());
-        body["onstart"] = json!("sh");
-        body["args"] = json!(args);
-    }
-    if let Some(r) = cfg.docker.registry_for(&spec.image) {
-        body["image_login"] = json!(format!("-u {} -p {} {}", r.username, r.password, r.host));
-    }
-    body
-}
-
-/// The exit code in an instance's output: the last marker line with this kernel's token.
-pub fn exit_code(output: &str, token: &str) -> Option<i64> {
-    output.lines().rev().find_map(|line| {
-        let rest = line.trim().strip_prefix(MARKER)?.trim_start();
-        let code = rest.strip_prefix(token)?.trim();
-        code.parse().ok()
-    })
-}
-
-/// The output without the marker line (what `logs` shows and what is shipped).
-pub fn without_marker(output: &str) -> String {
-    let mut out: String = output
-        .lines()
-        .filter(|l| !l.trim_start().starts_with(MARKER))
-        .collect::<Vec<_>>()
-        .join("\n");
-    if output.ends_with('\n') && !out.is_empty() {
-        out.push('\n');
-    }
-    out
-}
 
 /// An API failure as the supervisor sees it: unreachable, or still rate limited or failing
 /// with a 5xx once the retries ran out, is UNAVAILABLE (nothing changed; try again); a
@@ -129,6 +42,16 @@ pub(super) fn api_error(e: ApiError) -> RuntimeError {
     }
 }
 
+/// The longest wait between two tries of a step the API keeps failing.
+const PATIENCE_CAP: Duration = Duration::from_secs(10);
+
+/// How one order ended.
+enum Ordered {
+    Rented(u64),
+    /// `no_such_ask`: the API's words.
+    Taken(String),
+}
+
 impl VastRuntime {
     /// Orders an instance for `rec` and waits for it to run; see the module docs.
     pub(super) async fn provision(
@@ -137,7 +60,11 @@ impl VastRuntime {
         cfg: &ClusterConfig,
         report: &Reporter,
     ) -> Result<Handle, RuntimeError> {
-        let affordable = self.affordable(cfg).await?;
+        let affordable = self
+            .patiently("searching offers", report, || {
+                self.affordable(&rec.spec, cfg)
+            })
+            .await?;
         let api = self.api(cfg)?;
         let vs = &cfg.vast;
         let token = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
@@ -145,7 +72,7 @@ impl VastRuntime {
         // Until this returns, instances with this token are being rented, not leaked.
         let _renting = self.start_renting(&token);
         let mut tried = Vec::new();
-        for offer in &affordable {
+        for (i, offer) in affordable.iter().enumerate() {
             let gpu = &offer.gpu_name;
             // The price counts in the total from before the order: another kernel ordered
             // meanwhile sees it.
@@ -156,23 +83,26 @@ impl VastRuntime {
             ))) {
                 return Err(cancelled());
             }
-            let body = create_body(rec, cfg, &label, &token);
-            let rented = api.rent(offer.id, body).await;
-            if let Ok(instance) = &rented {
+            let body = create_body(&rec.spec, &rec.id, cfg, &label, &token);
+            let ordered = self.order(&api, offer, &body, &label, report).await;
+            if let Ok(Ordered::Rented(instance)) = &ordered {
                 self.track(*instance, &rec.id, offer.dph_total);
             }
             self.unreserve(&token);
-            let instance = match rented {
-                Ok(id) => id,
-                Err(e) if e.code() == Some("no_such_ask") => {
+            let instance = match ordered? {
+                Ordered::Rented(id) => id,
+                Ordered::Taken(words) => {
+                    let next = match affordable.get(i + 1) {
+                        Some(n) => format!("taking the next offer, {}", n.id),
+                        None => "no other offer matches".into(),
+                    };
                     report(Progress::Note(format!(
-                        "offer {} was taken meanwhile (no_such_ask); taking the next offer",
+                        "offer {} was taken meanwhile (no_such_ask: {words}); {next}",
                         offer.id
                     )));
                     tried.push(format!("offer {}: no_such_ask", offer.id));
                     continue;
                 }
-                Err(e) => return Err(api_error(e)),
             };
             let handle = Handle {
                 runtime: super::NAME.into(),
@@ -220,13 +150,102 @@ impl VastRuntime {
         )))
     }
 
-    /// The offers a new instance may be rented from now, cheapest first: the filters,
-    /// `max_dph`, and what `max_dph_total` leaves beside this agent's instances.
+    /// One order of `offer`, resolved: rented (by this call, or by an earlier one whose
+    /// answer was lost), or taken. Never sends the create again while an instance with this
+    /// kernel's `label` may exist.
+    async fn order(
+        &self,
+        api: &Api,
+        offer: &Offer,
+        body: &Value,
+        label: &str,
+        report: &Reporter,
+    ) -> Result<Ordered, RuntimeError> {
+        let mut wait = Duration::from_secs(1);
+        loop {
+            let e = match api.rent(offer.id, body.clone()).await {
+                Ok(id) => return Ok(Ordered::Rented(id)),
+                Err(e) if e.taken() => return Ok(Ordered::Taken(words(&e))),
+                Err(e) if !e.transient() => return Err(api_error(e)),
+                Err(e) => e,
+            };
+            if !e.rate_limited() {
+                // A 5xx or a lost reply: the order may have rented.
+                report(Progress::Note(format!(
+                    "the order of offer {} got no clear answer ({e}); looking for an instance with this kernel's label before ordering again",
+                    offer.id
+                )));
+                let found = self
+                    .patiently("looking for this kernel's instance", report, || async {
+                        api.labelled(label).await.map_err(api_error)
+                    })
+                    .await?;
+                let mut found = found.into_iter().filter(|r| !self.is_destroyed(r.id));
+                if let Some(row) = found.next() {
+                    report(Progress::Note(format!(
+                        "instance {} carries this kernel's label: the order of offer {} rented it; adopting it instead of ordering again",
+                        row.id, offer.id
+                    )));
+                    return Ok(Ordered::Rented(row.id));
+                }
+            }
+            tracing::info!(offer = offer.id, error = %e, wait_ms = wait.as_millis() as u64, "no instance was rented; ordering the offer again");
+            if !report(Progress::StillWanted) {
+                return Err(cancelled());
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(PATIENCE_CAP);
+        }
+    }
+
+    /// `step` until it answers: a passing failure (UNAVAILABLE: a 429 storm, 5xx, the API
+    /// down) is tried again with backoff while the kernel is still wanted, the first time
+    /// with a note; any other answer is returned.
+    async fn patiently<T, F, Fut>(
+        &self,
+        what: &str,
+        report: &Reporter,
+        mut step: F,
+    ) -> Result<T, RuntimeError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, RuntimeError>>,
+    {
+        let mut wait = Duration::from_secs(1);
+        let mut said = false;
+        loop {
+            match step().await {
+                Err(RuntimeError::Unavailable(e)) => {
+                    if !said {
+                        said = true;
+                        report(Progress::Note(format!(
+                            "{what}: {e}; trying again while the kernel waits"
+                        )));
+                    }
+                    tracing::info!(error = %e, wait_ms = wait.as_millis() as u64, "{what}: the Vast.ai API keeps failing; trying again");
+                    if !report(Progress::StillWanted) {
+                        return Err(cancelled());
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(PATIENCE_CAP);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The offers a new instance for `spec` may be rented from now, cheapest first: the
+    /// filters, `max_dph`, and what `max_dph_total` leaves beside this agent's instances.
     /// RESOURCE_EXHAUSTED naming the setting when the market or the budget has none.
-    pub(super) async fn affordable(&self, cfg: &ClusterConfig) -> Result<Vec<Offer>, RuntimeError> {
+    pub(super) async fn affordable(
+        &self,
+        spec: &Spec,
+        cfg: &ClusterConfig,
+    ) -> Result<Vec<Offer>, RuntimeError> {
         let vs = &cfg.vast;
         let api = self.api(cfg)?;
-        let offers = api.search(&offer_query(vs)).await.map_err(api_error)?;
+        let query = offer_query(vs, disk_gb(spec, cfg));
+        let offers = api.search(&query).await.map_err(api_error)?;
         if offers.is_empty() {
             return Err(RuntimeError::Exhausted(
                 "vast_api/offer_filters: no Vast.ai offer matches now (with one GPU, verified, rentable, within vast_api/max_dph)".into(),
@@ -314,6 +333,14 @@ impl VastRuntime {
     }
 }
 
+/// The API's words of a refusal.
+fn words(e: &ApiError) -> String {
+    match e {
+        ApiError::Refused { msg, .. } => msg.clone(),
+        other => other.to_string(),
+    }
+}
+
 enum Waited {
     Cancelled,
     Failed(String),
@@ -326,15 +353,6 @@ fn cancelled() -> RuntimeError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_exit_code_comes_from_this_kernels_marker_only() {
-        let out = "hello\ndeckhand-exit other 0\nbye\ndeckhand-exit abc123 3\n";
-        assert_eq!(exit_code(out, "abc123"), Some(3));
-        assert_eq!(exit_code("deckhand-exit abc123 0\n", "abc123"), Some(0));
-        assert_eq!(exit_code("no marker\n", "abc123"), None);
-        assert_eq!(without_marker(out), "hello\nbye\n");
-    }
 
     #[test]
     fn a_429_or_5xx_that_outlasts_the_retries_is_unavailable_not_a_failure() {
@@ -355,24 +373,5 @@ mod tests {
             RuntimeError::Precondition(_)
         ));
         assert!(refused(404).gone() && !refused(410).gone());
-    }
-
-    #[test]
-    fn the_query_adds_one_gpu_the_default_filters_and_max_dph() {
-        let mut vs = VastSettings {
-            max_dph: Some(0.5),
-            ..VastSettings::default()
-        };
-        vs.offer_filters
-            .entry("gpu_name".into())
-            .or_default()
-            .insert("eq".into(), json!("RTX 3090"));
-        let q = offer_query(&vs);
-        assert_eq!(q["gpu_name"], json!({"eq": "RTX 3090"}));
-        assert_eq!(q["num_gpus"], json!({"eq": 1}));
-        assert_eq!(q["verified"], json!({"eq": true}));
-        assert_eq!(q["rented"], json!({"eq": false}));
-        assert_eq!(q["dph_total"], json!({"lte": 0.5}));
-        assert_eq!(q["order"], json!([["dph_total", "asc"]]));
     }
 }

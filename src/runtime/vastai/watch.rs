@@ -1,20 +1,26 @@
 //! Following this agent's Vast.ai instances. The API has no events, so one loop lists the
-//! account's instances every `vast_api/poll_interval` (one call for all kernels, never one
-//! per kernel) and turns what changed into runtime events: an instance that exited is
-//! finished (its exit code read from its output, its log shipped complete, the instance
-//! destroyed; when its output cannot be read now, the next poll tries again), one that
-//! vanished is gone. An instance labelled as this agent's that no live kernel holds and no
-//! rental in progress is creating is a leak: destroyed, with a log line (after start-up
-//! recovery only). Running instances' logs are shipped every `vast_api/log_interval`. The same loop checks the API key whenever it changes and says
-//! once, clearly, when the API refuses it. While the API cannot be reached, kernels keep
-//! their state; the loop says so once and once when it is back.
+//! account's instances every `vast_api/poll_interval` (one listing for all kernels, every
+//! page of it, never one call per kernel) and turns what changed into runtime events: an
+//! instance that exited is finished (its exit code read from its output, its log shipped
+//! complete, the instance destroyed; when its output cannot be read now, the next poll
+//! tries again); one the host lost after it ran (`offline`, `unknown`) is failed with that
+//! reason and destroyed; one that vanished is gone. An instance labelled as this agent's
+//! that no live kernel holds and no rental in progress is creating is a leak: destroyed,
+//! with a log line (after start-up recovery only). Running instances' logs are shipped
+//! every `vast_api/log_interval`.
+//!
+//! The same loop checks the API key whenever it changes, and again at every poll while the
+//! API refuses it (a key refused on a listing, as a 401 or a 404, counts), saying so once
+//! when it is refused and once when it is accepted. A listing that fails, for whatever
+//! reason (unreachable, refused, a 410 naming the endpoint), changes no kernel: kernels
+//! keep their state; the loop says why once and once when it is back.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::api::{Api, ApiError, Row};
-use super::provision::{exit_code, without_marker};
+use super::offers::{exit_code, without_marker};
 use super::{logs, parse_label, KeyState, VastRuntime};
 use crate::config::ClusterConfig;
 use crate::kernel::record::now_ms;
@@ -25,27 +31,29 @@ impl VastRuntime {
     pub(super) async fn watch(self: Arc<Self>, ctx: Background) {
         let mut cfg_rx = ctx.config;
         let mut checked: Option<(String, String)> = None;
-        let mut unreachable = false;
+        let mut failing = false;
         loop {
             let cfg = cfg_rx.borrow_and_update().clone();
             let vs = &cfg.vast;
             if vs.enabled() {
                 let now = (vs.api_url.clone(), vs.api_key.clone());
-                if checked.as_ref() != Some(&now) {
+                if checked.as_ref() != Some(&now) || self.key_refused() {
                     checked = Some(now);
                     self.check_key(&cfg).await;
                 }
                 match self.poll(&cfg, ctx.live_instances.as_ref()).await {
-                    Ok(()) if unreachable => {
-                        tracing::info!("Vast.ai API reachable again; instances followed");
-                        unreachable = false;
+                    Ok(()) if failing => {
+                        tracing::info!(
+                            "Vast.ai API answers the instance listing again; instances followed"
+                        );
+                        failing = false;
                     }
                     Ok(()) => {}
-                    // A refused key was said once, by `check_key`.
-                    Err(RuntimeError::Precondition(_)) => {}
-                    Err(e) if !unreachable => {
-                        tracing::warn!(error = %e, "Vast.ai API unreachable; kernels keep their state, retrying");
-                        unreachable = true;
+                    // A refused key is said once, by `check_key`.
+                    Err(RuntimeError::Precondition(why)) => self.refuse_key(why),
+                    Err(e) if !failing => {
+                        tracing::warn!(error = %e, "Vast.ai instances not followed now; kernels keep their state, retrying");
+                        failing = true;
                     }
                     Err(_) => {}
                 }
@@ -63,24 +71,49 @@ impl VastRuntime {
         }
     }
 
-    /// Asks the API whether the key is good; one clear line when it is refused.
+    /// Asks the API whether the key is good; one clear line when that changes.
     async fn check_key(&self, cfg: &ClusterConfig) {
         let Ok(api) = self.api_unchecked(cfg) else {
             return;
         };
         let state = match api.check_key().await {
             Ok(()) => KeyState::Good,
-            Err(e @ super::api::ApiError::Unauthorized(_)) => KeyState::Refused(e.to_string()),
+            Err(e @ ApiError::Unauthorized(_)) => KeyState::Refused(e.to_string()),
             Err(_) => KeyState::Unknown,
         };
-        if let KeyState::Refused(why) = &state {
-            tracing::error!(
-                "{why}; vastai kernels are refused until config/vast_api/api_key is fixed"
-            );
-        } else if state == KeyState::Good {
-            tracing::info!("Vast.ai API key accepted");
+        self.set_key_state(state);
+    }
+
+    fn key_refused(&self) -> bool {
+        matches!(
+            *self.key_state.lock().unwrap_or_else(|p| p.into_inner()),
+            KeyState::Refused(_)
+        )
+    }
+
+    /// The API refused the key on a call other than the key check.
+    fn refuse_key(&self, why: String) {
+        if why.contains("config/vast_api/api_key") {
+            self.set_key_state(KeyState::Refused(why));
         }
-        *self.key_state.lock().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+
+    /// Records what the API said of the key, with a line when it changed.
+    fn set_key_state(&self, state: KeyState) {
+        let mut current = self.key_state.lock().unwrap_or_else(|p| p.into_inner());
+        if *current != state {
+            match &state {
+                KeyState::Refused(why) => tracing::error!(
+                    "{why}; vastai kernels are refused until config/vast_api/api_key is fixed"
+                ),
+                KeyState::Good => tracing::info!("Vast.ai API key accepted"),
+                KeyState::Unknown => {}
+            }
+        }
+        // Unknown (the check itself failed) keeps what was known.
+        if state != KeyState::Unknown {
+            *current = state;
+        }
     }
 
     /// One look at every instance of this agent; `live` gives the instances of live kernels.
@@ -90,7 +123,10 @@ impl VastRuntime {
         live: &(dyn Fn() -> Option<BTreeSet<String>> + Send + Sync),
     ) -> Result<(), RuntimeError> {
         let api = self.api(cfg)?;
-        let rows = api.instances().await.map_err(super::provision::api_error)?;
+        let rows = api
+            .instances(&serde_json::json!({}))
+            .await
+            .map_err(super::provision::api_error)?;
         let mut ours: Vec<(Row, String, String)> = rows
             .into_iter()
             .filter_map(|r| {
@@ -106,7 +142,7 @@ impl VastRuntime {
             let (kept, leaked): (Vec<_>, Vec<_>) = ours.into_iter().partition(|(row, _, token)| {
                 renting.contains(token)
                     || live.contains(&row.id.to_string())
-                    || self.is_destroyed(row.id)
+                    || self.recently_destroyed(row.id)
             });
             ours = kept;
             for (row, kernel, _) in leaked {
@@ -152,6 +188,14 @@ impl VastRuntime {
                             tracing::warn!(kernel_id = %kernel, instance = row.id, error = %e, "the output of an ended instance cannot be read; trying again at the next poll");
                         }
                     }
+                }
+                _ if row.lost() && !self.is_ended(row.id) && !renting.contains(&token) => {
+                    let st = self.lose(&api, &kernel, &row).await;
+                    self.send(RuntimeEvent {
+                        kernel_id: kernel,
+                        instance: row.id.to_string(),
+                        what: Observed::Changed(st),
+                    });
                 }
                 "running" if self.log_due(row.id, cfg.vast.log_interval) => {
                     if let Some(logs_cfg) = &cfg.vast.logs {
@@ -224,6 +268,47 @@ impl VastRuntime {
         };
         self.set_ended(row.id, st.clone());
         Ok(st)
+    }
+
+    /// An instance the host lost after it ran (`offline`, `unknown`): failed with that reason
+    /// and destroyed (the destroy confirmed; when it cannot be, the poll loop destroys it as
+    /// a leak later). Its output is not asked for: a host that lost it cannot give it. Done
+    /// once; the final status is kept.
+    pub(super) async fn lose(&self, api: &Api, kernel: &str, row: &Row) -> Status {
+        if let Some(st) = self.ended(row.id) {
+            return st;
+        }
+        let status = row.actual_status.as_deref().unwrap_or("unknown");
+        let detail = row
+            .status_msg
+            .as_deref()
+            .filter(|m| !m.is_empty())
+            .map(|m| format!(" ({m})"))
+            .unwrap_or_default();
+        let mut error = format!(
+            "Vast.ai instance {} went {status} after it was running{detail}; it was destroyed",
+            row.id
+        );
+        tracing::warn!(kernel_id = %kernel, instance = row.id, status, "Vast.ai instance lost by its host; failing the kernel and destroying the instance");
+        if let Err(e) = self.destroy_instance(api, row.id).await {
+            tracing::warn!(kernel_id = %kernel, instance = row.id, error = %e, "cannot confirm the destroy of a lost instance; the poll loop destroys it as a leak while it is listed");
+            error = format!("{error} (not confirmed yet: {e})");
+        }
+        let st = Status {
+            exists: true,
+            running: false,
+            exit_code: None,
+            error,
+            started_at_ms: row
+                .start_date
+                .map(|s| (s * 1000.0) as i64)
+                .unwrap_or(0)
+                .max(1),
+            finished_at_ms: now_ms(),
+            ..Status::default()
+        };
+        self.set_ended(row.id, st.clone());
+        st
     }
 
     /// Destroys an instance labelled as this agent's that no live kernel holds and no
