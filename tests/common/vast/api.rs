@@ -3,10 +3,12 @@
 //! bodies and error shapes.
 //!
 //! Every request is recorded. API routes then pass, in order: a 429 storm (plain text
-//! `API requests too frequent`, no Retry-After) or a 500 storm, bearer auth (`Authorization: Bearer
-//! <key>`, or the older `?api_key=`; 401 otherwise), and the per-endpoint minimum
-//! intervals when set (429 `API requests too frequent: endpoint threshold=…`). Result
-//! URLs of `request_logs` (`/logs/<token>`) need no auth, as the real ones are
+//! `API requests too frequent`, no Retry-After: docs, rate-limits-and-errors) or a 500
+//! storm, bearer auth (`Authorization: Bearer <key>`, or the older `?api_key=`, which the
+//! docs say the server still takes; a wrong or missing key answers 404 `Invalid user key`,
+//! as the docs' OpenAPI gives it, or 401 in the older answers), and the per-endpoint
+//! minimum intervals when set (429 `API requests too frequent: endpoint threshold=…`).
+//! Result URLs of `request_logs` (`/logs/<token>`) need no auth, as the real ones are
 //! pre-signed storage URLs.
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,7 +25,7 @@ use serde_json::{json, Value};
 use super::control::{change, destroy, list_v0, list_v1, request_logs, result_url, show};
 use super::offers;
 use super::rent::create;
-use super::state::{RecordedRequest, Shared};
+use super::state::{RecordedRequest, Shared, WrongKey};
 
 pub type S = Arc<Shared>;
 
@@ -168,6 +170,10 @@ async fn gate(State(sh): State<S>, matched: MatchedPath, req: Request, next: Nex
         }
         let key = key_of(req.headers(), req.uri().query());
         if key.as_deref() != Some(st.api_key.as_str()) || st.api_key.is_empty() {
+            if st.wrong_key == WrongKey::NotFound {
+                let body = json!({"success": false, "msg": "Invalid user key"});
+                return (StatusCode::NOT_FOUND, Json(body)).into_response();
+            }
             let msg = match key {
                 None => "Authentication required: Authorization: Bearer <api key>",
                 Some(_) => "Invalid API key",

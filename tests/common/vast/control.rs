@@ -10,7 +10,10 @@ use serde_json::{json, Map, Value};
 use super::api::{bad_args, error, json_body, ApiError, S};
 use super::instances::{self, Instance};
 use super::offers;
-use super::state::{self, LogResult, Shared};
+use super::state::{self, DestroyedAnswer, LogResult, Shared};
+
+/// The most rows one page of the v1 listing gives.
+pub const PAGE: usize = 25;
 
 /// The live instances' ids.
 fn live(sh: &Shared) -> Vec<u64> {
@@ -30,14 +33,21 @@ fn rows(sh: &Shared, ids: &[u64]) -> Vec<Map<String, Value>> {
         .collect()
 }
 
-/// `GET /instances/?owner=me` (deprecated, still answered): `{"instances": [...]}`.
+/// `GET /instances/?owner=me`: 410 `{"error": "deprecated_endpoint"}` since 2026 (as
+/// skypilot#10517 and dstack#3969 met it); in the older answers `{"instances": [...]}`.
 pub async fn list_v0(State(sh): State<S>) -> Response {
+    if !sh.lock().v0_listing {
+        let body = json!({"error": "deprecated_endpoint"});
+        return (StatusCode::GONE, Json(body)).into_response();
+    }
     let ids = live(&sh);
     state::refresh(&sh, &ids).await;
     Json(json!({"instances": rows(&sh, &ids)})).into_response()
 }
 
-/// `GET /api/v1/instances/?select_filters=<JSON>&order_by=<JSON>&limit=N&after_token=T`.
+/// `GET /api/v1/instances/?select_filters=<JSON>&order_by=<JSON>&limit=N&after_token=T`
+/// (`_fetch_all_instances_v1`): at most 25 rows a page (the CLI's page size; a larger
+/// `limit` gives 25), `next_token` until the last page, then null.
 pub async fn list_v1(
     State(sh): State<S>,
     Query(params): Query<Vec<(String, String)>>,
@@ -66,8 +76,8 @@ pub async fn list_v1(
     }
     let limit: usize = param("limit")
         .and_then(|l| l.parse().ok())
-        .unwrap_or(25)
-        .max(1);
+        .unwrap_or(PAGE)
+        .clamp(1, PAGE);
     let offset: usize = param("after_token")
         .and_then(|t| t.parse().ok())
         .unwrap_or(0);
@@ -98,15 +108,31 @@ pub async fn list_v1(
     .into_response())
 }
 
-/// `GET /instances/{id}/`: `{"instances": row}`, or `{"instances": null}` once destroyed.
+/// `GET /instances/{id}/`: `{"instances": row}`; once destroyed, as [`DestroyedAnswer`]
+/// says (`null`, 404, or the row reading unloaded or terminated: the CLI's
+/// `instance_exist` takes each as gone).
 pub async fn show(State(sh): State<S>, Path(id): Path<u64>) -> Response {
     state::refresh(&sh, &[id]).await;
     let st = sh.lock();
-    let row = st
-        .instances
-        .get(&id)
-        .filter(|i| !i.destroyed)
-        .map(Instance::row);
+    let Some(inst) = st.instances.get(&id) else {
+        return Json(json!({"instances": null})).into_response();
+    };
+    if !inst.destroyed {
+        return Json(json!({"instances": inst.row()})).into_response();
+    }
+    let mut row = inst.row();
+    match st.destroyed_answer {
+        DestroyedAnswer::Null => return Json(json!({"instances": null})).into_response(),
+        DestroyedAnswer::NotFound => return no_such_instance(id).into_response(),
+        DestroyedAnswer::Unloaded => {
+            row.insert("cur_state".into(), json!("unloaded"));
+        }
+        DestroyedAnswer::Terminated => {
+            row.insert("cur_state".into(), json!("stopped"));
+            row.insert("intended_status".into(), json!("destroyed"));
+            row.insert("actual_status".into(), json!("offline"));
+        }
+    }
     Json(json!({"instances": row})).into_response()
 }
 

@@ -51,6 +51,9 @@ pub struct Instance {
     /// The Docker container id once created.
     pub container: Option<String>,
     pub destroyed: bool,
+    /// A status the host reports whatever the container does (`offline`, `unknown`), with
+    /// its `status_msg`: set by `VastStandIn::host_reports`.
+    pub host_status: Option<(String, Option<String>)>,
 }
 
 impl Instance {
@@ -65,6 +68,10 @@ impl Instance {
         } else {
             self.intended_status.as_str()
         };
+        let (actual_status, status_msg) = match &self.host_status {
+            Some((s, m)) => (Some(s.clone()), m.clone()),
+            None => (self.actual_status.clone(), self.status_msg.clone()),
+        };
         let extra_env: Vec<Value> = self
             .env_raw
             .iter()
@@ -75,11 +82,11 @@ impl Instance {
             "machine_id": get("machine_id"),
             "host_id": get("host_id"),
             "label": self.label,
-            "actual_status": self.actual_status,
+            "actual_status": actual_status,
             "intended_status": self.intended_status,
             "cur_state": cur_state,
             "next_state": cur_state,
-            "status_msg": self.status_msg,
+            "status_msg": status_msg,
             "image_uuid": self.image,
             "image_args": self.args.clone().unwrap_or_default(),
             "image_runtype": self.runtype,

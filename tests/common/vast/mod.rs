@@ -1,10 +1,24 @@
 //! A local stand-in for the Vast.ai REST API. Vast.ai itself cannot be reached from the
-//! test machines, so tests start this server, built to behave like the documented API
-//! (see `shared/brief/reference/vastai-api.md`): bearer auth, offer search with filters
-//! and ordering, `no_such_ask` for a taken offer, a provisioning delay, `request_logs`
-//! whose result URL is not ready at first, 429s and 500s, and an outage. Each instance is
-//! a real local Docker container of the requested image, env and args, so those and the
-//! exit are real.
+//! test machines, so tests start this server, built to behave like the documented API as it
+//! answers today (see `shared/brief/reference/vastai-api.md`). Each instance is a real local
+//! Docker container of the requested image, env and args, so those and the exit are real.
+//!
+//! Which documented behaviour each answer follows:
+//! | answer | source |
+//! | --- | --- |
+//! | bearer auth, `?api_key=` still taken | `vast.py` `apiheaders`; docs (vast.ai/developers/api) |
+//! | a wrong or missing key: 404 `{"success": false, "msg": "Invalid user key"}` (older: 401) | docs' OpenAPI `search_offers.yaml` |
+//! | search: `POST /bundles/`, `PUT /search/asks/`, `GET /bundles/?q=`; ops `eq neq gt gte lt lte in notin`; `order`, `limit` (≤ 64), `allocated_storage` priced into `dph_total` (default 5 GB) | `search__offers`, `api/offers.py`; docs; 64 a third-party observation |
+//! | rent: `PUT /asks/{id}/` → `{"success": true, "new_contract": id}` | `create__instance` help text |
+//! | a taken or unknown offer: 404 `invalid_args` with `msg` `no_such_ask  Instance type by id N is not available.` (older: 410/404 `no_such_ask`) | docs' OpenAPI; third parties |
+//! | a create that rented and lost its reply: 502 | the reference: a 5xx create may have rented |
+//! | v0 listing `GET /instances/`: 410 `{"error": "deprecated_endpoint"}` (older: answered) | skypilot#10517, dstack#3969/#4031 |
+//! | v1 listing `GET /api/v1/instances/`: `select_filters`, `order_by`, ≤ 25 rows a page, `next_token` | `_fetch_all_instances_v1`, `show_instances_v1` |
+//! | show: `{"instances": row}`; destroyed: `null`, 404, `cur_state` unloaded or `intended_status` destroyed | `show__instance`, `instance_exist` |
+//! | statuses `null → loading → running → exited/stopped`; `offline`/`unknown` when the host says so | docs, SKILL.md |
+//! | `request_logs` → `result_url`, 404 until uploaded, no auth | `logs`, `instances.logs` |
+//! | 429 plain text `API requests too frequent`, no Retry-After; per-endpoint intervals | docs, rate-limits-and-errors |
+//! | 500 storms, the service down, hanging | not documented: the failures any HTTP service has |
 //!
 //! [`VastStandIn::start`] serves on a free loopback port, on its own thread and Tokio
 //! runtime (so a test that blocks its own thread on a CLI call does not stall it). Its
@@ -43,15 +57,17 @@ pub use instances::Instance;
 #[allow(unused_imports)]
 pub use offers::{Offer, Provision, MAX_OFFERS, OFFER_FIELDS};
 #[allow(unused_imports)]
-pub use state::RecordedRequest;
+pub use state::{DestroyedAnswer, RecordedRequest, TakenAnswer, WrongKey};
 
 use server::Mode;
 use state::{Shared, State};
 
 /// The per-endpoint minimum intervals the docs preview gives (`"METHOD /path"`, the
 /// path as routed, without its trailing slash). Off unless a test enables them.
+/// The v1 listing is given the instance listing's figure (the docs name none of its own).
 pub const DOCUMENTED_RATE_LIMITS: &[(&str, Duration)] = &[
     ("GET /api/v0/instances", Duration::from_secs(2)),
+    ("GET /api/v1/instances", Duration::from_secs(2)),
     ("PUT /api/v0/instances/{id}", Duration::from_secs(1)),
     ("DELETE /api/v0/instances/{id}", Duration::from_secs(3)),
     ("PUT /api/v0/asks/{id}", Duration::from_millis(4500)),
@@ -72,6 +88,9 @@ pub struct VastConfig {
     /// Whether destroying an instance puts its offer back on the market (the real
     /// service lists a freed machine again). Default false: a rented offer stays rented.
     pub release_on_destroy: bool,
+    /// The answers the service gave before 2026 (401 for a wrong key, 410 `no_such_ask`, the
+    /// v0 listing answered) instead of today's. Default false.
+    pub older_answers: bool,
 }
 
 impl VastConfig {
@@ -83,7 +102,13 @@ impl VastConfig {
             logs_not_ready_gets: 2,
             namespace: None,
             release_on_destroy: false,
+            older_answers: false,
         }
+    }
+    /// The answers of before 2026; see [`VastConfig::older_answers`](Self).
+    pub fn older_answers(mut self) -> Self {
+        self.older_answers = true;
+        self
     }
     pub fn offers(mut self, offers: Vec<Offer>) -> Self {
         self.offers = offers;
@@ -137,6 +162,19 @@ impl VastStandIn {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 api_key: config.api_key,
+                wrong_key: if config.older_answers {
+                    WrongKey::Unauthorized
+                } else {
+                    WrongKey::NotFound
+                },
+                taken_answer: if config.older_answers {
+                    TakenAnswer::NoSuchAsk410
+                } else {
+                    TakenAnswer::InvalidArgs404
+                },
+                v0_listing: config.older_answers,
+                lose_create_replies: 0,
+                destroyed_answer: DestroyedAnswer::Null,
                 offers: config.offers,
                 snatched: Default::default(),
                 rentals: Default::default(),
@@ -215,9 +253,33 @@ impl VastStandIn {
 
     // ---- knobs ----
 
-    /// Changes the accepted API key (requests with the old one get 401).
+    /// Changes the accepted API key (requests with the old one are refused as a wrong key).
     pub fn set_api_key(&self, key: &str) {
         self.shared.lock().api_key = key.into();
+    }
+    /// How a wrong or missing key is answered from now on.
+    pub fn set_wrong_key(&self, answer: WrongKey) {
+        self.shared.lock().wrong_key = answer;
+    }
+    /// How the rental of a taken or unknown offer is answered from now on.
+    pub fn set_taken_answer(&self, answer: TakenAnswer) {
+        self.shared.lock().taken_answer = answer;
+    }
+    /// The next `n` successful rentals rent, then answer 502 Bad Gateway (the reply lost
+    /// after its effect, as behind a failing proxy).
+    pub fn lose_create_replies(&self, n: usize) {
+        self.shared.lock().lose_create_replies = n;
+    }
+    /// What showing a destroyed instance answers from now on.
+    pub fn set_destroyed_answer(&self, answer: DestroyedAnswer) {
+        self.shared.lock().destroyed_answer = answer;
+    }
+    /// Instance `id`'s host reports `status` (`offline`, `unknown`) with `msg` from now on,
+    /// whatever its container does (a host that lost the machine, or stopped reporting).
+    pub fn host_reports(&self, id: u64, status: &str, msg: Option<&str>) {
+        if let Some(i) = self.shared.lock().instances.get_mut(&id) {
+            i.host_status = Some((status.into(), msg.map(str::to_string)));
+        }
     }
     /// Replaces the offer list.
     pub fn set_offers(&self, offers: Vec<Offer>) {
@@ -237,7 +299,8 @@ impl VastStandIn {
         }
     }
     /// Offer `id` is taken by someone else meanwhile: it still shows in searches, its next
-    /// rental answers `no_such_ask` (410), and from then on it reads as rented.
+    /// rental answers `no_such_ask` (as [`TakenAnswer`] says), and from then on it reads as
+    /// rented.
     pub fn snatch_offer(&self, id: u64) {
         self.shared.lock().snatched.insert(id);
     }

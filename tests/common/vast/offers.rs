@@ -117,7 +117,9 @@ pub struct Offer {
 
 impl Offer {
     /// A verified, rentable, on-demand single-GPU offer with realistic defaults for every
-    /// documented field; change any with [`set`](Self::set).
+    /// documented field; change any with [`set`](Self::set). `storage_cost` ($/GB/month) is
+    /// 0 unless set, so the price given is the price billed at any disk; with it set, a
+    /// search prices its `allocated_storage` into `dph_total` (and a rental its `disk`).
     pub fn new(id: u64, gpu_name: &str, dph_total: f64) -> Self {
         let dlperf = 40.0;
         // Two halves: one json! of every field passes the macro recursion limit.
@@ -136,7 +138,7 @@ impl Offer {
             "direct_port_count": 10, "static_ip": false, "dlperf": dlperf,
             "dlperf_per_dphtotal": dlperf / dph_total, "total_flops": 80.0,
             "flops_per_dphtotal": 80.0 / dph_total, "dph_total": dph_total, "dph_base": dph_total,
-            "min_bid": dph_total / 2.0, "storage_cost": 0.1, "duration": 2_592_000.0,
+            "min_bid": dph_total / 2.0, "storage_cost": 0.0, "duration": 2_592_000.0,
             "reliability": 0.99, "reliability2": 0.99, "score": dlperf / dph_total,
             "verified": true, "verification": "verified", "rentable": true, "rented": false,
             "external": false, "vms_enabled": false, "geolocation": "US", "datacenter": null,
@@ -211,6 +213,8 @@ pub struct Filter {
 #[derive(Clone, Debug)]
 pub struct Query {
     pub filters: Vec<Filter>,
+    /// GB of disk priced into each row's `dph_total` (the CLI's default: 5).
+    pub allocated_storage: f64,
     /// `(field, descending)`, applied in turn.
     pub order: Vec<(String, bool)>,
     pub limit: usize,
@@ -302,8 +306,17 @@ pub fn parse_query(body: &Value) -> Result<Query, String> {
             (n as usize).min(MAX_OFFERS)
         }
     };
+    let allocated_storage = match q.get("allocated_storage") {
+        None | Some(Value::Null) => 5.0,
+        Some(v) => v
+            .as_f64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .filter(|gb| *gb >= 0.0)
+            .ok_or_else(|| format!("allocated_storage must be a number of GB, got {v}"))?,
+    };
     Ok(Query {
         filters,
+        allocated_storage,
         order,
         limit,
     })
@@ -367,12 +380,18 @@ pub fn sort_rows(rows: &mut [Map<String, Value>], order: &[(String, bool)]) {
     });
 }
 
-/// The search result for `query` over `offers`: matching rows, ordered, limited.
+/// The search result for `query` over `offers`: each row priced at the query's
+/// `allocated_storage`, then the matching rows, ordered, limited.
 pub fn search(offers: &[Offer], query: &Query) -> Vec<Map<String, Value>> {
     let mut rows: Vec<_> = offers
         .iter()
-        .filter(|o| matches(&o.row, &query.filters))
-        .map(|o| o.row.clone())
+        .map(|o| {
+            let mut row = o.row.clone();
+            let dph = super::rent::priced(&row, query.allocated_storage);
+            row.insert("dph_total".into(), json!(dph));
+            row
+        })
+        .filter(|row| matches(row, &query.filters))
         .collect();
     sort_rows(&mut rows, &query.order);
     rows.truncate(query.limit);

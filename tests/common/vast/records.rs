@@ -183,6 +183,7 @@ impl VastStandIn {
                 status_msg: Some(format!("success, running {image}/args")),
                 container: None,
                 destroyed: false,
+                host_status: None,
             }
         };
         let mut run = vec!["run".to_string(), "-d".into()];
@@ -200,5 +201,42 @@ impl VastStandIn {
         let id = inst.id;
         self.shared.lock().instances.insert(id, inst);
         id
+    }
+
+    /// `n` stopped instances of someone else's on the account (labelled `label-<i>`),
+    /// without containers: the rows a large account lists beside deckhand's. Returns their
+    /// ids, ascending.
+    pub fn stopped_instances(&self, label: &str, n: usize) -> Vec<u64> {
+        let mut st = self.shared.lock();
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let id = st.next_id;
+            st.next_id += 1;
+            let inst = Instance {
+                id,
+                offer_id: 0,
+                label: Some(format!("{label}-{i}")),
+                image: "pytorch/pytorch:latest".into(),
+                env: BTreeMap::new(),
+                env_raw: Default::default(),
+                args: None,
+                onstart: None,
+                runtype: "ssh".into(),
+                image_login: None,
+                disk: 16.0,
+                body: Value::Null,
+                offer_row: Offer::new(0, "RTX 3090", 0.2).row,
+                start_date: super::rent::now_epoch(),
+                actual_status: Some("stopped".into()),
+                intended_status: "stopped".into(),
+                status_msg: None,
+                container: None,
+                destroyed: false,
+                host_status: None,
+            };
+            st.instances.insert(id, inst);
+            ids.push(id);
+        }
+        ids
     }
 }

@@ -37,8 +37,52 @@ pub struct LogResult {
     pub not_ready: usize,
 }
 
+/// How the service answers a wrong or missing key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WrongKey {
+    /// 404 `{"success": false, "msg": "Invalid user key"}`: the docs' OpenAPI
+    /// (`search_offers.yaml` documents a 404 for a wrong key), as the service answers today.
+    NotFound,
+    /// 401 `not_authorized`: the older answer, still documented for some endpoints.
+    Unauthorized,
+}
+
+/// How the service answers the rental of an offer that is gone or was never there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TakenAnswer {
+    /// 404 `{"error": "invalid_args", "msg": "no_such_ask  Instance type by id N is not
+    /// available."}`: the shape the docs' OpenAPI gives, seen today.
+    InvalidArgs404,
+    /// 410 `{"error": "no_such_ask"}` for a taken offer, 404 `no_such_ask` for an unknown one:
+    /// what third parties reported before.
+    NoSuchAsk410,
+}
+
+/// What `GET /instances/{id}/` answers once the instance is destroyed; the official CLI's
+/// `instance_exist` takes each of them as gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DestroyedAnswer {
+    /// `{"instances": null}` (`show__instance`).
+    Null,
+    /// 404 `no_such_instance`.
+    NotFound,
+    /// The row, with `cur_state` `unloaded` (the contract is gone).
+    Unloaded,
+    /// The row, with `intended_status` `destroyed` and `actual_status` `offline` while the
+    /// contract winds down.
+    Terminated,
+}
+
 pub struct State {
     pub api_key: String,
+    pub wrong_key: WrongKey,
+    pub taken_answer: TakenAnswer,
+    /// Whether `GET /api/v0/instances/` still answers (before 2026) instead of 410.
+    pub v0_listing: bool,
+    /// The next this many successful rentals answer 502 after renting (a reply lost after
+    /// its effect).
+    pub lose_create_replies: usize,
+    pub destroyed_answer: DestroyedAnswer,
     pub offers: Vec<Offer>,
     /// Offers that answer `no_such_ask` to the next rental (taken meanwhile).
     pub snatched: HashSet<u64>,
@@ -110,7 +154,7 @@ pub async fn refresh(shared: &Shared, ids: &[u64]) {
         let Some(c) = inst.container.clone() else {
             continue;
         };
-        if inst.destroyed {
+        if inst.destroyed || inst.host_status.is_some() {
             continue;
         }
         let state = states.get(&c);
