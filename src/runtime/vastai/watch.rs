@@ -169,6 +169,10 @@ impl VastRuntime {
             if self.is_destroyed(row.id) {
                 continue; // a listing from before this agent destroyed it
             }
+            if renting.contains(&token) {
+                // Its rental is in progress: provisioning owns it until the kernel holds it.
+                continue;
+            }
             self.track(row.id, &kernel, row.dph_total.unwrap_or_default());
             self.mark_listed(row.id);
             let status = row.actual_status.as_deref().unwrap_or_default();
@@ -189,7 +193,7 @@ impl VastRuntime {
                         }
                     }
                 }
-                _ if row.lost() && !self.is_ended(row.id) && !renting.contains(&token) => {
+                _ if row.lost() && !self.is_ended(row.id) => {
                     let st = self.lose(&api, &kernel, &row).await;
                     self.send(RuntimeEvent {
                         kernel_id: kernel,

@@ -180,6 +180,10 @@ async fn gate(State(sh): State<S>, matched: MatchedPath, req: Request, next: Nex
             };
             return error(StatusCode::UNAUTHORIZED, "not_authorized", msg).into_response();
         }
+        if st.retired.contains(&route) {
+            let body = json!({"error": "deprecated_endpoint"});
+            return (StatusCode::GONE, Json(body)).into_response();
+        }
         if let Some(interval) = st.rate_limits.get(&route).copied() {
             if st
                 .last_hit

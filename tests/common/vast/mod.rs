@@ -30,10 +30,11 @@
 //! container), `state.rs` (shared state, provisioning), `api.rs` (routes, auth, 429s, search),
 //! `rent.rs` (renting an offer), `control.rs` (instance routes, logs), `server.rs`
 //! (the listener that can go down and come back), `records.rs` (what tests assert on),
-//! `client.rs` (a CLI-like client for tests).
+//! `client.rs` (a CLI-like client for tests), `e2e.rs` (a deckhand cluster renting from it).
 mod api;
 mod client;
 mod control;
+pub mod e2e;
 mod instances;
 mod offers;
 mod records;
@@ -175,6 +176,7 @@ impl VastStandIn {
                 v0_listing: config.older_answers,
                 lose_create_replies: 0,
                 destroyed_answer: DestroyedAnswer::Null,
+                retired: Default::default(),
                 offers: config.offers,
                 snatched: Default::default(),
                 rentals: Default::default(),
@@ -269,6 +271,17 @@ impl VastStandIn {
     /// after its effect, as behind a failing proxy).
     pub fn lose_create_replies(&self, n: usize) {
         self.shared.lock().lose_create_replies = n;
+    }
+    /// `endpoint` (`"GET /api/v1/instances"`, as in [`DOCUMENTED_RATE_LIMITS`]) answers 410
+    /// `deprecated_endpoint` from now on, as the v0 listing does (or serves again).
+    pub fn retire(&self, endpoint: &str, retired: bool) {
+        let key = endpoint.trim_end_matches('/').to_string();
+        let mut st = self.shared.lock();
+        if retired {
+            st.retired.insert(key);
+        } else {
+            st.retired.remove(&key);
+        }
     }
     /// What showing a destroyed instance answers from now on.
     pub fn set_destroyed_answer(&self, answer: DestroyedAnswer) {

@@ -83,6 +83,9 @@ pub struct State {
     /// its effect).
     pub lose_create_replies: usize,
     pub destroyed_answer: DestroyedAnswer,
+    /// Routes (`"GET /api/v1/instances"`) that answer 410 `deprecated_endpoint`, as the
+    /// service answers an endpoint it retired.
+    pub retired: HashSet<String>,
     pub offers: Vec<Offer>,
     /// Offers that answer `no_such_ask` to the next rental (taken meanwhile).
     pub snatched: HashSet<u64>,

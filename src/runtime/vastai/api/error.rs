@@ -32,7 +32,7 @@ pub enum ApiError {
         msg: String,
     },
     /// 410: the service no longer serves this endpoint.
-    #[error("the Vast.ai API no longer serves {endpoint} (410 {code}): {msg}")]
+    #[error("the Vast.ai API no longer serves {endpoint} (410 {code}){msg}")]
     EndpointGone {
         endpoint: String,
         code: String,
@@ -123,7 +123,13 @@ pub fn classify(
         StatusCode::GONE => Err(ApiError::EndpointGone {
             endpoint: endpoint.to_string(),
             code: code.to_string(),
-            msg,
+            // Its own words only, when it has any beside the code.
+            msg: value
+                .get("msg")
+                .or_else(|| value.get("message"))
+                .and_then(Value::as_str)
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default(),
         }),
         s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
         s => Err(ApiError::Refused {
