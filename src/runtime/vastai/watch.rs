@@ -257,21 +257,7 @@ impl VastRuntime {
         if let Err(e) = self.destroy_instance(api, row.id).await {
             tracing::warn!(kernel_id = %kernel, instance = row.id, error = %e, "cannot destroy an instance that ended");
         }
-        let st = Status {
-            exists: true,
-            running: false,
-            exit_code: code,
-            error,
-            started_at_ms: row
-                .start_date
-                .map(|s| (s * 1000.0) as i64)
-                .unwrap_or(0)
-                .max(1),
-            finished_at_ms: now_ms(),
-            ..Status::default()
-        };
-        self.set_ended(row.id, st.clone());
-        Ok(st)
+        Ok(self.end(row, code, error))
     }
 
     /// An instance the host lost after it ran (`offline`, `unknown`): failed with that reason
@@ -298,10 +284,16 @@ impl VastRuntime {
             tracing::warn!(kernel_id = %kernel, instance = row.id, error = %e, "cannot confirm the destroy of a lost instance; the poll loop destroys it as a leak while it is listed");
             error = format!("{error} (not confirmed yet: {e})");
         }
+        self.end(row, None, error)
+    }
+
+    /// Instance `row` ended with `exit_code` (None: not learned) and `error`: its final
+    /// status, kept.
+    fn end(&self, row: &Row, exit_code: Option<i64>, error: String) -> Status {
         let st = Status {
             exists: true,
             running: false,
-            exit_code: None,
+            exit_code,
             error,
             started_at_ms: row
                 .start_date
