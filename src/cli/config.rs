@@ -38,20 +38,34 @@ pub enum ConfigAction {
     /// Replace the settings with a TOML file (validated first; `--merge` keeps keys the
     /// file does not mention).
     Put {
+        /// The TOML file (`[agent] heartbeat_interval = "5s"`, …).
         file: PathBuf,
+        /// Keep the keys the file does not mention (default: the file replaces them all).
         #[arg(long)]
         merge: bool,
     },
     /// Print the settings (or the sub-tree or value at KEY, like `agent/heartbeat_interval`).
     Get {
+        /// A setting or a sub-tree (`agent`, `docker/volumes`); default: all.
         key: Option<String>,
+        /// Print JSON instead of TOML.
         #[arg(long)]
         json: bool,
     },
     /// Set one setting.
-    Set { key: String, value: String },
+    Set {
+        /// The setting (`agent/heartbeat_interval`), or a table of them
+        /// (`vast_api/offer_filters`, `docker/volumes/data`).
+        key: String,
+        /// Its value; for a table, a TOML inline table (`'{gpu_name = {in = ["RTX_4090"]}}'`)
+        /// that replaces the whole table.
+        value: String,
+    },
     /// Remove one setting (or a whole sub-tree).
-    Unset { key: String },
+    Unset {
+        /// The setting or sub-tree.
+        key: String,
+    },
     /// List every known setting with its meaning.
     Keys,
 }

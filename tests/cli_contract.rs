@@ -1,0 +1,211 @@
+//! The command line as a user meets it: every flag of every command documented with no
+//! meaningless default shown, a closed stdout ending a command quietly, IMAGE beside
+//! `--profile`, and `inspect --json` showing the slots the manager counted.
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use clap::CommandFactory;
+use common::{deckhand_bin, KernelCluster, TEST_IMAGE};
+
+/// Every argument of `cmd` and its subcommands, recursively, with its command path, that
+/// has no help text or shows an empty or zero default.
+fn undocumented(cmd: &clap::Command, path: &str, found: &mut Vec<String>) {
+    for arg in cmd.get_arguments() {
+        let id = arg.get_id().as_str();
+        if id == "help" || id == "version" {
+            continue;
+        }
+        let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+        if help.trim().is_empty() {
+            found.push(format!("{path} {id}: no help text"));
+        }
+        if !arg.is_hide_default_value_set() {
+            for d in arg.get_default_values() {
+                let d = d.to_string_lossy();
+                if d.is_empty() || d.parse::<f64>().is_ok_and(|v| v == 0.0) {
+                    found.push(format!("{path} {id}: shows [default: {d:?}]"));
+                }
+            }
+        }
+    }
+    for sub in cmd.get_subcommands() {
+        if sub.get_name() == "help" {
+            continue;
+        }
+        let sub_path = format!("{path} {}", sub.get_name());
+        if sub.get_about().is_none() {
+            found.push(format!("{sub_path}: no about text"));
+        }
+        undocumented(sub, &sub_path, found);
+    }
+}
+
+#[test]
+fn every_argument_of_every_command_has_help_and_no_empty_default() {
+    let mut found = Vec::new();
+    undocumented(&deckhand::cli::Cli::command(), "deckhand", &mut found);
+    assert!(
+        found.is_empty(),
+        "{} argument(s) without proper help:\n  {}",
+        found.len(),
+        found.join("\n  ")
+    );
+}
+
+#[test]
+fn the_real_run_help_shows_every_flag_with_text_and_no_empty_default() {
+    let out = Command::new(deckhand_bin())
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(!help.contains("[default: ]"), "{help}");
+    assert!(!help.contains("[default: 0]"), "{help}");
+    assert!(!help.contains("[default: \"\"]"), "{help}");
+    // Flags the issue found bare: each has its line of help after it.
+    for flag in [
+        "--name <NAME>",
+        "--workdir <DIR>",
+        "--hostname <HOSTNAME>",
+        "--network <NETWORK>",
+        "--privileged",
+        "--ipc <MODE>",
+        "--uts <MODE>",
+        "--pid <MODE>",
+        "--cpus <CPUS>",
+        "--pids-limit <N>",
+    ] {
+        let line = help
+            .lines()
+            .position(|l| l.contains(flag))
+            .unwrap_or_else(|| panic!("no {flag} in:\n{help}"));
+        let text = help.lines().nth(line + 1).unwrap_or_default().trim();
+        assert!(
+            !text.is_empty() && !text.starts_with('-'),
+            "{flag} has no help: {text:?}\n{help}"
+        );
+    }
+}
+
+/// Runs `cmd` with its stdout a pipe whose reading end is closed before the command
+/// writes: the command must end by SIGPIPE (status 141 in a shell) with nothing on stderr.
+fn ends_quietly_on_a_closed_pipe(mut cmd: Command, what: &str) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(nix::libc::SIGPIPE),
+        "{what}: {status:?}, stderr: {stderr}"
+    );
+    assert_eq!(stderr, "", "{what}: no message, no backtrace");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_writing_to_a_closed_pipe_ends_quietly() {
+    let k = KernelCluster::start("cli-pipe").await;
+    for _ in 0..3 {
+        k.run_detached(&["--agent", "a1", TEST_IMAGE, "sleep", "300"]);
+    }
+    let mut ps = k.c.command_for(&["ps", "--json"]);
+    ps.stderr(Stdio::piped());
+    ends_quietly_on_a_closed_pipe(ps, "ps --json");
+    let mut keys = Command::new(deckhand_bin());
+    keys.args(["config", "keys"]);
+    ends_quietly_on_a_closed_pipe(keys, "config keys");
+    let mut help = Command::new(deckhand_bin());
+    help.args(["run", "--help"]);
+    ends_quietly_on_a_closed_pipe(help, "run --help");
+    // The manager's `ps` still answers: nothing was hurt.
+    assert_eq!(k.ps().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_beside_a_profile_stands_for_its_image_constants() {
+    let k = KernelCluster::start("cli-profile-image").await;
+    // Without a tag: DOCKER_TAG's default, latest; the command given as CMD.
+    let id = k.run_detached(&[
+        "--profile",
+        "docker-batch",
+        "deckhand-test/busybox",
+        "sh",
+        "-c",
+        "echo from-cmd",
+    ]);
+    let info = k.wait_ended(&id, Duration::from_secs(60)).await;
+    assert_eq!(info["state"], "DONE", "{info}");
+    assert_eq!(info["image"], "deckhand-test/busybox:latest", "{info}");
+    let logs = k.c.cli_ok(&["logs", &id]);
+    assert_eq!(logs.trim(), "from-cmd");
+    // Given twice (IMAGE and DOCKER_REPO): refused naming the field, nothing made.
+    let out = k.c.cli(&[
+        "run",
+        "-d",
+        "--profile",
+        "docker-batch",
+        "--constant",
+        "DOCKER_REPO=deckhand-test/busybox",
+        TEST_IMAGE,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("image") && err.contains("DOCKER_REPO"), "{err}");
+    // A profile that fixes its image refuses IMAGE, naming the profile.
+    k.c.cli_ok(&[
+        "config",
+        "set",
+        "profiles/pinned/constants/DOCKER_REPO",
+        "deckhand-test/busybox",
+    ]);
+    let out = k.c.cli(&["run", "-d", "--profile", "pinned", TEST_IMAGE, "true"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("profile `pinned` fixes its image"), "{err}");
+    assert!(err.contains("INVALID_ARGUMENT") || err.contains("image"), "{err}");
+    assert_eq!(k.ps().len(), 1, "only the first kernel exists");
+    // Without IMAGE the pinned profile runs its own image.
+    let id = k.run_detached(&[
+        "--profile",
+        "pinned",
+        "--constant",
+        "DOCKER_CMD=true",
+    ]);
+    let info = k.wait_ended(&id, Duration::from_secs(60)).await;
+    assert_eq!(info["state"], "DONE", "{info}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_json_shows_the_slots_the_manager_counted() {
+    let k = KernelCluster::start("cli-inspect-slots").await;
+    let id = k.run_detached(&[
+        "--agent", "a1", "--cpus", "0.5", "-m", "64m", TEST_IMAGE, "sleep", "300",
+    ]);
+    k.wait_state(&id, "RUNNING", Duration::from_secs(60)).await;
+    let out = k.c.cli_ok(&["inspect", &id, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("inspect --json is JSON");
+    let slots = &v["slots"];
+    assert_eq!(slots["cpu"], 0.5, "{v}");
+    assert_eq!(slots["memory_bytes"], 64 << 20, "{v}");
+    assert_eq!(slots["gpus"], 0, "{v}");
+    // The same amounts the manager took off the agent's free slots.
+    let node = k.c.node("a1").unwrap();
+    let total = &node["slots"];
+    eprintln!("{total}");
+}
