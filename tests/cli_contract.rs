@@ -83,13 +83,10 @@ fn the_real_run_help_shows_every_flag_with_text_and_no_empty_default() {
     ] {
         let line = help
             .lines()
-            .position(|l| l.contains(flag))
+            .find(|l| l.contains(&format!("{flag} ")) || l.trim_end().ends_with(flag))
             .unwrap_or_else(|| panic!("no {flag} in:\n{help}"));
-        let text = help.lines().nth(line + 1).unwrap_or_default().trim();
-        assert!(
-            !text.is_empty() && !text.starts_with('-'),
-            "{flag} has no help: {text:?}\n{help}"
-        );
+        let text = line.split_once(flag).map(|(_, t)| t.trim()).unwrap_or("");
+        assert!(!text.is_empty(), "{flag} has no help: {line:?}\n{help}");
     }
 }
 
@@ -204,8 +201,129 @@ async fn inspect_json_shows_the_slots_the_manager_counted() {
     assert_eq!(slots["cpu"], 0.5, "{v}");
     assert_eq!(slots["memory_bytes"], 64 << 20, "{v}");
     assert_eq!(slots["gpus"], 0, "{v}");
-    // The same amounts the manager took off the agent's free slots.
-    let node = k.c.node("a1").unwrap();
-    let total = &node["slots"];
-    eprintln!("{total}");
+    // `ps --json` (the listing through the manager) carries the same amounts.
+    let listed = k.ps().into_iter().find(|p| p["kernel_id"] == id.as_str()).unwrap();
+    assert_eq!(listed["slots"], *slots, "{listed}");
+}
+
+/// The keys under `/deckhand/<ns>/config/` with their values.
+async fn config_keys(c: &common::Cluster) -> Vec<(String, String)> {
+    let prefix = format!("/deckhand/{}/config/", c.ns);
+    let resp = c
+        .etcd_client()
+        .await
+        .get(
+            prefix.clone(),
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap();
+    resp.kvs()
+        .iter()
+        .map(|kv| {
+            (
+                kv.key_str().unwrap()[prefix.len()..].to_string(),
+                kv.value_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_valued_key_is_set_from_an_inline_table_validated_as_a_whole() {
+    let c = common::Cluster::start("cli-config-table").await;
+    c.cli_ok(&[
+        "config",
+        "set",
+        "vast_api/offer_filters",
+        r#"{gpu_name = {in = ["RTX_4090"]}, num_gpus = {gte = 1}}"#,
+    ]);
+    let keys = config_keys(&c).await;
+    assert_eq!(
+        keys,
+        [
+            ("vast_api/offer_filters/gpu_name/in/0".into(), "RTX_4090".into()),
+            ("vast_api/offer_filters/num_gpus/gte".into(), "1".into()),
+        ],
+        "flattened as `config put` would"
+    );
+    let got: serde_json::Value = serde_json::from_str(&c.cli_ok(&[
+        "config",
+        "get",
+        "vast_api/offer_filters",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        got,
+        serde_json::json!({"gpu_name": {"in": ["RTX_4090"]}, "num_gpus": {"gte": 1}})
+    );
+
+    // A bad field and a bad operator: both named, nothing written.
+    let out = c.cli(&[
+        "config",
+        "set",
+        "vast_api/offer_filters",
+        r#"{gpu_nme = {in = ["A100"]}, num_gpus = {like = 2}}"#,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nothing written"), "{err}");
+    assert!(err.contains("`gpu_nme` is not an offer field"), "{err}");
+    assert!(err.contains("`like` is not an operator"), "{err}");
+    assert_eq!(config_keys(&c).await, keys, "nothing changed");
+    // Not a table at all: refused naming the key.
+    let out = c.cli(&["config", "set", "vast_api/offer_filters", "RTX_4090"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("TOML inline table"), "{err}");
+    assert_eq!(config_keys(&c).await, keys, "nothing changed");
+
+    // The per-field keys still work beside it, and a new table replaces the old one whole.
+    c.cli_ok(&["config", "set", "vast_api/offer_filters/num_gpus/gte", "2"]);
+    c.cli_ok(&[
+        "config",
+        "set",
+        "vast_api/offer_filters/gpu_name",
+        r#"{in = ["A100", "H100"]}"#,
+    ]);
+    c.cli_ok(&[
+        "config",
+        "set",
+        "vast_api/offer_filters",
+        r#"{dph_total = {lte = 0.5}}"#,
+    ]);
+    assert_eq!(
+        config_keys(&c).await,
+        [("vast_api/offer_filters/dph_total/lte".to_string(), "0.5".to_string())]
+    );
+
+    // Every table of the schema: a list (fake GPUs), a section, an operator's profile.
+    c.cli_ok(&[
+        "config",
+        "set",
+        "docker/fake_gpus",
+        r#"[{id = "GPU-00000000-0000-0000-0000-000000000001", name = "Fake", ram_total = "16g"}]"#,
+    ]);
+    c.cli_ok(&["config", "set", "agent", r#"{heartbeat_interval = "2s"}"#]);
+    c.cli_ok(&[
+        "config",
+        "set",
+        "profiles/solver",
+        r#"{network = "none", constants = {DOCKER_REPO = "team/solver"}}"#,
+    ]);
+    let keys = config_keys(&c).await;
+    for (k, v) in [
+        ("docker/fake_gpus/0/name", "Fake"),
+        ("docker/fake_gpus/0/ram_total", "16g"),
+        ("agent/heartbeat_interval", "2s"),
+        ("profiles/solver/network", "none"),
+        ("profiles/solver/constants/DOCKER_REPO", "team/solver"),
+    ] {
+        assert!(keys.contains(&(k.to_string(), v.to_string())), "{k}: {keys:?}");
+    }
+    // A fake GPU without its id is refused whole, naming the field.
+    let out = c.cli(&["config", "set", "docker/fake_gpus", r#"[{name = "No id"}]"#]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("docker/fake_gpus/0"), "{err}");
+    assert_eq!(config_keys(&c).await, keys, "nothing changed");
 }
