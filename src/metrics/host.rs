@@ -243,7 +243,7 @@ mod tests {
             );
         }
         assert!(
-            !text.contains("DCGM_FI_DEV_MEM_COPY_UTIL{"),
+            !text.contains(&format!("DCGM_FI_DEV_MEM_COPY_UTIL{labels}")),
             "a reading NVML did not give is left out:\n{text}"
         );
         // The fake GPU: the utilisation and memory series, labelled fake; no temperature or
