@@ -235,7 +235,11 @@ async fn the_fleet_benchmark_runs_simulated_agents_against_a_real_manager() {
         .unwrap_or_else(|| panic!("no table header: {out}"))
         .split_whitespace()
         .collect();
-    assert_eq!(header[..6], ["agents", "hb", "p50", "hb", "p99", "beats/s"], "{out}");
+    assert_eq!(
+        header[..6],
+        ["agents", "hb", "p50", "hb", "p99", "beats/s"],
+        "{out}"
+    );
     assert!(header.contains(&"%core"), "{out}");
     let lines: Vec<&str> = out.lines().collect();
     ratio_line(

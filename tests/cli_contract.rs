@@ -163,7 +163,10 @@ async fn an_image_beside_a_profile_stands_for_its_image_constants() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("image") && err.contains("DOCKER_REPO"), "{err}");
+    assert!(
+        err.contains("image") && err.contains("DOCKER_REPO"),
+        "{err}"
+    );
     // A profile that fixes its image refuses IMAGE, naming the profile.
     k.c.cli_ok(&[
         "config",
@@ -171,19 +174,18 @@ async fn an_image_beside_a_profile_stands_for_its_image_constants() {
         "profiles/pinned/constants/DOCKER_REPO",
         "deckhand-test/busybox",
     ]);
-    let out = k.c.cli(&["run", "-d", "--profile", "pinned", TEST_IMAGE, "true"]);
+    let out =
+        k.c.cli(&["run", "-d", "--profile", "pinned", TEST_IMAGE, "true"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("profile `pinned` fixes its image"), "{err}");
-    assert!(err.contains("INVALID_ARGUMENT") || err.contains("image"), "{err}");
+    assert!(
+        err.contains("INVALID_ARGUMENT") || err.contains("image"),
+        "{err}"
+    );
     assert_eq!(k.ps().len(), 1, "only the first kernel exists");
     // Without IMAGE the pinned profile runs its own image.
-    let id = k.run_detached(&[
-        "--profile",
-        "pinned",
-        "--constant",
-        "DOCKER_CMD=true",
-    ]);
+    let id = k.run_detached(&["--profile", "pinned", "--constant", "DOCKER_CMD=true"]);
     let info = k.wait_ended(&id, Duration::from_secs(60)).await;
     assert_eq!(info["state"], "DONE", "{info}");
 }
@@ -202,7 +204,11 @@ async fn inspect_json_shows_the_slots_the_manager_counted() {
     assert_eq!(slots["memory_bytes"], 64 << 20, "{v}");
     assert_eq!(slots["gpus"], 0, "{v}");
     // `ps --json` (the listing through the manager) carries the same amounts.
-    let listed = k.ps().into_iter().find(|p| p["kernel_id"] == id.as_str()).unwrap();
+    let listed = k
+        .ps()
+        .into_iter()
+        .find(|p| p["kernel_id"] == id.as_str())
+        .unwrap();
     assert_eq!(listed["slots"], *slots, "{listed}");
 }
 
@@ -242,18 +248,17 @@ async fn a_table_valued_key_is_set_from_an_inline_table_validated_as_a_whole() {
     assert_eq!(
         keys,
         [
-            ("vast_api/offer_filters/gpu_name/in/0".into(), "RTX_4090".into()),
+            (
+                "vast_api/offer_filters/gpu_name/in/0".into(),
+                "RTX_4090".into()
+            ),
             ("vast_api/offer_filters/num_gpus/gte".into(), "1".into()),
         ],
         "flattened as `config put` would"
     );
-    let got: serde_json::Value = serde_json::from_str(&c.cli_ok(&[
-        "config",
-        "get",
-        "vast_api/offer_filters",
-        "--json",
-    ]))
-    .unwrap();
+    let got: serde_json::Value =
+        serde_json::from_str(&c.cli_ok(&["config", "get", "vast_api/offer_filters", "--json"]))
+            .unwrap();
     assert_eq!(
         got,
         serde_json::json!({"gpu_name": {"in": ["RTX_4090"]}, "num_gpus": {"gte": 1}})
@@ -275,7 +280,10 @@ async fn a_table_valued_key_is_set_from_an_inline_table_validated_as_a_whole() {
     // Not a table at all: refused naming the key.
     let out = c.cli(&["config", "set", "vast_api/offer_filters", "RTX_4090"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("TOML inline table"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("TOML inline table"),
+        "{err}"
+    );
     assert_eq!(config_keys(&c).await, keys, "nothing changed");
 
     // The per-field keys still work beside it, and a new table replaces the old one whole.
@@ -294,7 +302,10 @@ async fn a_table_valued_key_is_set_from_an_inline_table_validated_as_a_whole() {
     ]);
     assert_eq!(
         config_keys(&c).await,
-        [("vast_api/offer_filters/dph_total/lte".to_string(), "0.5".to_string())]
+        [(
+            "vast_api/offer_filters/dph_total/lte".to_string(),
+            "0.5".to_string()
+        )]
     );
 
     // Every table of the schema: a list (fake GPUs), a section, an operator's profile.
@@ -319,11 +330,17 @@ async fn a_table_valued_key_is_set_from_an_inline_table_validated_as_a_whole() {
         ("profiles/solver/network", "none"),
         ("profiles/solver/constants/DOCKER_REPO", "team/solver"),
     ] {
-        assert!(keys.contains(&(k.to_string(), v.to_string())), "{k}: {keys:?}");
+        assert!(
+            keys.contains(&(k.to_string(), v.to_string())),
+            "{k}: {keys:?}"
+        );
     }
     // A fake GPU without its id is refused whole, naming the field.
     let out = c.cli(&["config", "set", "docker/fake_gpus", r#"[{name = "No id"}]"#]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("docker/fake_gpus/0"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("docker/fake_gpus/0"),
+        "{err}"
+    );
     assert_eq!(config_keys(&c).await, keys, "nothing changed");
 }

@@ -13,8 +13,8 @@ use etcd_client::{DeleteOptions, GetOptions, Txn, TxnOp};
 use super::common::EtcdArgs;
 use super::output::print_json;
 use crate::cluster::keys::validate_name;
-use crate::config::{schema, tables};
 use crate::config::tree::{self, FlatTree};
+use crate::config::{schema, tables};
 
 /// etcd refuses transactions with more operations than this by default.
 const MAX_TXN_OPS: usize = 128;
@@ -169,7 +169,8 @@ pub async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
                 current.retain(|k, _| !k.starts_with(&under));
             }
             current.extend(writes.clone());
-            let mut touched: Vec<String> = writes.keys().chain(&stale).map(|k| entry_of(k)).collect();
+            let mut touched: Vec<String> =
+                writes.keys().chain(&stale).map(|k| entry_of(k)).collect();
             touched.push(entry_of(&key));
             refuse_incomplete(&current, &touched)?;
             // Fields of a replaced entry that the new value does not have are deleted one by

@@ -46,7 +46,13 @@ pub struct RunArgs {
     #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
     /// Working directory of the command inside the container (default: the image's).
-    #[arg(short = 'w', long = "workdir", value_name = "DIR", default_value = "", hide_default_value = true)]
+    #[arg(
+        short = 'w',
+        long = "workdir",
+        value_name = "DIR",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub working_dir: String,
     /// Hostname inside the container (default: the container id).
     #[arg(long, default_value = "", hide_default_value = true)]
@@ -83,13 +89,28 @@ pub struct RunArgs {
     #[arg(long, default_value = "", hide_default_value = true)]
     pub restart: String,
     /// IPC namespace as Docker takes it (`host` only with config/security/allow_host_namespaces).
-    #[arg(long, value_name = "MODE", default_value = "", hide_default_value = true)]
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub ipc: String,
     /// UTS namespace as Docker takes it (`host` only with config/security/allow_host_namespaces).
-    #[arg(long, value_name = "MODE", default_value = "", hide_default_value = true)]
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub uts: String,
     /// PID namespace as Docker takes it (`host` only with config/security/allow_host_namespaces).
-    #[arg(long, value_name = "MODE", default_value = "", hide_default_value = true)]
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub pid: String,
     /// Remove the container when it exits (the kernel record stays).
     #[arg(long = "rm")]
@@ -119,7 +140,12 @@ pub struct RunArgs {
     #[arg(long = "storage-opt", value_name = "KEY=VALUE")]
     pub storage_opt: Vec<String>,
     /// Most processes the kernel may have at once; default: no limit.
-    #[arg(long = "pids-limit", value_name = "N", default_value_t = 0, hide_default_value = true)]
+    #[arg(
+        long = "pids-limit",
+        value_name = "N",
+        default_value_t = 0,
+        hide_default_value = true
+    )]
     pub pids_limit: i64,
     /// Create but do not start until `deckhand release`.
     #[arg(long)]
@@ -704,7 +730,13 @@ pub struct ExecArgs {
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
     /// Working directory of the command (default: the kernel's).
-    #[arg(short = 'w', long = "workdir", value_name = "DIR", default_value = "", hide_default_value = true)]
+    #[arg(
+        short = 'w',
+        long = "workdir",
+        value_name = "DIR",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub working_dir: String,
     /// Kernel id (or cluster instance `<id>/<i>`).
     pub id: String,

@@ -143,29 +143,31 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let work = std::panic::AssertUnwindSafe(|| runtime.block_on(async move {
-        match cli.command {
-            Command::Agent(a) => agent::run(a).await,
-            Command::Manager(m) => manager::run(m).await,
-            Command::Config(c) => config::run(c).await,
-            Command::Nodes(n) => nodes::run(n).await,
-            Command::Images(i) => images::run(i).await,
-            Command::Host(h) => host::run(h).await,
-            Command::Run(r) => kernels::run(*r).await,
-            Command::Ps(a) => kernels::ps(a).await,
-            Command::Inspect(a) => kernels::inspect(a).await,
-            Command::Logs(a) => kernels::logs(a).await,
-            Command::Exec(a) => kernels::exec(a).await,
-            Command::Stop(a) => kernels::control(KernelAction::Stop, a).await,
-            Command::Rm(a) => kernels::control(KernelAction::Remove, a).await,
-            Command::Suspend(a) => kernels::control(KernelAction::Suspend, a).await,
-            Command::Resume(a) => kernels::control(KernelAction::Resume, a).await,
-            Command::Release(a) => kernels::control(KernelAction::Release, a).await,
-            Command::Kill(a) => kernels::control(KernelAction::Signal, a).await,
-            Command::Files(a) => kernels::files(a).await,
-            Command::Bench(a) => bench::run(a).await,
-        }
-    }));
+    let work = std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(async move {
+            match cli.command {
+                Command::Agent(a) => agent::run(a).await,
+                Command::Manager(m) => manager::run(m).await,
+                Command::Config(c) => config::run(c).await,
+                Command::Nodes(n) => nodes::run(n).await,
+                Command::Images(i) => images::run(i).await,
+                Command::Host(h) => host::run(h).await,
+                Command::Run(r) => kernels::run(*r).await,
+                Command::Ps(a) => kernels::ps(a).await,
+                Command::Inspect(a) => kernels::inspect(a).await,
+                Command::Logs(a) => kernels::logs(a).await,
+                Command::Exec(a) => kernels::exec(a).await,
+                Command::Stop(a) => kernels::control(KernelAction::Stop, a).await,
+                Command::Rm(a) => kernels::control(KernelAction::Remove, a).await,
+                Command::Suspend(a) => kernels::control(KernelAction::Suspend, a).await,
+                Command::Resume(a) => kernels::control(KernelAction::Resume, a).await,
+                Command::Release(a) => kernels::control(KernelAction::Release, a).await,
+                Command::Kill(a) => kernels::control(KernelAction::Signal, a).await,
+                Command::Files(a) => kernels::files(a).await,
+                Command::Bench(a) => bench::run(a).await,
+            }
+        })
+    });
     let result = match std::panic::catch_unwind(work) {
         Ok(result) => result,
         Err(p) if pipe::panicked_on_broken_pipe(p.as_ref()) => {

@@ -105,10 +105,7 @@ mod tests {
             r#"{gpu_name = {in = ["RTX_4090", "A100"]}, num_gpus = {gte = 1}}"#,
         )
         .unwrap();
-        let keys: Vec<(&str, &str)> = flat
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let keys: Vec<(&str, &str)> = flat.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(
             keys,
             [

@@ -404,7 +404,10 @@ fn print(rows: &[Row], a: &FleetArgs) {
         last.agents
     );
     // Last, for scripts (`tail -1`): the largest size actually run.
-    println!("{}", summary_line(last.agents, last.rtt.p99, last.manager_cores));
+    println!(
+        "{}",
+        summary_line(last.agents, last.rtt.p99, last.manager_cores)
+    );
 }
 
 /// `at 1000 agents: heartbeat p99 3.8 ms, manager 4.9 % of a core`.

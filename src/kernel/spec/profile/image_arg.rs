@@ -97,7 +97,8 @@ mod tests {
     fn a_profile_that_fixes_its_image_refuses_one_naming_the_profile() {
         let mut p = builtin();
         p.name = "solver".into();
-        p.constants.insert("DOCKER_REPO".into(), "team/solver".into());
+        p.constants
+            .insert("DOCKER_REPO".into(), "team/solver".into());
         let e = given_image("other/image", &p, &BTreeMap::new()).unwrap_err();
         assert_eq!(e.field, "image");
         assert!(e.reason.contains("profile `solver` fixes its image"), "{e}");
