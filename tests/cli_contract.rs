@@ -134,6 +134,28 @@ async fn a_command_writing_to_a_closed_pipe_ends_quietly() {
     assert_eq!(k.ps().len(), 3);
 }
 
+#[test]
+fn a_daemon_printing_to_a_closed_pipe_exits_141_without_a_message() {
+    // The daemons keep SIGPIPE ignored; a failed print still ends them quietly.
+    let mut child = Command::new(deckhand_bin())
+        .args(["agent", "--print-config", "--etcd-addr", "127.0.0.1:1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(141), "{status:?}, stderr: {stderr}");
+    assert_eq!(stderr, "");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_beside_a_profile_stands_for_its_image_constants() {
     let k = KernelCluster::start("cli-profile-image").await;
