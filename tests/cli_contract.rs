@@ -201,9 +201,30 @@ async fn an_image_beside_a_profile_stands_for_its_image_constants() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("profile `pinned` fixes its image"), "{err}");
+    assert!(err.contains("image"), "{err}");
+    // The agent's own gRPC answers INVALID_ARGUMENT naming the field and the profile.
+    let mut agent = deckhand::rpc::pb::agent_service_client::AgentServiceClient::connect(format!(
+        "http://127.0.0.1:{}",
+        k.agent.port
+    ))
+    .await
+    .unwrap();
+    let status = agent
+        .create_kernel(deckhand::rpc::pb::CreateKernelRequest {
+            spec: Some(deckhand::rpc::pb::KernelSpec {
+                kernel_id: uuid::Uuid::new_v4().to_string(),
+                profile: "pinned".into(),
+                image: TEST_IMAGE.into(),
+                ..Default::default()
+            }),
+            array: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     assert!(
-        err.contains("INVALID_ARGUMENT") || err.contains("image"),
-        "{err}"
+        status.message().contains("image") && status.message().contains("`pinned`"),
+        "{status:?}"
     );
     assert_eq!(k.ps().len(), 1, "only the first kernel exists");
     // Without IMAGE the pinned profile runs its own image.
