@@ -171,8 +171,8 @@ pub struct RunArgs {
     pub parents: Vec<String>,
     /// A Qarnot task profile: docker-batch (no network), docker-network,
     /// docker-network-ssh, docker-nvidia-batch, docker-nvidia-network, the cluster profiles
-    /// docker-cluster[-network][-ssh] (with --instances), or one from config/profiles/. The image and command then come from --constant DOCKER_REPO=…,
-    /// DOCKER_TAG=…, DOCKER_CMD=… (see README, "Task profiles").
+    /// docker-cluster[-network][-ssh] (with --instances), or one from config/profiles/. The image and command then come from IMAGE [CMD…] or
+    /// from --constant DOCKER_REPO=…, DOCKER_TAG=…, DOCKER_CMD=… (see README, "Task profiles").
     #[arg(long, default_value = "", hide_default_value = true)]
     pub profile: String,
     /// A profile constant KEY=VALUE (repeatable), by Qarnot's names; other names become
