@@ -743,7 +743,7 @@ async fn malformed_requests_are_refused_naming_the_field_and_change_nothing() {
             "gpus",
         ),
         (
-            "an image beside a profile",
+            "an image beside the constants that make it",
             spec(|s| {
                 profile_base(s);
                 s.image = TEST_IMAGE.into();

@@ -1,6 +1,7 @@
 //! `deckhand bench` scenarios run with tiny sizes against the real components (etcd, the
 //! manager and agents, the Docker engine): each prints its figures, ends with its
-//! `ratio …: X` line, and leaves nothing behind — no container, process, scratch dir or
+//! `ratio …: X` line (`fleet` then adds its `at N agents: …` line for scripts), and leaves
+//! nothing behind — no container, process, scratch dir or
 //! etcd key — when it succeeds and when it is interrupted. No timing is asserted: the
 //! figures belong in the README, measured on a quiet machine with a release build.
 //! (`bench start` without load is in `tests/kernels.rs`.)
@@ -39,7 +40,11 @@ fn bench_ok(tmp: &Path, args: &[&str]) -> String {
 
 /// The number on the last line, which must start with `prefix`.
 fn last_ratio(out: &str, prefix: &str) -> f64 {
-    let last = out.lines().last().unwrap_or_default();
+    ratio_line(out.lines().last().unwrap_or_default(), out, prefix)
+}
+
+/// The number at the end of `last`, which must start with `prefix`.
+fn ratio_line(last: &str, out: &str, prefix: &str) -> f64 {
     assert!(last.starts_with(prefix), "last line: {last}\n{out}");
     last.rsplit(": ")
         .next()
@@ -223,7 +228,34 @@ async fn the_fleet_benchmark_runs_simulated_agents_against_a_real_manager() {
         .collect();
     assert_eq!(sizes, ["2", "3"], "one row per fleet size: {out}");
     assert!(out.contains("growth 2 → 3 agents"), "{out}");
-    last_ratio(&out, "ratio worst/goal at 3 agents ");
+    // The table: agents first, then heartbeat p50 and p99 and the manager's CPU.
+    let header: Vec<&str> = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("agents"))
+        .unwrap_or_else(|| panic!("no table header: {out}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header[..6],
+        ["agents", "hb", "p50", "hb", "p99", "beats/s"],
+        "{out}"
+    );
+    assert!(header.contains(&"%core"), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    ratio_line(
+        lines[lines.len() - 2],
+        &out,
+        "ratio worst/goal at 3 agents ",
+    );
+    // Last, for scripts: `at N agents: heartbeat p99 X ms, manager Y % of a core`.
+    let last = *lines.last().unwrap();
+    let rest = last
+        .strip_prefix("at 3 agents: heartbeat p99 ")
+        .unwrap_or_else(|| panic!("last line: {last}\n{out}"));
+    let (p99, rest) = rest.split_once(" ms, manager ").expect(last);
+    let cpu = rest.strip_suffix(" % of a core").expect(last);
+    assert!(p99.parse::<f64>().unwrap() >= 0.0, "{last}");
+    assert!(cpu.parse::<f64>().unwrap() >= 0.0, "{last}");
     assert_nothing_left(&c, &ns, &tmp).await;
 }
 

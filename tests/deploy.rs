@@ -164,13 +164,38 @@ async fn supervised(test: &str) -> Deployed {
     );
     assert_no_host_paths("supervisord-agent.conf", &agent_conf, ';');
     assert_no_host_paths("supervisord-manager.conf", &manager_conf, ';');
-    let s = Supervisord::start(
+    // The agent's program appended to supervisord.conf itself (as to a host's existing
+    // config), the manager's and the descriptor limit in conf.d/, as Debian lays them out.
+    let s = Supervisord::start_appending(
         &sup,
+        &[agent_conf],
         &[
-            ("deckhand-agent.conf", agent_conf),
             ("deckhand-manager.conf", manager_conf),
+            (
+                "deckhand-limits.conf",
+                deploy_file("supervisord-limits.conf"),
+            ),
         ],
     );
+    let sections = s
+        .conf_text()
+        .lines()
+        .filter(|l| l.trim() == "[supervisord]")
+        .count();
+    assert_eq!(
+        sections,
+        1,
+        "appending the agent's program made a second [supervisord] section:\n{}",
+        s.conf_text()
+    );
+    for program in ["supervisord-agent.conf", "supervisord-manager.conf"] {
+        assert!(
+            !deploy_file(program)
+                .lines()
+                .any(|l| l.trim_start().starts_with('[') && !l.contains("[program:")),
+            "deploy/{program} has a section other than its program"
+        );
+    }
     Deployed { sup: s, c }
 }
 
@@ -197,7 +222,7 @@ async fn the_agent_under_supervisord_comes_back_after_kill_9_with_its_kernel_and
         proc_line(pid, "status", "CapEff:")
     );
     // supervisord raised its own limit from 1024 to minfds; the agent inherits it.
-    let minfds: u64 = setting(&deploy_file("supervisord-agent.conf"), "minfds")
+    let minfds: u64 = setting(&deploy_file("supervisord-limits.conf"), "minfds")
         .parse()
         .unwrap();
     let nofile = proc_line(pid, "limits", "Max open files");
@@ -336,7 +361,10 @@ fn systemd_units_and_supervisord_programs_agree_on_stop_timeout_and_file_limit()
             setting(&unit, "TimeoutStopSec"),
             setting(&program, "stopwaitsecs")
         );
-        assert_eq!(setting(&unit, "LimitNOFILE"), setting(&program, "minfds"));
+        assert_eq!(
+            setting(&unit, "LimitNOFILE"),
+            setting(&deploy_file("supervisord-limits.conf"), "minfds")
+        );
         assert_eq!(setting(&unit, "KillSignal"), "SIGTERM");
         assert_eq!(setting(&program, "stopsignal"), "TERM");
     }

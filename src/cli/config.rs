@@ -13,8 +13,8 @@ use etcd_client::{DeleteOptions, GetOptions, Txn, TxnOp};
 use super::common::EtcdArgs;
 use super::output::print_json;
 use crate::cluster::keys::validate_name;
-use crate::config::schema;
 use crate::config::tree::{self, FlatTree};
+use crate::config::{schema, tables};
 
 /// etcd refuses transactions with more operations than this by default.
 const MAX_TXN_OPS: usize = 128;
@@ -38,20 +38,34 @@ pub enum ConfigAction {
     /// Replace the settings with a TOML file (validated first; `--merge` keeps keys the
     /// file does not mention).
     Put {
+        /// The TOML file (`[agent] heartbeat_interval = "5s"`, …).
         file: PathBuf,
+        /// Keep the keys the file does not mention (default: the file replaces them all).
         #[arg(long)]
         merge: bool,
     },
     /// Print the settings (or the sub-tree or value at KEY, like `agent/heartbeat_interval`).
     Get {
+        /// A setting or a sub-tree (`agent`, `docker/volumes`); default: all.
         key: Option<String>,
+        /// Print JSON instead of TOML.
         #[arg(long)]
         json: bool,
     },
     /// Set one setting.
-    Set { key: String, value: String },
+    Set {
+        /// The setting (`agent/heartbeat_interval`), or a table of them
+        /// (`vast_api/offer_filters`, `docker/volumes/data`).
+        key: String,
+        /// Its value; for a table, a TOML inline table (`'{gpu_name = {in = ["RTX_4090"]}}'`)
+        /// that replaces the whole table.
+        value: String,
+    },
     /// Remove one setting (or a whole sub-tree).
-    Unset { key: String },
+    Unset {
+        /// The setting or sub-tree.
+        key: String,
+    },
     /// List every known setting with its meaning.
     Keys,
 }
@@ -125,40 +139,40 @@ pub async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
         }
         ConfigAction::Set { key, value } => {
             let key = key.trim_matches('/').to_string();
-            let mut client = args.etcd.connect().await?;
-            let mut current = read_layer(&mut client, &prefix).await?;
-            // A whole collection entry at once: `docker/volumes/data '{src="/srv", dest="/data"}'`.
+            // A whole collection entry at once: `docker/volumes/data '{src="/srv", dest="/data"}'`;
+            // any other table of the schema the same way: `vast_api/offer_filters '{…}'`.
             let entry = schema::collection_prefixes()
                 .find(|p| key.starts_with(p.as_str()) && !key[p.len()..].contains('/'));
-            let mut stale: Vec<String> = Vec::new();
-            let writes: FlatTree = match entry {
-                Some(_) => {
-                    let table: toml::Table = toml::from_str(&format!("v = {value}"))
-                        .ok()
-                        .and_then(|mut t: toml::Table| match t.remove("v") {
-                            Some(toml::Value::Table(t)) => Some(t),
-                            _ => None,
-                        })
-                        .with_context(|| {
-                            format!("`{key}` is an entry; give its fields as a TOML inline table, like '{{src = \"/srv\", dest = \"/data\"}}'")
-                        })?;
-                    let entry_prefix = format!("{key}/");
-                    stale = current
-                        .keys()
-                        .filter(|k| k.starts_with(&entry_prefix))
-                        .cloned()
-                        .collect();
-                    current.retain(|k, _| !k.starts_with(&entry_prefix));
-                    tree::flatten(&table)?
-                        .into_iter()
-                        .map(|(k, v)| (format!("{entry_prefix}{k}"), v))
-                        .collect()
-                }
-                None => [(key.clone(), value)].into_iter().collect(),
+            let table = entry.is_some() || tables::is_table(&key);
+            let writes: FlatTree = if table {
+                tables::flatten_value(&key, &value).map_err(|e| match entry {
+                    Some(_) => anyhow::anyhow!("`{key}` is an entry; give its fields as a TOML inline table, like '{{src = \"/srv\", dest = \"/data\"}}'"),
+                    None => anyhow::Error::from(e),
+                })?
+            } else {
+                [(key.clone(), value)].into_iter().collect()
             };
+            // Validated as a whole before etcd is asked anything: every bad field or operator
+            // is named, and nothing is written.
             refuse_invalid(&writes)?;
+            let mut client = args.etcd.connect().await?;
+            let mut current = read_layer(&mut client, &prefix).await?;
+            let mut stale: Vec<String> = Vec::new();
+            if table {
+                // The table's value replaces what was under it.
+                let under = format!("{key}/");
+                stale = current
+                    .keys()
+                    .filter(|k| k.starts_with(&under))
+                    .cloned()
+                    .collect();
+                current.retain(|k, _| !k.starts_with(&under));
+            }
             current.extend(writes.clone());
-            refuse_incomplete(&current, &[entry_of(&key)])?;
+            let mut touched: Vec<String> =
+                writes.keys().chain(&stale).map(|k| entry_of(k)).collect();
+            touched.push(entry_of(&key));
+            refuse_incomplete(&current, &touched)?;
             // Fields of a replaced entry that the new value does not have are deleted one by
             // one (etcd refuses a delete-range overlapping a put in one transaction).
             let mut ops: Vec<TxnOp> = stale
@@ -171,6 +185,12 @@ pub async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
                     .iter()
                     .map(|(k, v)| TxnOp::put(format!("{prefix}{k}"), v.clone(), None)),
             );
+            if ops.len() > MAX_TXN_OPS {
+                bail!(
+                    "`{key}`: {} settings are more than one etcd transaction takes ({MAX_TXN_OPS}); set its parts one by one",
+                    writes.len()
+                );
+            }
             client
                 .txn(Txn::new().and_then(ops))
                 .await

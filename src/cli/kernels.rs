@@ -30,10 +30,11 @@ pub struct RunArgs {
     /// returns the existing kernel.
     #[arg(long)]
     pub id: Option<String>,
-    #[arg(long, default_value = "")]
+    /// A name for people (`ps` shows it); need not be unique.
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub name: String,
     /// Task slug (selects volumes).
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub slug: String,
     /// Environment variable KEY=VALUE (repeatable).
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
@@ -44,21 +45,29 @@ pub struct RunArgs {
     /// Label KEY=VALUE (repeatable).
     #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
-    #[arg(short = 'w', long = "workdir", default_value = "")]
+    /// Working directory of the command inside the container (default: the image's).
+    #[arg(
+        short = 'w',
+        long = "workdir",
+        value_name = "DIR",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub working_dir: String,
-    #[arg(long, default_value = "")]
+    /// Hostname inside the container (default: the container id).
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub hostname: String,
     /// `uid[:gid]`; default: the cluster's kernel uid:gid.
-    #[arg(short = 'u', long, default_value = "")]
+    #[arg(short = 'u', long, default_value = "", hide_default_value = true)]
     pub user: String,
     /// Stage-in bind mount HOST:CONTAINER[:ro] (host path from config/container/stage_in_dirs).
     #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:ro]")]
     pub volumes: Vec<String>,
     /// Also write stdout here (relative: inside the kernel's /home/work).
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub output: String,
     /// Also write stderr here (relative: inside the kernel's /home/work).
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub error: String,
     /// Expose a container port: [HOSTIP:][HOSTPORT:]PORT[/udp], as Docker writes it. The host
     /// port lies in config/container/port_range; without one the agent picks a free one.
@@ -67,40 +76,62 @@ pub struct RunArgs {
     /// Feed this file to the command's standard input (DRMAA2 inputPath): an absolute path
     /// inside config/container/stage_in_dirs, or a file in the kernel's /home/work (with
     /// --hold: upload it with `files put`, then release).
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub input: String,
-    #[arg(long, default_value = "")]
+    /// Docker network: a network name, `none`, `bridge`, or `host` (security/allow_host_namespaces);
+    /// default: config/docker/network, else Docker's bridge.
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub network: String,
+    /// Run the container privileged (only where config/security/allow_privileged is true).
     #[arg(long)]
     pub privileged: bool,
     /// no, on-failure[:N], always, unless-stopped.
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub restart: String,
-    #[arg(long, default_value = "")]
+    /// IPC namespace as Docker takes it (`host` only with config/security/allow_host_namespaces).
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub ipc: String,
-    #[arg(long, default_value = "")]
+    /// UTS namespace as Docker takes it (`host` only with config/security/allow_host_namespaces).
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub uts: String,
-    #[arg(long, default_value = "")]
+    /// PID namespace as Docker takes it (`host` only with config/security/allow_host_namespaces).
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub pid: String,
     /// Remove the container when it exits (the kernel record stays).
     #[arg(long = "rm")]
     pub auto_remove: bool,
     /// GPUs: `all`, a count, or comma-separated UUIDs.
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub gpus: String,
     /// Size of /dev/shm, as Docker reads sizes (`64m`).
-    #[arg(long = "shm-size", default_value = "")]
+    #[arg(long = "shm-size", default_value = "", hide_default_value = true)]
     pub shm_size: String,
     /// NAME=SOFT[:HARD] (repeatable), e.g. memlock=-1.
     #[arg(long = "ulimit")]
     pub ulimits: Vec<String>,
-    #[arg(long, default_value_t = 0.0)]
+    /// CPU cores the kernel gets (fractions allowed, `0.5`); default: no limit and no CPU slot.
+    #[arg(long, default_value_t = 0.0, hide_default_value = true)]
     pub cpus: f64,
     /// Memory limit, as Docker reads sizes: `16m` is 16 MiB, `1g` 1 GiB.
-    #[arg(short = 'm', long, default_value = "")]
+    #[arg(short = 'm', long, default_value = "", hide_default_value = true)]
     pub memory: String,
     /// Memory plus swap (`-1`: unlimited swap); without it a kernel gets no swap.
-    #[arg(long = "memory-swap", default_value = "")]
+    #[arg(long = "memory-swap", default_value = "", hide_default_value = true)]
     pub memory_swap: String,
     /// A tmpfs mount PATH[:OPTIONS], e.g. `/scratch:rw,size=64m` (repeatable).
     #[arg(long = "tmpfs", value_name = "PATH[:OPTIONS]")]
@@ -108,7 +139,13 @@ pub struct RunArgs {
     /// Storage driver option KEY=VALUE, e.g. `size=20g` (repeatable).
     #[arg(long = "storage-opt", value_name = "KEY=VALUE")]
     pub storage_opt: Vec<String>,
-    #[arg(long = "pids-limit", default_value_t = 0)]
+    /// Most processes the kernel may have at once; default: no limit.
+    #[arg(
+        long = "pids-limit",
+        value_name = "N",
+        default_value_t = 0,
+        hide_default_value = true
+    )]
     pub pids_limit: i64,
     /// Create but do not start until `deckhand release`.
     #[arg(long)]
@@ -117,26 +154,26 @@ pub struct RunArgs {
     #[arg(long, value_parser = ["cache_first", "remote_first", "require_pull"])]
     pub cache_usage: Option<String>,
     /// Process id: kernels with the same one share process data (config/docker/process_data_dest).
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub process_id: String,
     /// Grace period between SIGTERM and SIGKILL on stop, e.g. `30s`.
-    #[arg(long = "stop-timeout", default_value = "")]
+    #[arg(long = "stop-timeout", default_value = "", hide_default_value = true)]
     pub stop_timeout: String,
     /// Job array BEGIN-END[:STEP][%MAX_PARALLEL], e.g. `1-100:1%4`.
     #[arg(long)]
     pub array: Option<String>,
     /// Where the kernel runs: `docker` or `vastai` (a rented Vast.ai GPU instance); default:
     /// the agent's config/agent/default_runtime.
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub runtime: String,
     /// A parent task ID=SLUG (repeatable); a Vast.ai instance gets them as TASK_PARENTS (JSON).
     #[arg(long = "parent", value_name = "ID=SLUG")]
     pub parents: Vec<String>,
     /// A Qarnot task profile: docker-batch (no network), docker-network,
     /// docker-network-ssh, docker-nvidia-batch, docker-nvidia-network, the cluster profiles
-    /// docker-cluster[-network][-ssh] (with --instances), or one from config/profiles/. The image and command then come from --constant DOCKER_REPO=…,
-    /// DOCKER_TAG=…, DOCKER_CMD=… (see README, "Task profiles").
-    #[arg(long, default_value = "")]
+    /// docker-cluster[-network][-ssh] (with --instances), or one from config/profiles/. The image and command then come from IMAGE [CMD…] or
+    /// from --constant DOCKER_REPO=…, DOCKER_TAG=…, DOCKER_CMD=… (see README, "Task profiles").
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub profile: String,
     /// A profile constant KEY=VALUE (repeatable), by Qarnot's names; other names become
     /// environment variables, QARNOT_SECRET__* are write-only.
@@ -144,19 +181,19 @@ pub struct RunArgs {
     pub constants: Vec<String>,
     /// A profile kernel's resources, put at RESOURCES_PATH (default /job) before it starts:
     /// s3://bucket/prefix (config/storage/s3) or a host dir in config/container/stage_in_dirs.
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub resources: String,
     /// Upload what a profile kernel leaves in RESOURCES_PATH (or --results-path) here after
     /// it ends: s3://bucket/prefix. The kernel reads UPLOADING meanwhile.
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub results: String,
     /// The container dir uploaded as results (under RESOURCES_PATH or /home/work).
-    #[arg(long = "results-path", default_value = "")]
+    #[arg(long = "results-path", default_value = "", hide_default_value = true)]
     pub results_path: String,
     /// A cluster kernel of N instances (with a docker-cluster* profile): instance 0, the
     /// master, runs DOCKER_CMD_MASTER, the workers DOCKER_CMD_WORKER; they are ID/0 … ID/N-1
     /// in logs and exec.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
     pub instances: u32,
     /// Run on this agent instead of letting the manager choose.
     #[arg(long)]
@@ -167,9 +204,10 @@ pub struct RunArgs {
     /// Print the created kernel(s) as JSON (implies --detach).
     #[arg(long)]
     pub json: bool,
-    /// The image (with --profile it comes from the DOCKER_* constants instead).
+    /// The image. With --profile: instead of the DOCKER_SRV/DOCKER_REPO/DOCKER_TAG constants
+    /// (tag `latest` unless given), refused by a profile that fixes its image.
     pub image: Option<String>,
-    /// Command and arguments (default: the image's CMD).
+    /// Command and arguments (default: the image's CMD; with --profile: instead of DOCKER_CMD).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
 }
@@ -242,9 +280,9 @@ impl RunArgs {
         let image = match (&self.image, self.profile.is_empty()) {
             (Some(i), true) => i.clone(),
             (None, true) => bail!("give the IMAGE to run (or a --profile with its constants)"),
-            (Some(i), false) => bail!(
-                "`{i}`: with --profile the image comes from --constant DOCKER_REPO=…/DOCKER_TAG=…/DOCKER_SRV=… and the command from --constant DOCKER_CMD=…"
-            ),
+            // Beside a profile IMAGE stands for DOCKER_SRV/DOCKER_REPO:DOCKER_TAG; the agent
+            // resolves it with the profile (which may fix its own image).
+            (Some(i), false) => i.clone(),
             (None, false) => String::new(),
         };
         let stage_in = self
@@ -577,6 +615,7 @@ fn print_kernels(list: &[KernelInfo]) -> anyhow::Result<()> {
 pub struct PsArgs {
     #[command(flatten)]
     pub target: ManagerArgs,
+    /// Print the kernels as JSON (for scripts).
     #[arg(long)]
     pub json: bool,
 }
@@ -641,6 +680,9 @@ pub struct IdArgs {
     pub target: ManagerArgs,
     /// Kernel id, task id `<array>.<index>`, or array id.
     pub id: String,
+    /// JSON, as without it (inspect's only format; accepted like every listing's --json).
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub async fn inspect(args: IdArgs) -> anyhow::Result<ExitCode> {
@@ -669,8 +711,9 @@ pub struct LogsArgs {
     #[arg(short = 'f', long)]
     pub follow: bool,
     /// Only the last N lines (0 = all).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
     pub tail: u32,
+    /// Kernel id, task id `<array>.<index>`, or cluster instance `<id>/<i>`.
     pub id: String,
 }
 
@@ -683,11 +726,21 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
 pub struct ExecArgs {
     #[command(flatten)]
     pub target: ManagerArgs,
+    /// Environment variable KEY=VALUE of the command (repeatable).
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
-    #[arg(short = 'w', long = "workdir", default_value = "")]
+    /// Working directory of the command (default: the kernel's).
+    #[arg(
+        short = 'w',
+        long = "workdir",
+        value_name = "DIR",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub working_dir: String,
+    /// Kernel id (or cluster instance `<id>/<i>`).
     pub id: String,
+    /// The command and its arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     pub command: Vec<String>,
 }
@@ -730,6 +783,7 @@ pub struct ControlArgs {
     /// kill: the signal number.
     #[arg(short = 's', long, default_value_t = 15)]
     pub signal: i32,
+    /// Kernel ids, task ids `<array>.<index>` or array ids.
     #[arg(required = true)]
     pub ids: Vec<String>,
 }
@@ -785,24 +839,32 @@ pub enum FilesOp {
     Ls {
         #[command(flatten)]
         target: ManagerArgs,
+        /// Kernel id.
         id: String,
-        #[arg(default_value = "")]
+        /// A directory under /home/work (default: /home/work itself).
+        #[arg(default_value = "", hide_default_value = true)]
         path: String,
     },
     /// Copy a local file into the kernel's /home/work.
     Put {
         #[command(flatten)]
         target: ManagerArgs,
+        /// Kernel id.
         id: String,
+        /// The local file to upload.
         local: std::path::PathBuf,
+        /// Where it goes, relative to /home/work.
         remote: String,
     },
     /// Copy a file out of the kernel's /home/work (to stdout without LOCAL).
     Get {
         #[command(flatten)]
         target: ManagerArgs,
+        /// Kernel id.
         id: String,
+        /// The file, relative to /home/work.
         remote: String,
+        /// Where to write it (default: stdout).
         local: Option<std::path::PathBuf>,
     },
 }

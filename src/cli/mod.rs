@@ -14,6 +14,7 @@ pub mod layered;
 pub mod manager;
 pub mod nodes;
 pub mod output;
+pub mod pipe;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -99,6 +100,8 @@ pub enum Command {
 
 /// Parses the command line (with its file layer), sets up logging and runs the command.
 pub fn main() -> ExitCode {
+    // Until the command is known, a closed stdout ends the process quietly (`--help | head`).
+    pipe::default_action();
     let cli = match layered::parse() {
         Ok(cli) => cli,
         Err(layered::ParseError::Clap(e)) => e.exit(),
@@ -117,6 +120,10 @@ pub fn main() -> ExitCode {
     };
     init_logging(filter, cli.log_format);
     let daemon = matches!(cli.command, Command::Agent(_) | Command::Manager(_));
+    if daemon || bench {
+        pipe::ignore();
+        pipe::quiet_on_broken_pipe();
+    }
     // Benchmarks run simulated agents and child processes beside their measurements.
     let runtime = if daemon || bench {
         tokio::runtime::Builder::new_multi_thread()
@@ -136,29 +143,38 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async move {
-        match cli.command {
-            Command::Agent(a) => agent::run(a).await,
-            Command::Manager(m) => manager::run(m).await,
-            Command::Config(c) => config::run(c).await,
-            Command::Nodes(n) => nodes::run(n).await,
-            Command::Images(i) => images::run(i).await,
-            Command::Host(h) => host::run(h).await,
-            Command::Run(r) => kernels::run(*r).await,
-            Command::Ps(a) => kernels::ps(a).await,
-            Command::Inspect(a) => kernels::inspect(a).await,
-            Command::Logs(a) => kernels::logs(a).await,
-            Command::Exec(a) => kernels::exec(a).await,
-            Command::Stop(a) => kernels::control(KernelAction::Stop, a).await,
-            Command::Rm(a) => kernels::control(KernelAction::Remove, a).await,
-            Command::Suspend(a) => kernels::control(KernelAction::Suspend, a).await,
-            Command::Resume(a) => kernels::control(KernelAction::Resume, a).await,
-            Command::Release(a) => kernels::control(KernelAction::Release, a).await,
-            Command::Kill(a) => kernels::control(KernelAction::Signal, a).await,
-            Command::Files(a) => kernels::files(a).await,
-            Command::Bench(a) => bench::run(a).await,
-        }
+    let work = std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(async move {
+            match cli.command {
+                Command::Agent(a) => agent::run(a).await,
+                Command::Manager(m) => manager::run(m).await,
+                Command::Config(c) => config::run(c).await,
+                Command::Nodes(n) => nodes::run(n).await,
+                Command::Images(i) => images::run(i).await,
+                Command::Host(h) => host::run(h).await,
+                Command::Run(r) => kernels::run(*r).await,
+                Command::Ps(a) => kernels::ps(a).await,
+                Command::Inspect(a) => kernels::inspect(a).await,
+                Command::Logs(a) => kernels::logs(a).await,
+                Command::Exec(a) => kernels::exec(a).await,
+                Command::Stop(a) => kernels::control(KernelAction::Stop, a).await,
+                Command::Rm(a) => kernels::control(KernelAction::Remove, a).await,
+                Command::Suspend(a) => kernels::control(KernelAction::Suspend, a).await,
+                Command::Resume(a) => kernels::control(KernelAction::Resume, a).await,
+                Command::Release(a) => kernels::control(KernelAction::Release, a).await,
+                Command::Kill(a) => kernels::control(KernelAction::Signal, a).await,
+                Command::Files(a) => kernels::files(a).await,
+                Command::Bench(a) => bench::run(a).await,
+            }
+        })
     });
+    let result = match std::panic::catch_unwind(work) {
+        Ok(result) => result,
+        Err(p) if pipe::panicked_on_broken_pipe(p.as_ref()) => {
+            return ExitCode::from(pipe::BROKEN_PIPE_STATUS)
+        }
+        Err(p) => std::panic::resume_unwind(p),
+    };
     match result {
         Ok(code) => code,
         Err(e) if daemon => {

@@ -7,6 +7,7 @@
 //! - [`cluster`]: the typed [`ClusterConfig`] built from a validated tree.
 //! - [`vast`]: the `vast_api/` settings of the Vast.ai runtime.
 //! - [`profiles`]: operators' task profiles and the S3 store of resources and results.
+//! - [`tables`]: keys that hold a table of settings (`vast_api/offer_filters`), set whole.
 //! - [`live`]: merging global and per-agent layers, keeping the last good value of a key
 //!   whose new value is malformed.
 
@@ -14,6 +15,7 @@ pub mod cluster;
 pub mod live;
 pub mod profiles;
 pub mod schema;
+pub mod tables;
 pub mod tree;
 pub mod vast;
 

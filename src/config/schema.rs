@@ -333,8 +333,8 @@ pub static KEYS: &[KeySpec] = &[
 /// The values of `docker/cache_usage` (and a kernel spec's `cache_usage`).
 pub const CACHE_USAGES: [&str; 3] = ["cache_first", "remote_first", "require_pull"];
 
-/// Every known setting: the core keys and the Vast.ai runtime's.
-fn all_keys() -> impl Iterator<Item = &'static KeySpec> {
+/// Every known setting: the core keys, the Vast.ai runtime's, profiles and storage.
+pub fn all_keys() -> impl Iterator<Item = &'static KeySpec> {
     KEYS.iter()
         .chain(super::vast::KEYS.iter())
         .chain(super::profiles::KEYS.iter())

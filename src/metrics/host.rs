@@ -5,8 +5,11 @@
 //! `DCGM_FI_DEV_FB_USED` in MiB, `DCGM_FI_DEV_POWER_USAGE` in W, …) and its labels `gpu`,
 //! `UUID` and `Hostname`, so its dashboards and alerts work unchanged; the model is
 //! `model_name`, not DCGM's `modelName`, because Prometheus' lint (`promtool check
-//! metrics`) refuses camelCase label names. Fake GPUs (`docker/fake_gpus`) have no readings
-//! and appear only in the slots; a value NVML could not read is left out, not reported as 0.
+//! metrics`) refuses camelCase label names. A value NVML could not read is left out, not
+//! reported as 0. Fake GPUs (`docker/fake_gpus`) carry the same utilisation and memory
+//! series with one more label, `fake="true"`: nothing runs on them, so their utilisation is
+//! 0 %, their framebuffer 0 MiB used and all of their `ram_total` free (no temperature or
+//! power: there is nothing to read).
 
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -101,17 +104,23 @@ pub fn encode(snap: &Snapshot, encoder: &mut DescriptorEncoder) -> Result<(), st
         }
     }
 
-    let devices: Vec<&GpuDevice> = snap.gpus.devices.iter().filter(|d| !d.fake).collect();
+    let devices: Vec<&GpuDevice> = snap.gpus.devices.iter().collect();
     let hostname = h.hostname.as_str();
     type Reading = fn(&GpuDevice) -> Option<f64>;
     let dcgm: [(&str, &str, Reading); 6] = [
         ("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %)", |d| {
-            d.gpu_utilization_percent.map(f64::from)
+            d.gpu_utilization_percent
+                .map(f64::from)
+                .or(d.fake.then_some(0.0))
         }),
         (
             "DCGM_FI_DEV_MEM_COPY_UTIL",
             "Memory utilization (in %)",
-            |d| d.memory_utilization_percent.map(f64::from),
+            |d| {
+                d.memory_utilization_percent
+                    .map(f64::from)
+                    .or(d.fake.then_some(0.0))
+            },
         ),
         (
             "DCGM_FI_DEV_FB_USED",
@@ -141,12 +150,15 @@ pub fn encode(snap: &Snapshot, encoder: &mut DescriptorEncoder) -> Result<(), st
         for d in &devices {
             let Some(value) = reading(d) else { continue };
             let index = d.index.to_string();
-            let labels = [
+            let mut labels = vec![
                 ("gpu", index.as_str()),
                 ("UUID", d.uuid.as_str()),
                 ("model_name", d.name.as_str()),
                 ("Hostname", hostname),
             ];
+            if d.fake {
+                labels.push(("fake", "true"));
+            }
             ConstGauge::new(value).encode(e.encode_family(&labels)?)?;
         }
     }
@@ -183,7 +195,7 @@ mod tests {
     }
 
     #[test]
-    fn gpus_read_as_the_dcgm_exporter_reports_them_and_fake_ones_not_at_all() {
+    fn gpus_read_as_the_dcgm_exporter_reports_them_and_fake_ones_labelled_fake() {
         let t4 = GpuDevice {
             index: 0,
             uuid: "GPU-1".into(),
@@ -198,6 +210,8 @@ mod tests {
         let fake = GpuDevice {
             index: 1,
             uuid: "0d6d1a2a-fake".into(),
+            name: "Fake".into(),
+            memory_total_bytes: 8 << 30,
             fake: true,
             ..Default::default()
         };
@@ -229,9 +243,30 @@ mod tests {
             );
         }
         assert!(
-            !text.contains("DCGM_FI_DEV_MEM_COPY_UTIL{"),
+            !text.contains(&format!("DCGM_FI_DEV_MEM_COPY_UTIL{labels}")),
             "a reading NVML did not give is left out:\n{text}"
         );
-        assert!(!text.contains("fake"), "{text}");
+        // The fake GPU: the utilisation and memory series, labelled fake; no temperature or
+        // power, which nothing could read.
+        let fake = r#"{gpu="1",UUID="0d6d1a2a-fake",model_name="Fake",Hostname="h1",fake="true"}"#;
+        for sample in [
+            format!("DCGM_FI_DEV_GPU_UTIL{fake} 0.0"),
+            format!("DCGM_FI_DEV_MEM_COPY_UTIL{fake} 0.0"),
+            format!("DCGM_FI_DEV_FB_USED{fake} 0.0"),
+            format!("DCGM_FI_DEV_FB_FREE{fake} 8192.0"),
+        ] {
+            assert!(
+                text.lines().any(|l| l == sample),
+                "no `{sample}` in:\n{text}"
+            );
+        }
+        for name in ["DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_POWER_USAGE"] {
+            assert!(
+                !text.contains(&format!("{name}{fake}")),
+                "{name} of a fake GPU:\n{text}"
+            );
+        }
+        // Only the fake GPU is labelled fake; the real one's labels are DCGM's own.
+        assert_eq!(text.matches("fake=").count(), 4, "{text}");
     }
 }

@@ -22,6 +22,12 @@ pub struct Supervisord {
 impl Supervisord {
     /// Starts supervisord over `programs` (file name, contents) placed in `dir/conf.d/`.
     pub fn start(dir: &Path, programs: &[(&str, String)]) -> Self {
+        Self::start_appending(dir, &[], programs)
+    }
+
+    /// Like [`start`](Self::start), with `appended` added to the end of supervisord.conf
+    /// itself, as an operator appends a program file to a host's existing config.
+    pub fn start_appending(dir: &Path, appended: &[String], programs: &[(&str, String)]) -> Self {
         std::fs::create_dir_all(dir.join("conf.d")).unwrap();
         std::fs::create_dir_all(dir.join("log")).unwrap();
         for (name, text) in programs {
@@ -38,7 +44,11 @@ impl Supervisord {
                  [rpcinterface:supervisor]\n\
                  supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n\
                  [supervisorctl]\nserverurl=unix://{d}/supervisor.sock\n\n\
-                 [include]\nfiles = conf.d/*.conf\n"
+                 [include]\nfiles = conf.d/*.conf\n{}",
+                appended
+                    .iter()
+                    .map(|a| format!("\n{a}"))
+                    .collect::<String>()
             ),
         )
         .unwrap();
@@ -76,6 +86,11 @@ impl Supervisord {
         let (_, rest) = status.split_once(" RUNNING ")?;
         let pid = rest.trim().strip_prefix("pid ")?.split(',').next()?;
         pid.parse().ok()
+    }
+
+    /// supervisord.conf as it was started.
+    pub fn conf_text(&self) -> String {
+        std::fs::read_to_string(&self.conf).unwrap_or_default()
     }
 
     pub fn log(&self) -> String {

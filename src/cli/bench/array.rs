@@ -20,6 +20,7 @@ pub struct ArrayArgs {
     /// Array tasks.
     #[arg(long, default_value_t = 50)]
     pub n: u32,
+    /// Tasks of the array running at once (the array's %MAX).
     #[arg(long, default_value_t = 4)]
     pub max_parallel: u32,
 }

@@ -27,7 +27,7 @@ pub struct StartArgs {
     #[arg(long, default_value_t = 50)]
     pub n: u32,
     /// Measure again with this many more kernels running on the agent (0: idle only).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
     pub loaded: u32,
 }
 

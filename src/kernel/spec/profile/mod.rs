@@ -23,6 +23,7 @@ use crate::config::profiles::ProfileDef;
 use crate::config::ClusterConfig;
 
 mod checks;
+mod image_arg;
 mod resolve;
 
 pub use checks::{command_line, progress_regex, s3_settings};

@@ -81,20 +81,16 @@ pub fn resolve(
     e.results.clear();
     e.results_path.clear();
 
-    if !t.image.is_empty() {
-        return Err(SpecError::invalid(
-            "image",
-            "with a profile the image comes from the constants DOCKER_SRV, DOCKER_REPO and DOCKER_TAG",
-        ));
-    }
-    e.image = image(get("DOCKER_SRV"), get("DOCKER_REPO"), get("DOCKER_TAG"))?;
-    if !t.command.is_empty() {
-        return Err(SpecError::invalid(
-            "command",
-            "with a profile the command is the constant DOCKER_CMD",
-        ));
-    }
-    e.command = command_line("constants[DOCKER_CMD]", get("DOCKER_CMD"))?;
+    e.image = if t.image.is_empty() {
+        image(get("DOCKER_SRV"), get("DOCKER_REPO"), get("DOCKER_TAG"))?
+    } else {
+        super::image_arg::given_image(&t.image, &profile, &t.constants)?
+    };
+    e.command = if t.command.is_empty() {
+        command_line("constants[DOCKER_CMD]", get("DOCKER_CMD"))?
+    } else {
+        super::image_arg::given_command(&t.command, &t.constants)?
+    };
     let cluster = cluster(t, &profile, &c, &mut e.command)?;
     e.user = once("user", &t.user, "DOCKER_USER", get("DOCKER_USER"))?;
     e.hostname = once("hostname", &t.hostname, "DOCKER_HOST", get("DOCKER_HOST"))?;
