@@ -73,9 +73,13 @@ pub struct RunArgs {
     pub network: String,
     #[arg(long)]
     pub privileged: bool,
-    /// no, on-failure[:N], always, unless-stopped.
+    /// no, on-failure[:N], always, unless-stopped (N: restarts before it gives up).
     #[arg(long, default_value = "")]
     pub restart: String,
+    /// With `--restart on-failure[:N]`: wait this long after a failed run before starting
+    /// the kernel again (e.g. `5s`); without it Docker restarts at once.
+    #[arg(long = "restart-delay", default_value = "")]
+    pub restart_delay: String,
     #[arg(long, default_value = "")]
     pub ipc: String,
     #[arg(long, default_value = "")]
@@ -294,6 +298,7 @@ impl RunArgs {
             network_mode: self.network.clone(),
             privileged: self.privileged,
             restart_policy: self.restart.clone(),
+            restart_delay: self.restart_delay.clone(),
             ipc_mode: self.ipc.clone(),
             uts_mode: self.uts.clone(),
             pid_mode: self.pid.clone(),

@@ -10,6 +10,7 @@
 //! - [`access`]: logs, exec and files of a kernel (or of one instance of a cluster kernel);
 //! - [`observe`]: runtime events, resync, restarts, exits;
 //! - [`recovery`]: after a restart, records against the runtime's instances;
+//! - [`restarts`]: restarts the agent makes itself (`on-failure` with a delay);
 //! - [`slots`]: the one slot calculation (allocation and heartbeats);
 //! - [`state`]: the lifecycle state machine (with the DRMAA2 mapping);
 //! - [`spec`]: the template as asked (a task profile resolved), and its validation;
@@ -30,6 +31,7 @@ pub mod profile;
 pub mod record;
 pub mod recovery;
 pub mod registry;
+pub mod restarts;
 pub mod slots;
 pub mod spec;
 pub mod state;

@@ -254,6 +254,10 @@ impl Supervisor {
         if e.rec.state.is_final() {
             return;
         }
+        if self.restart_after_delay(&mut t, id, st) {
+            return;
+        }
+        let Some(e) = t.kernels.get(id) else { return };
         let oom = st.oom_killed || e.rec.oom_killed;
         let stopping = e.rec.state == KernelState::Terminating;
         let restarts = st.restart_count.max(e.rec.restart_count);

@@ -77,6 +77,10 @@ pub struct Record {
     /// How many times the runtime's restart policy restarted the kernel.
     #[serde(default)]
     pub restart_count: u32,
+    /// When the agent starts a RESTARTING kernel again (Unix ms; `--restart-delay`), so a
+    /// restarted agent keeps the schedule; 0: no restart pending.
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub restart_at_ms: i64,
     /// Held until the kernel is removed.
     pub ports: Vec<HostPort>,
     /// The kernel's home on this host, where its runtime has one.
@@ -96,6 +100,10 @@ pub struct Record {
 }
 
 fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+fn is_zero_i64(v: &i64) -> bool {
     *v == 0
 }
 
@@ -135,6 +143,7 @@ impl Record {
             slots: None,
             granted: None,
             restart_count: 0,
+            restart_at_ms: 0,
             ports: Vec::new(),
             scratch_dir: String::new(),
             progress: None,
