@@ -6,6 +6,7 @@
 //! [`heartbeat`] task reports to a manager; the gRPC server answers `AgentService`. Every
 //! task is owned by one [`Tasks`] set and stopped on SIGINT/SIGTERM.
 
+pub mod drain;
 pub mod heartbeat;
 pub mod reporter;
 pub mod service;
@@ -162,6 +163,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         mirror: session.mirror(keys.agent_config(&opts.agent_id)),
     };
     let managers = session.mirror(keys.managers());
+    let drain_key = session.mirror(keys.agent_drain(&opts.agent_id));
 
     let tasks = Tasks::new();
     let (fatal_tx, mut fatal_rx) = mpsc::channel::<AgentError>(4);
@@ -203,6 +205,16 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     tasks.spawn(
         "kernels",
         kernels.clone().run(tasks.token()).instrument(span.clone()),
+    );
+    tasks.spawn(
+        "drain",
+        drain::run(
+            kernels.clone(),
+            drain_key,
+            opts.agent_id.clone(),
+            tasks.token(),
+        )
+        .instrument(span.clone()),
     );
     tasks.spawn(
         "kernel-events",

@@ -12,6 +12,7 @@ pub mod images;
 pub mod kernels;
 pub mod layered;
 pub mod manager;
+pub mod node;
 pub mod nodes;
 pub mod output;
 
@@ -65,6 +66,8 @@ pub enum Command {
     Config(config::ConfigArgs),
     /// List the agents of the namespace, as the manager sees them.
     Nodes(nodes::NodesArgs),
+    /// Cordon, uncordon or drain an agent.
+    Node(node::NodeArgs),
     /// List the images present on each agent (DRMAA2 job categories); never pulls.
     Images(images::ImagesArgs),
     /// Show this host's status and GPU inventory (no etcd or manager needed).
@@ -142,6 +145,7 @@ pub fn main() -> ExitCode {
             Command::Manager(m) => manager::run(m).await,
             Command::Config(c) => config::run(c).await,
             Command::Nodes(n) => nodes::run(n).await,
+            Command::Node(n) => node::run(n).await,
             Command::Images(i) => images::run(i).await,
             Command::Host(h) => host::run(h).await,
             Command::Run(r) => kernels::run(*r).await,

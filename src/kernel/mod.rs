@@ -6,6 +6,7 @@
 //! - [`table`]: the table of kernels and the one place state changes;
 //! - [`launch`]: create (validate, allocate, prepare, create, start);
 //! - [`arrays`]: job arrays and their parallelism cap;
+//! - [`cordon`]: a cordoned or draining agent: new kernels refused, stops at a drain's deadline;
 //! - [`control`]: stop, remove, signal, suspend/resume, release, sync, stop all;
 //! - [`access`]: logs, exec and files of a kernel (or of one instance of a cluster kernel);
 //! - [`observe`]: runtime events, resync, restarts, exits;
@@ -23,6 +24,7 @@
 pub mod access;
 pub mod arrays;
 pub mod control;
+pub mod cordon;
 pub mod error;
 pub mod events;
 pub mod launch;

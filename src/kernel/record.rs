@@ -92,6 +92,10 @@ pub struct Record {
     /// Stopped on request (Qarnot reads such a task Cancelled however it ended).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stop_requested: bool,
+    /// Why the agent itself stopped the kernel (a drain), read in its final reason instead
+    /// of "stopped on request"; empty for a stop someone asked for.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stop_reason: String,
     /// Records of earlier versions: Docker's container id and process data.
     #[serde(default, skip_serializing)]
     container_id: String,
@@ -144,6 +148,7 @@ impl Record {
             granted: None,
             restart_count: 0,
             restart_at_ms: 0,
+            stop_reason: String::new(),
             ports: Vec::new(),
             scratch_dir: String::new(),
             progress: None,
