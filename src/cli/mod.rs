@@ -7,6 +7,7 @@ pub mod agent;
 pub mod bench;
 pub mod common;
 pub mod config;
+pub mod gpu;
 pub mod host;
 pub mod images;
 pub mod kernels;
@@ -66,6 +67,8 @@ pub enum Command {
     Config(config::ConfigArgs),
     /// List the agents of the namespace, as the manager sees them.
     Nodes(nodes::NodesArgs),
+    /// GPU health: clear a GPU's unhealthy mark (`gpu reset-health NODE UUID`).
+    Gpu(gpu::GpuArgs),
     /// Cordon, uncordon or drain an agent.
     Node(node::NodeArgs),
     /// List the images present on each agent (DRMAA2 job categories); never pulls.
@@ -146,6 +149,7 @@ pub fn main() -> ExitCode {
             Command::Config(c) => config::run(c).await,
             Command::Nodes(n) => nodes::run(n).await,
             Command::Node(n) => node::run(n).await,
+            Command::Gpu(g) => gpu::run(g).await,
             Command::Images(i) => images::run(i).await,
             Command::Host(h) => host::run(h).await,
             Command::Run(r) => kernels::run(*r).await,

@@ -156,7 +156,16 @@ pub async fn run(args: NodesArgs) -> anyhow::Result<ExitCode> {
                     .map(|u| format!(" {u}%"))
                     .unwrap_or_default();
                 let fake = if g.fake { " (fake)" } else { "" };
-                format!("{} {}{util}{fake}", g.name, bytes(g.memory_total_bytes))
+                let health = if g.unhealthy {
+                    format!(" UNHEALTHY: {}", g.health_reason)
+                } else {
+                    String::new()
+                };
+                format!(
+                    "{} {}{util}{fake}{health}",
+                    g.name,
+                    bytes(g.memory_total_bytes)
+                )
             })
             .collect::<Vec<_>>()
             .join("\n");

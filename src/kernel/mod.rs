@@ -18,6 +18,7 @@
 //! - [`profile`]: what task-profile kernels get beyond that (progress, shutdown command,
 //!   resources and results, SSH);
 //! - [`record`], [`registry`]: what is known of a kernel, and where it is persisted;
+//! - [`gpu_health`]: kernels holding a GPU marked unhealthy (event, or stop by policy);
 //! - [`events`]: the numbered event log delivered to the manager and to watchers;
 //! - [`error`]: what operations fail with.
 
@@ -27,6 +28,7 @@ pub mod control;
 pub mod cordon;
 pub mod error;
 pub mod events;
+pub mod gpu_health;
 pub mod launch;
 pub mod observe;
 pub mod profile;

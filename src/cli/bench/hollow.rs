@@ -187,6 +187,8 @@ impl Fleet {
             .1,
             current_manager: mgr.clone(),
             kernels: sup.clone(),
+            // Simulated agents have no GPUs and keep no health marks.
+            health: crate::host::gpu::health::GpuHealth::open(None),
         };
         {
             let stop = stop.clone();
