@@ -71,12 +71,39 @@ async fn a_critical_nvml_event_marks_the_gpu_unhealthy_until_an_operator_resets_
     .await;
     let g = gpu(&node, A100);
     assert_eq!(g["health_reason"], "XID 79 (fallen off the bus)", "{g}");
-    assert!(g["unhealthy_since_ms"].as_i64().unwrap_or_default() > 0, "{g}");
-    assert_eq!(gpu(&node, T4)["unhealthy"], false, "XIDs 13 and 43 are the application's");
+    assert!(
+        g["unhealthy_since_ms"].as_i64().unwrap_or_default() > 0,
+        "{g}"
+    );
+    assert_eq!(
+        gpu(&node, T4)["unhealthy"],
+        false,
+        "XIDs 13 and 43 are the application's"
+    );
     assert_eq!(node["slots"]["total"]["gpus"], 1, "{node}");
+    // No new kernel gets it: two GPUs are no longer there to place (the manager's view and
+    // the agent's own answer agree).
+    let out = c.cli(&["run", "-d", "--gpus", "2", common::TEST_IMAGE, "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("gpus"), "{err}");
+    let out = c.cli(&[
+        "run",
+        "-d",
+        "--agent",
+        "g1",
+        "--gpus",
+        "2",
+        common::TEST_IMAGE,
+        "true",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("gpus: 2 requested, this agent has 1"), "{err}");
+    assert!(common::containers(&c.ns).is_empty());
     let table = c.cli_ok(&["nodes"]);
     assert!(table.contains("UNHEALTHY: XID 79"), "{table}");
-    let exposition = observe::get(&metrics_addr, "/metrics").await.unwrap_or_default();
+    let exposition = observe::get(&metrics_addr, "/metrics")
+        .await
+        .unwrap_or_default();
     let healthy = observe::samples(&exposition, "deckhand_gpu_healthy");
     assert!(
         healthy.iter().any(|(l, v)| l.contains(A100) && *v == 0.0)
@@ -126,18 +153,27 @@ async fn a_critical_nvml_event_marks_the_gpu_unhealthy_until_an_operator_resets_
     // Bad requests name the field.
     let out = c.cli(&["gpu", "reset-health", "g1", "GPU-not-there"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("uuid: no GPU"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("uuid: no GPU"),
+        "{err}"
+    );
     let out = c.cli(&["gpu", "reset-health", "nobody", A100]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("agent_id"), "{err}");
 
     let out = c.cli_ok(&["gpu", "reset-health", "g1", A100]);
-    assert!(out.contains("healthy again") && out.contains("XID 79"), "{out}");
+    assert!(
+        out.contains("healthy again") && out.contains("XID 79"),
+        "{out}"
+    );
     let node = wait_for(T, "the A100 healthy again", || async {
         let n = c.node("g1")?;
         (gpu(&n, A100)["unhealthy"] == false).then_some(n)
     })
     .await;
-    assert_eq!(node["slots"]["total"]["gpus"], 1, "the T4 is still unhealthy");
+    assert_eq!(
+        node["slots"]["total"]["gpus"], 1,
+        "the T4 is still unhealthy"
+    );
     drop((a, m));
 }

@@ -48,18 +48,29 @@ impl AgentService for AgentRpc {
     ) -> Result<Response<crate::rpc::pb::ResetGpuHealthResponse>, Status> {
         let uuid = req.into_inner().uuid.trim().to_string();
         if uuid.is_empty() {
-            return Err(Status::invalid_argument("uuid: missing; name the GPU's UUID"));
+            return Err(Status::invalid_argument(
+                "uuid: missing; name the GPU's UUID",
+            ));
         }
         let marks = self.health.marks();
         let known = marks.contains_key(&uuid)
-            || self.snapshot.borrow().gpus.devices.iter().any(|d| d.uuid == uuid);
+            || self
+                .snapshot
+                .borrow()
+                .gpus
+                .devices
+                .iter()
+                .any(|d| d.uuid == uuid);
         if !known {
             return Err(Status::not_found(format!(
                 "uuid: no GPU `{uuid}` on agent `{}`",
                 self.id()
             )));
         }
-        let reason = marks.get(&uuid).map(|u| u.reason.clone()).unwrap_or_default();
+        let reason = marks
+            .get(&uuid)
+            .map(|u| u.reason.clone())
+            .unwrap_or_default();
         let was_unhealthy = self.health.reset(&uuid);
         if was_unhealthy {
             tracing::info!(gpu = %uuid, %reason, "GPU health reset by an operator");

@@ -115,6 +115,10 @@ mod tests {
         let mut gpus = gpus;
         gpus.devices[0].unhealthy = true;
         let s = slots(&host, &gpus, &cfg, Amounts::default());
-        assert_eq!(s.total.unwrap().gpus, 0, "an unhealthy GPU is not schedulable");
+        assert_eq!(
+            s.total.unwrap().gpus,
+            0,
+            "an unhealthy GPU is not schedulable"
+        );
     }
 }

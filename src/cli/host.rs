@@ -87,7 +87,8 @@ pub async fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
     t.set_header([
-        "#", "UUID", "NAME", "MEMORY", "UTIL", "TEMP", "POWER", "PCI", "CC", "NUMA", "MIG", "HEALTH", "ERROR",
+        "#", "UUID", "NAME", "MEMORY", "UTIL", "TEMP", "POWER", "PCI", "CC", "NUMA", "MIG",
+        "HEALTH", "ERROR",
     ]);
     for d in &gpus.devices {
         t.add_row([

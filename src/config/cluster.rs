@@ -265,8 +265,7 @@ impl ClusterConfig {
             cfg.reserved.disk = v;
         }
         cfg.nvml_library = get("gpu/nvml_library").map(PathBuf::from);
-        cfg.stop_on_unhealthy_gpu =
-            get("gpu/unhealthy_policy").is_some_and(|v| v.trim() == "stop");
+        cfg.stop_on_unhealthy_gpu = get("gpu/unhealthy_policy").is_some_and(|v| v.trim() == "stop");
         cfg.fake_gpus = fake_gpus(tree, &mut problems);
         let k = &mut cfg.kernel;
         let int = |key: &str| get(key).and_then(|v| v.trim().parse::<i64>().ok());

@@ -338,7 +338,9 @@ impl ClusterService for ManagerRpc {
     ) -> Result<Response<crate::rpc::pb::ResetGpuHealthResponse>, Status> {
         let req = req.into_inner();
         if req.agent_id.trim().is_empty() {
-            return Err(Status::invalid_argument("agent_id: missing; name the agent"));
+            return Err(Status::invalid_argument(
+                "agent_id: missing; name the agent",
+            ));
         }
         let agent = self.agent_named(req.agent_id.trim())?;
         let answer = self.client(&agent)?.reset_gpu_health(req).await;

@@ -206,7 +206,10 @@ pub fn watch_events(
             }
         }
     }
-    tracing::info!(gpus = watched, "watching NVML critical events for GPU health");
+    tracing::info!(
+        gpus = watched,
+        "watching NVML critical events for GPU health"
+    );
     while !stop.load(Ordering::Relaxed) {
         match set.wait(500) {
             Ok(ev) => {
@@ -266,7 +269,10 @@ mod tests {
         let path = GpuHealth::file_in(dir.path());
         let h = GpuHealth::open(Some(path.clone()));
         assert!(h.mark("GPU-1", "XID 48 (critical)"));
-        assert!(!h.mark("GPU-1", "double-bit ECC error"), "the first reason stays");
+        assert!(
+            !h.mark("GPU-1", "double-bit ECC error"),
+            "the first reason stays"
+        );
         let again = GpuHealth::open(Some(path));
         assert_eq!(again.marks()["GPU-1"].reason, "XID 48 (critical)");
         assert!(again.reset("GPU-1"));
