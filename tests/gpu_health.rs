@@ -98,6 +98,22 @@ async fn a_critical_nvml_event_marks_the_gpu_unhealthy_until_an_operator_resets_
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("gpus: 2 requested, this agent has 1"), "{err}");
+    // Asked for by UUID: refused naming why.
+    let out = c.cli(&[
+        "run",
+        "-d",
+        "--agent",
+        "g1",
+        "--gpus",
+        A100,
+        common::TEST_IMAGE,
+        "true",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("gpus: `{A100}` is unhealthy (XID 79")),
+        "{err}"
+    );
     assert!(common::containers(&c.ns).is_empty());
     let table = c.cli_ok(&["nodes"]);
     assert!(table.contains("UNHEALTHY: XID 79"), "{table}");

@@ -68,6 +68,12 @@ pub fn capacity(host: &HostStatus, gpus: &GpuInventory) -> Capacity {
                 real: !d.fake,
             })
             .collect(),
+        unhealthy: gpus
+            .devices
+            .iter()
+            .filter(|d| d.unhealthy)
+            .map(|d| (d.uuid.clone(), d.health_reason.clone()))
+            .collect(),
     }
 }
 

@@ -78,6 +78,7 @@ mod tests {
                 uuid: "GPU-a".into(),
                 real: false,
             }],
+            ..Default::default()
         }));
         let rt: Arc<dyn Runtime> = Arc::new(MemoryRuntime::new());
         let sup = Supervisor::new(SupervisorOptions {

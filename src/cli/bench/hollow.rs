@@ -146,6 +146,7 @@ impl Fleet {
             cpu_count: self.host.cpu_count,
             memory_total: self.host.memory_total_bytes,
             gpus: Vec::new(),
+            ..Default::default()
         }));
         let sup = Supervisor::new(SupervisorOptions {
             runtimes: Runtimes::new(Arc::new(MemoryRuntime::new())),
