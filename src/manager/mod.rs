@@ -3,6 +3,7 @@
 //! answers the CLI. Deliberately small: no users, quotas or database.
 
 mod drain;
+mod gpu_health;
 mod images;
 pub mod kernels;
 mod placement;

@@ -336,15 +336,7 @@ impl ClusterService for ManagerRpc {
         &self,
         req: Request<crate::rpc::pb::ResetGpuHealthRequest>,
     ) -> Result<Response<crate::rpc::pb::ResetGpuHealthResponse>, Status> {
-        let req = req.into_inner();
-        if req.agent_id.trim().is_empty() {
-            return Err(Status::invalid_argument(
-                "agent_id: missing; name the agent",
-            ));
-        }
-        let agent = self.agent_named(req.agent_id.trim())?;
-        let answer = self.client(&agent)?.reset_gpu_health(req).await;
-        forwarded("ResetGpuHealth", answer)
+        self.reset_gpu(req.into_inner()).await.map(Response::new)
     }
 
     async fn set_node_schedule(
