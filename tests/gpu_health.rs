@@ -37,7 +37,8 @@ async fn a_critical_nvml_event_marks_the_gpu_unhealthy_until_an_operator_resets_
     let lib = c.fake_nvml();
     let events = c.dir.path().join("nvml-events");
     std::fs::write(&events, "").unwrap();
-    c.cli_ok(&["config", "set", "agent/heartbeat_interval", "300ms"]);
+    // Heartbeats 30 s apart: a mark and a reset reach the manager at once, not on the tick.
+    c.cli_ok(&["config", "set", "agent/heartbeat_interval", "30s"]);
     c.cli_ok(&["config", "set", "gpu/nvml_library", lib.to_str().unwrap()]);
     let mut m = c.manager("m1", &[]);
     let scratch = c.dir.path().join("scratch-g1");

@@ -33,6 +33,11 @@ impl StatusCollector {
         }
     }
 
+    /// Bumped when a GPU is marked unhealthy or reset (a heartbeat goes at once).
+    pub fn health_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.health.as_ref().map(GpuHealth::subscribe)
+    }
+
     /// Marks the GPUs `health` holds unhealthy in every snapshot.
     pub fn with_health(mut self, health: GpuHealth) -> Self {
         self.health = Some(health);

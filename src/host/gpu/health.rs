@@ -230,6 +230,24 @@ pub fn watch_events(
                 }
             }
             Err(NvmlError::Timeout) => {}
+            // As the device plugin does: a GPU that is lost while waiting cannot be named,
+            // so every GPU watched is marked; a pause keeps a lost driver from spinning.
+            Err(NvmlError::GpuLost) => {
+                for i in 0..count {
+                    let Ok(uuid) = nvml.device_by_index(i).and_then(|d| d.uuid()) else {
+                        continue;
+                    };
+                    let reason = "fallen off the bus (NVML: GPU is lost)";
+                    if health.mark(&uuid, reason) {
+                        tracing::warn!(gpu = %uuid, %reason, "GPU marked unhealthy");
+                        let _ = marked.blocking_send(Marked {
+                            uuid,
+                            reason: reason.into(),
+                        });
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "waiting for NVML events failed; GPU health events stop");
                 return;
