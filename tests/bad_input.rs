@@ -400,6 +400,42 @@ async fn malformed_requests_are_refused_naming_the_field_and_change_nothing() {
             "stop_grace_period",
         ),
         (
+            "restart attempts negative",
+            spec(|s| s.restart_policy = "on-failure:-1".into()),
+            Code::InvalidArgument,
+            "restart_policy",
+        ),
+        (
+            "restart attempts not a number",
+            spec(|s| s.restart_policy = "on-failure:three".into()),
+            Code::InvalidArgument,
+            "restart_policy",
+        ),
+        (
+            "unknown restart policy",
+            spec(|s| s.restart_policy = "sometimes".into()),
+            Code::InvalidArgument,
+            "restart_policy",
+        ),
+        (
+            "bad restart delay",
+            spec(|s| {
+                s.restart_policy = "on-failure:2".into();
+                s.restart_delay = "5 parsecs".into();
+            }),
+            Code::InvalidArgument,
+            "restart_delay",
+        ),
+        (
+            "restart delay without on-failure",
+            spec(|s| {
+                s.restart_policy = "always".into();
+                s.restart_delay = "5s".into();
+            }),
+            Code::InvalidArgument,
+            "restart_delay",
+        ),
+        (
             "bad size",
             spec(|s| s.shm_size = "lots".into()),
             Code::InvalidArgument,

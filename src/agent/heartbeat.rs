@@ -69,6 +69,7 @@ impl Heartbeat {
         let mut synced = self.kernels.synced();
         // What the last accepted heartbeat said of the kernels: running ones, slots held.
         let mut reported: Option<Report> = None;
+        let mut health = self.collector.health_changes();
         loop {
             let mut resynced = false;
             tokio::select! {
@@ -90,6 +91,8 @@ impl Heartbeat {
                     if r.is_err() { return }
                     resynced = true;
                 }
+                // A GPU marked unhealthy or reset: the manager hears it at once.
+                Some(()) = changed(&mut health) => {}
             }
             let cfg = self.config.borrow_and_update().clone();
             let snap = self.collector.collect(&cfg, self.kernels.allocated()).await;
@@ -152,6 +155,14 @@ impl Report {
             kernels: req.kernels.iter().map(|k| k.kernel_id.clone()).collect(),
             allocated: req.slots.as_ref().and_then(|s| s.allocated),
         }
+    }
+}
+
+/// The next change of `rx`; `None` once its sender is gone; pending without one.
+async fn changed(rx: &mut Option<tokio::sync::watch::Receiver<u64>>) -> Option<()> {
+    match rx {
+        Some(r) => r.changed().await.ok(),
+        None => std::future::pending().await,
     }
 }
 

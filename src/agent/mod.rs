@@ -6,6 +6,8 @@
 //! [`heartbeat`] task reports to a manager; the gRPC server answers `AgentService`. Every
 //! task is owned by one [`Tasks`] set and stopped on SIGINT/SIGTERM.
 
+pub mod drain;
+pub mod gpu_health;
 pub mod heartbeat;
 pub mod reporter;
 pub mod service;
@@ -162,6 +164,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         mirror: session.mirror(keys.agent_config(&opts.agent_id)),
     };
     let managers = session.mirror(keys.managers());
+    let drain_key = session.mirror(keys.agent_drain(&opts.agent_id));
 
     let tasks = Tasks::new();
     let (fatal_tx, mut fatal_rx) = mpsc::channel::<AgentError>(4);
@@ -203,6 +206,16 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     tasks.spawn(
         "kernels",
         kernels.clone().run(tasks.token()).instrument(span.clone()),
+    );
+    tasks.spawn(
+        "drain",
+        drain::run(
+            kernels.clone(),
+            drain_key,
+            opts.agent_id.clone(),
+            tasks.token(),
+        )
+        .instrument(span.clone()),
     );
     tasks.spawn(
         "kernel-events",
@@ -266,6 +279,17 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
             .instrument(span.clone()),
         );
     }
+    let health = crate::host::gpu::health::GpuHealth::open(Some(
+        crate::host::gpu::health::GpuHealth::file_in(&opts.scratch_root),
+    ));
+    gpu_health::spawn(
+        &tasks,
+        health.clone(),
+        cfg_rx.clone(),
+        loaded_rx.clone(),
+        kernels.clone(),
+        span.clone(),
+    );
     tasks.spawn(
         "heartbeat",
         Heartbeat {
@@ -273,7 +297,8 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
             config: cfg_rx.clone(),
             config_loaded: loaded_rx,
             managers,
-            collector: StatusCollector::new(HostSampler::new(&opts.scratch_root)),
+            collector: StatusCollector::new(HostSampler::new(&opts.scratch_root))
+                .with_health(health.clone()),
             snapshot: snap_tx,
             capacity: cap_tx,
             current_manager: mgr_tx,
@@ -302,6 +327,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
             snapshot: snap_rx,
             current_manager: mgr_rx,
             kernels,
+            health,
         };
         let routes = tonic::service::Routes::new(
             AgentServiceServer::new(svc)

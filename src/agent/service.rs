@@ -31,6 +31,7 @@ pub struct AgentRpc {
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
     pub current_manager: watch::Receiver<String>,
     pub kernels: Supervisor,
+    pub health: crate::host::gpu::health::GpuHealth,
 }
 
 impl AgentRpc {
@@ -41,6 +42,47 @@ impl AgentRpc {
 
 #[tonic::async_trait]
 impl AgentService for AgentRpc {
+    async fn reset_gpu_health(
+        &self,
+        req: Request<crate::rpc::pb::ResetGpuHealthRequest>,
+    ) -> Result<Response<crate::rpc::pb::ResetGpuHealthResponse>, Status> {
+        let uuid = req.into_inner().uuid.trim().to_string();
+        if uuid.is_empty() {
+            return Err(Status::invalid_argument(
+                "uuid: missing; name the GPU's UUID",
+            ));
+        }
+        let marks = self.health.marks();
+        let known = marks.contains_key(&uuid)
+            || self
+                .snapshot
+                .borrow()
+                .gpus
+                .devices
+                .iter()
+                .any(|d| d.uuid == uuid);
+        if !known {
+            return Err(Status::not_found(format!(
+                "uuid: no GPU `{uuid}` on agent `{}`",
+                self.id()
+            )));
+        }
+        let reason = marks
+            .get(&uuid)
+            .map(|u| u.reason.clone())
+            .unwrap_or_default();
+        let was_unhealthy = self.health.reset(&uuid);
+        if was_unhealthy {
+            tracing::info!(gpu = %uuid, %reason, "GPU health reset by an operator");
+        }
+        Ok(Response::new(crate::rpc::pb::ResetGpuHealthResponse {
+            agent_id: self.id().to_string(),
+            uuid,
+            was_unhealthy,
+            reason,
+        }))
+    }
+
     async fn get_info(
         &self,
         _req: Request<GetInfoRequest>,

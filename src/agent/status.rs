@@ -2,6 +2,7 @@
 //! every heartbeat and kept for `AgentService.GetInfo`.
 
 use crate::config::ClusterConfig;
+use crate::host::gpu::health::GpuHealth;
 use crate::host::gpu::GpuProbe;
 use crate::host::HostSampler;
 use crate::kernel::slots::{summary, Amounts, Capacity, Gpu};
@@ -20,6 +21,7 @@ pub struct Snapshot {
 pub struct StatusCollector {
     host: HostSampler,
     gpus: GpuProbe,
+    health: Option<GpuHealth>,
 }
 
 impl StatusCollector {
@@ -27,22 +29,37 @@ impl StatusCollector {
         Self {
             host,
             gpus: GpuProbe::new(),
+            health: None,
         }
+    }
+
+    /// Bumped when a GPU is marked unhealthy or reset (a heartbeat goes at once).
+    pub fn health_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.health.as_ref().map(GpuHealth::subscribe)
+    }
+
+    /// Marks the GPUs `health` holds unhealthy in every snapshot.
+    pub fn with_health(mut self, health: GpuHealth) -> Self {
+        self.health = Some(health);
+        self
     }
 
     pub async fn collect(&mut self, cfg: &ClusterConfig, allocated: Amounts) -> Snapshot {
         let host = self.host.sample();
-        let gpus = self
+        let mut gpus = self
             .gpus
             .inventory(cfg.nvml_library.as_deref(), &cfg.fake_gpus)
             .await;
+        if let Some(h) = &self.health {
+            h.apply(&mut gpus);
+        }
         let slots = slots(&host, &gpus, cfg, allocated);
         Snapshot { host, gpus, slots }
     }
 }
 
 /// What the host offers kernels, as the supervisor reads it: CPUs, memory, and the GPUs
-/// that can be scheduled (a device NVML could not read is not one).
+/// that can be scheduled (a device NVML could not read, or one marked unhealthy, is not one).
 pub fn capacity(host: &HostStatus, gpus: &GpuInventory) -> Capacity {
     Capacity {
         cpu_count: host.cpu_count,
@@ -50,11 +67,17 @@ pub fn capacity(host: &HostStatus, gpus: &GpuInventory) -> Capacity {
         gpus: gpus
             .devices
             .iter()
-            .filter(|d| d.error.is_empty())
+            .filter(|d| d.error.is_empty() && !d.unhealthy)
             .map(|d| Gpu {
                 uuid: d.uuid.clone(),
                 real: !d.fake,
             })
+            .collect(),
+        unhealthy: gpus
+            .devices
+            .iter()
+            .filter(|d| d.unhealthy)
+            .map(|d| (d.uuid.clone(), d.health_reason.clone()))
             .collect(),
     }
 }
@@ -100,5 +123,13 @@ mod tests {
         assert_eq!(free.cpu, 2.5);
         assert_eq!(free.memory_bytes, 0);
         assert_eq!(s.total.unwrap().gpus, 1, "a broken GPU is not schedulable");
+        let mut gpus = gpus;
+        gpus.devices[0].unhealthy = true;
+        let s = slots(&host, &gpus, &cfg, Amounts::default());
+        assert_eq!(
+            s.total.unwrap().gpus,
+            0,
+            "an unhealthy GPU is not schedulable"
+        );
     }
 }

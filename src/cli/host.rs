@@ -7,6 +7,7 @@ use clap::Args;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 
 use super::output::{bytes, print_json};
+use crate::host::gpu::health::GpuHealth;
 use crate::host::gpu::GpuProbe;
 use crate::host::HostSampler;
 
@@ -42,9 +43,11 @@ pub async fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let mut host = sampler.sample();
     host.scratch_root = args.scratch_root.display().to_string();
-    let gpus = GpuProbe::new()
+    let mut gpus = GpuProbe::new()
         .inventory(args.nvml_library.as_deref(), &[])
         .await;
+    // The marks the agent keeps under this scratch root (NVML does not replay events).
+    GpuHealth::open(Some(GpuHealth::file_in(&args.scratch_root))).apply(&mut gpus);
     if args.json {
         print_json(&serde_json::json!({ "host": host, "gpus": gpus }))?;
         return Ok(ExitCode::SUCCESS);
@@ -84,7 +87,8 @@ pub async fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
     t.set_header([
-        "#", "UUID", "NAME", "MEMORY", "UTIL", "TEMP", "POWER", "PCI", "CC", "NUMA", "MIG", "ERROR",
+        "#", "UUID", "NAME", "MEMORY", "UTIL", "TEMP", "POWER", "PCI", "CC", "NUMA", "MIG",
+        "HEALTH", "ERROR",
     ]);
     for d in &gpus.devices {
         t.add_row([
@@ -110,6 +114,11 @@ pub async fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
             d.compute_capability.clone(),
             d.numa_node.map(|n| n.to_string()).unwrap_or_default(),
             d.mig_mode.clone(),
+            if d.unhealthy {
+                format!("unhealthy: {}", d.health_reason)
+            } else {
+                "ok".into()
+            },
             d.error.clone(),
         ]);
     }

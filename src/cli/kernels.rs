@@ -85,9 +85,18 @@ pub struct RunArgs {
     /// Run the container privileged (only where config/security/allow_privileged is true).
     #[arg(long)]
     pub privileged: bool,
-    /// no, on-failure[:N], always, unless-stopped.
+    /// no, on-failure[:N], always, unless-stopped (N: restarts before it gives up).
     #[arg(long, default_value = "", hide_default_value = true)]
     pub restart: String,
+    /// With `--restart on-failure[:N]`: wait this long after a failed run before starting
+    /// the kernel again (e.g. `5s`); without it Docker restarts at once.
+    #[arg(
+        long = "restart-delay",
+        value_name = "DURATION",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub restart_delay: String,
     /// IPC namespace as Docker takes it (`host` only with config/security/allow_host_namespaces).
     #[arg(
         long,
@@ -332,6 +341,7 @@ impl RunArgs {
             network_mode: self.network.clone(),
             privileged: self.privileged,
             restart_policy: self.restart.clone(),
+            restart_delay: self.restart_delay.clone(),
             ipc_mode: self.ipc.clone(),
             uts_mode: self.uts.clone(),
             pid_mode: self.pid.clone(),

@@ -7,11 +7,13 @@ pub mod agent;
 pub mod bench;
 pub mod common;
 pub mod config;
+pub mod gpu;
 pub mod host;
 pub mod images;
 pub mod kernels;
 pub mod layered;
 pub mod manager;
+pub mod node;
 pub mod nodes;
 pub mod output;
 pub mod pipe;
@@ -66,6 +68,10 @@ pub enum Command {
     Config(config::ConfigArgs),
     /// List the agents of the namespace, as the manager sees them.
     Nodes(nodes::NodesArgs),
+    /// GPU health: clear a GPU's unhealthy mark (`gpu reset-health NODE UUID`).
+    Gpu(gpu::GpuArgs),
+    /// Cordon, uncordon or drain an agent.
+    Node(node::NodeArgs),
     /// List the images present on each agent (DRMAA2 job categories); never pulls.
     Images(images::ImagesArgs),
     /// Show this host's status and GPU inventory (no etcd or manager needed).
@@ -150,6 +156,8 @@ pub fn main() -> ExitCode {
                 Command::Manager(m) => manager::run(m).await,
                 Command::Config(c) => config::run(c).await,
                 Command::Nodes(n) => nodes::run(n).await,
+                Command::Node(n) => node::run(n).await,
+                Command::Gpu(g) => gpu::run(g).await,
                 Command::Images(i) => images::run(i).await,
                 Command::Host(h) => host::run(h).await,
                 Command::Run(r) => kernels::run(*r).await,

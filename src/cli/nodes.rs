@@ -28,6 +28,12 @@ pub struct NodeView {
     pub id: String,
     pub address: String,
     pub state: &'static str,
+    /// `schedulable`, `cordoned`, `draining`, `drained` (`deckhand node …`).
+    pub schedule: String,
+    /// Unix ms when it was cordoned or its drain began; 0 when schedulable.
+    pub cordoned_at_ms: i64,
+    /// Unix ms when a drain stops its kernels; 0 without a drain.
+    pub drain_deadline_ms: i64,
     pub last_seen_ms: i64,
     pub version: String,
     pub region: String,
@@ -62,6 +68,13 @@ impl From<AgentSummary> for NodeView {
             id: id.agent_id,
             address: id.address,
             state,
+            schedule: if a.schedule.is_empty() {
+                "schedulable".into()
+            } else {
+                a.schedule
+            },
+            cordoned_at_ms: a.cordoned_at_ms,
+            drain_deadline_ms: a.drain_deadline_ms,
             last_seen_ms: a.last_seen_ms,
             version: id.version,
             region: id.region,
@@ -97,6 +110,7 @@ pub async fn run(args: NodesArgs) -> anyhow::Result<ExitCode> {
         "ID",
         "ADDRESS",
         "STATE",
+        "SCHEDULE",
         "LAST SEEN",
         "CPU",
         "MEMORY",
@@ -142,7 +156,16 @@ pub async fn run(args: NodesArgs) -> anyhow::Result<ExitCode> {
                     .map(|u| format!(" {u}%"))
                     .unwrap_or_default();
                 let fake = if g.fake { " (fake)" } else { "" };
-                format!("{} {}{util}{fake}", g.name, bytes(g.memory_total_bytes))
+                let health = if g.unhealthy {
+                    format!(" UNHEALTHY: {}", g.health_reason)
+                } else {
+                    String::new()
+                };
+                format!(
+                    "{} {}{util}{fake}{health}",
+                    g.name,
+                    bytes(g.memory_total_bytes)
+                )
             })
             .collect::<Vec<_>>()
             .join("\n");
@@ -150,6 +173,7 @@ pub async fn run(args: NodesArgs) -> anyhow::Result<ExitCode> {
             n.id.clone(),
             n.address.clone(),
             n.state.to_string(),
+            n.schedule.clone(),
             ago(n.last_seen_ms),
             cpu,
             mem,

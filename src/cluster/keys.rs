@@ -5,6 +5,7 @@
 //! | `config/…` | cluster-wide settings (flattened TOML tree) |
 //! | `nodes/agents/<id>/config/…` | per-agent overrides of the same tree |
 //! | `nodes/agents/<id>` | an agent's registration, on a lease |
+//! | `nodes/agents/<id>/drain` | the agent's cordon or drain (not on a lease), see [`super::drain`] |
 //! | `nodes/managers/<id>` | a manager's registration, on a lease |
 
 /// Key builder for one namespace.
@@ -38,6 +39,10 @@ impl Keys {
 
     pub fn agent_config(&self, id: &str) -> String {
         format!("{}{id}/config/", self.agents())
+    }
+
+    pub fn agent_drain(&self, id: &str) -> String {
+        format!("{}{id}/{}", self.agents(), super::drain::DRAIN_KEY)
     }
 
     pub fn managers(&self) -> String {

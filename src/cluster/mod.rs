@@ -2,6 +2,7 @@
 //! ([`etcd`]), and the long-lived [`session`] that holds a leased registration and mirrors
 //! watched prefixes into memory.
 
+pub mod drain;
 pub mod etcd;
 pub mod keys;
 pub mod session;

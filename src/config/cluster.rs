@@ -197,6 +197,8 @@ pub struct ClusterConfig {
     pub scaling_group: String,
     pub reserved: Reserved,
     pub nvml_library: Option<PathBuf>,
+    /// `gpu/unhealthy_policy = stop`: stop a kernel whose GPU is marked unhealthy.
+    pub stop_on_unhealthy_gpu: bool,
     pub fake_gpus: Vec<FakeGpu>,
     pub kernel: KernelSettings,
     pub docker: DockerSettings,
@@ -219,6 +221,7 @@ impl Default for ClusterConfig {
             scaling_group: "default".into(),
             reserved: Reserved::default(),
             nvml_library: None,
+            stop_on_unhealthy_gpu: false,
             fake_gpus: Vec::new(),
             kernel: KernelSettings::default(),
             docker: DockerSettings::default(),
@@ -262,6 +265,7 @@ impl ClusterConfig {
             cfg.reserved.disk = v;
         }
         cfg.nvml_library = get("gpu/nvml_library").map(PathBuf::from);
+        cfg.stop_on_unhealthy_gpu = get("gpu/unhealthy_policy").is_some_and(|v| v.trim() == "stop");
         cfg.fake_gpus = fake_gpus(tree, &mut problems);
         let k = &mut cfg.kernel;
         let int = |key: &str| get(key).and_then(|v| v.trim().parse::<i64>().ok());

@@ -252,6 +252,11 @@ pub static KEYS: &[KeySpec] = &[
         help: "where process data appears in kernels (default /data)",
     },
     KeySpec {
+        pattern: "gpu/unhealthy_policy",
+        kind: Kind::Choice(&["keep", "stop"]),
+        help: "a kernel whose GPU NVML marks unhealthy: keep it running (default; it gets an event) or stop it",
+    },
+    KeySpec {
         pattern: "agent/on_shutdown",
         kind: Kind::Choice(&["keep", "stop"]),
         help: "on SIGTERM: keep kernels running (default) or stop them (grace period) first",

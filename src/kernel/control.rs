@@ -210,6 +210,17 @@ impl Supervisor {
     }
 
     async fn stop(&self, id: &str, grace: Option<Duration>) -> Result<(), KernelError> {
+        self.stop_because(id, grace, None).await
+    }
+
+    /// Stops kernel `id`; `why` replaces the reason a started kernel's stop reads ("stop
+    /// requested").
+    pub(super) async fn stop_because(
+        &self,
+        id: &str,
+        grace: Option<Duration>,
+        why: Option<&str>,
+    ) -> Result<(), KernelError> {
         let (rec, rt) = self.with_runtime(id)?;
         let (rx, was, grace) = {
             let mut t = self.lock();
@@ -229,14 +240,15 @@ impl Supervisor {
                     was,
                     KernelState::Running | KernelState::Suspended | KernelState::Restarting
                 );
-                let reason = if started {
-                    "stop requested"
-                } else {
-                    "cancelled before it started"
+                let reason = match why {
+                    Some(why) => why,
+                    None if started => "stop requested",
+                    None => "cancelled before it started",
                 };
                 self.transition(&mut t, id, Transition::Terminate, |r| {
                     r.reason = reason.into();
                     r.stop_requested = true;
+                    r.stop_reason = why.unwrap_or_default().into();
                 })?;
             }
             (rx, was, grace)

@@ -56,6 +56,7 @@ impl Supervisor {
         }
         let digest = digest(&req);
         let id = shown.kernel_id.clone();
+        self.check_cordon(&id)?;
         if !self.lock().kernels.contains_key(&id) {
             // The cheap refusals first (instances at most), then the runtime's market.
             rt.admit(&self.lock().live(), &cfg)?;

@@ -254,10 +254,15 @@ impl Supervisor {
         if e.rec.state.is_final() {
             return;
         }
+        if self.restart_after_delay(&mut t, id, st) {
+            return;
+        }
+        let Some(e) = t.kernels.get(id) else { return };
         let oom = st.oom_killed || e.rec.oom_killed;
         let stopping = e.rec.state == KernelState::Terminating;
         let restarts = st.restart_count.max(e.rec.restart_count);
         let policy = e.rec.spec.restart_policy_shown();
+        let stop_reason = e.rec.stop_reason.clone();
         // A profile kernel with results uploads them before it ends.
         let uploads = e
             .rec
@@ -279,6 +284,10 @@ impl Supervisor {
         };
         let mut reason = match code {
             _ if oom => "out of memory: the kernel was OOM-killed".to_string(),
+            Some(c) if stopping && !stop_reason.is_empty() => {
+                format!("{stop_reason} (exit code {c})")
+            }
+            _ if stopping && !stop_reason.is_empty() => stop_reason,
             Some(c) if stopping => format!("stopped on request (exit code {c})"),
             None if stopping => "stopped on request".to_string(),
             _ if !st.error.is_empty() => st.error.clone(),

@@ -77,6 +77,10 @@ pub struct Record {
     /// How many times the runtime's restart policy restarted the kernel.
     #[serde(default)]
     pub restart_count: u32,
+    /// When the agent starts a RESTARTING kernel again (Unix ms; `--restart-delay`), so a
+    /// restarted agent keeps the schedule; 0: no restart pending.
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub restart_at_ms: i64,
     /// Held until the kernel is removed.
     pub ports: Vec<HostPort>,
     /// The kernel's home on this host, where its runtime has one.
@@ -88,6 +92,10 @@ pub struct Record {
     /// Stopped on request (Qarnot reads such a task Cancelled however it ended).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stop_requested: bool,
+    /// Why the agent itself stopped the kernel (a drain), read in its final reason instead
+    /// of "stopped on request"; empty for a stop someone asked for.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stop_reason: String,
     /// Records of earlier versions: Docker's container id and process data.
     #[serde(default, skip_serializing)]
     container_id: String,
@@ -96,6 +104,10 @@ pub struct Record {
 }
 
 fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+fn is_zero_i64(v: &i64) -> bool {
     *v == 0
 }
 
@@ -135,6 +147,8 @@ impl Record {
             slots: None,
             granted: None,
             restart_count: 0,
+            restart_at_ms: 0,
+            stop_reason: String::new(),
             ports: Vec::new(),
             scratch_dir: String::new(),
             progress: None,

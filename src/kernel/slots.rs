@@ -27,6 +27,9 @@ pub struct Capacity {
     pub memory_total: u64,
     /// Schedulable GPUs (a device NVML could not read is not one).
     pub gpus: Vec<Gpu>,
+    /// GPUs marked unhealthy (not in `gpus`), by UUID, with why: asked for by UUID they
+    /// are refused naming the reason.
+    pub unhealthy: std::collections::BTreeMap<String, String>,
 }
 
 /// Amounts of the schedulable resources.
@@ -170,6 +173,16 @@ pub fn allocate<'a>(
         (GpuRequest::Count(k), n) if n > 1 => GpuRequest::Count(k * n),
         (other, _) => other.clone(),
     };
+    if let GpuRequest::Ids(ids) = &asked {
+        if let Some((id, why)) = ids
+            .iter()
+            .find_map(|id| capacity.unhealthy.get(id).map(|w| (id, w)))
+        {
+            return Err(KernelError::WrongState(format!(
+                "gpus: `{id}` is unhealthy ({why}); it is given to no kernel until `deckhand gpu reset-health`"
+            )));
+        }
+    }
     let chosen = choose_gpus(&capacity.gpus, &gpus_used, &asked).map_err(|e| match (e, n) {
         (KernelError::Exhausted(m), n) if n > 1 => {
             KernelError::Exhausted(format!("{m} (the gpus of {n} instances together)"))
@@ -360,6 +373,7 @@ mod tests {
                 uuid: "GPU-1".into(),
                 real: false,
             }],
+            ..Default::default()
         };
         let reserved = Reserved {
             cpu: 1.5,

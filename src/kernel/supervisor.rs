@@ -59,6 +59,8 @@ pub(super) struct Inner {
     pub state_dir: std::path::PathBuf,
     /// The SSH server's settings (host key), made on first use.
     pub ssh_config: Mutex<Option<Arc<russh::server::Config>>>,
+    /// Set while the agent is cordoned or draining: why new kernels are refused.
+    pub cordon: Mutex<Option<String>>,
 }
 
 pub struct SupervisorOptions {
@@ -117,6 +119,7 @@ impl Supervisor {
             synced: watch::channel(0).0,
             state_dir: o.state_dir.clone(),
             ssh_config: Mutex::new(None),
+            cordon: Mutex::new(None),
         }));
         // Records of an earlier run: keep them (with their allocations) so nothing is
         // double-assigned; their instances are reconciled by recovery and the first resync.

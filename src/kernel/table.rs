@@ -28,6 +28,8 @@ pub(super) struct Entry {
 pub(super) struct Table {
     pub kernels: BTreeMap<String, Entry>,
     pub arrays: BTreeMap<String, ArrayRun>,
+    /// Kernels whose delayed restart is scheduled (see [`super::restarts`]).
+    pub pending_restarts: std::collections::BTreeSet<String>,
 }
 
 impl Table {

@@ -36,6 +36,7 @@ fn start(rt: Arc<MemoryRuntime>, dir: &Path) -> Fixture {
         cpu_count: 2,
         memory_total: 4 << 30,
         gpus: Vec::new(),
+        ..Default::default()
     }));
     let runtime: Arc<dyn Runtime> = rt.clone();
     let sup = Supervisor::new(SupervisorOptions {

@@ -2,6 +2,8 @@
 //! `nodes/managers/<id>`, keeps an agent table from etcd registrations and heartbeats, and
 //! answers the CLI. Deliberately small: no users, quotas or database.
 
+mod drain;
+mod gpu_health;
 mod images;
 pub mod kernels;
 mod placement;
@@ -151,6 +153,7 @@ pub async fn run(opts: ManagerOptions) -> Result<(), ManagerError> {
             events: tokio::sync::broadcast::channel(1024).0,
             channels: Arc::default(),
             tls: opts.tls.clone(),
+            etcd: opts.etcd.clone(),
         };
         if let Some(bound) = metrics_bound {
             let page = status_page::StatusPage::new(svc.clone());

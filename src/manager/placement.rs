@@ -7,7 +7,8 @@
 //! answer is the authority: RESOURCE_EXHAUSTED moves on to the next agent, any other error
 //! is the answer. The kernel is refused only when no agent could hold it or every agent
 //! asked said it is full; the refusal names the slots short and carries the agents' words.
-//! `--agent ID` asks that agent only.
+//! `--agent ID` asks that agent only. Cordoned and draining agents are never asked (see
+//! `drain.rs`); naming one is FAILED_PRECONDITION naming the cordon.
 
 use std::time::Instant;
 
@@ -76,6 +77,17 @@ impl ManagerRpc {
             let agent = self
                 .agent_named(&req.agent_id)
                 .map_err(refused("unknown_agent"))?;
+            let cordon = self
+                .table()
+                .map_err(refused("agent_error"))?
+                .drain(&req.agent_id)
+                .map(|d| d.refusal(&req.agent_id));
+            if let Some(why) = cordon {
+                return Err((
+                    "cordoned",
+                    Status::failed_precondition(format!("agent_id: {why}")),
+                ));
+            }
             let answer = self
                 .client(&agent)
                 .map_err(refused("agent_error"))?
@@ -98,11 +110,37 @@ impl ManagerRpc {
             .into_iter()
             .filter(|(a, _)| has_runtime(a, runtime))
             .collect();
+        // Cordoned and draining agents take no new kernels; a refusal says they were left out.
+        let (agents, cordoned): (Vec<_>, Vec<_>) = agents
+            .into_iter()
+            .partition(|(a, _)| matches!(a.schedule.as_str(), "" | "schedulable"));
+        let left_out = if cordoned.is_empty() {
+            String::new()
+        } else {
+            let ids: Vec<String> = cordoned
+                .iter()
+                .map(|(a, _)| {
+                    let id = a.identity.as_ref().map_or("", |i| i.agent_id.as_str());
+                    format!("`{id}` ({})", a.schedule)
+                })
+                .collect();
+            format!("; not asked, cordoned: {}", ids.join(", "))
+        };
         if agents.is_empty() && !runtime.is_empty() {
             return Err((
                 "no_runtime",
                 Status::failed_precondition(format!(
                     "runtime: no agent in namespace `{}` has the `{runtime}` runtime (an agent offers vastai once config/vast_api/api_key is set)",
+                    self.namespace
+                )),
+            ));
+        }
+        let alive = |a: &AgentSummary| a.state == AgentState::Alive as i32;
+        if !agents.iter().any(|(a, _)| alive(a)) && cordoned.iter().any(|(a, _)| alive(a)) {
+            return Err((
+                "cordoned",
+                Status::failed_precondition(format!(
+                    "no agent in namespace `{}` takes new kernels: every alive agent is cordoned{left_out} (`deckhand node uncordon ID` lets one take them again)",
                     self.namespace
                 )),
             ));
@@ -130,7 +168,10 @@ impl ManagerRpc {
             let (reason, why) = nobody_could(&agents, &need);
             return Err((
                 reason,
-                Status::resource_exhausted(format!("{}: {why}", self.no_room(&need, runtime))),
+                Status::resource_exhausted(format!(
+                    "{}: {why}{left_out}",
+                    self.no_room(&need, runtime)
+                )),
             ));
         }
         let mut refusals = Vec::new();
@@ -159,7 +200,7 @@ impl ManagerRpc {
         Err((
             "all_agents_full",
             Status::resource_exhausted(format!(
-                "{} ({})",
+                "{} ({}){left_out}",
                 self.no_room(&need, runtime),
                 refusals.join("; ")
             )),

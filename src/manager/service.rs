@@ -25,8 +25,8 @@ use crate::rpc::pb::{
     KernelAction, KernelEvent, KernelInfo, KernelLogsRequest, KernelRef, ListAgentImagesRequest,
     ListAgentImagesResponse, ListAgentsRequest, ListAgentsResponse, ListFilesResponse,
     ListKernelsRequest, ListKernelsResponse, OutputChunk, ReportEventsRequest,
-    ReportEventsResponse, RunKernelRequest, SyncKernelsRequest, UploadFileRequest,
-    UploadFileResponse, WatchKernelEventsRequest,
+    ReportEventsResponse, RunKernelRequest, SetNodeScheduleRequest, SetNodeScheduleResponse,
+    SyncKernelsRequest, UploadFileRequest, UploadFileResponse, WatchKernelEventsRequest,
 };
 use crate::tls::TlsFiles;
 
@@ -54,6 +54,8 @@ pub struct ManagerRpc {
     /// One lazily (re)connecting channel per agent address, shared by every forwarded call
     /// (one TLS handshake per agent, not per call).
     pub channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// Where cordons and drains are written (`SetNodeSchedule`).
+    pub etcd: crate::cluster::EtcdOptions,
 }
 
 impl ManagerRpc {
@@ -328,6 +330,20 @@ impl ClusterService for ManagerRpc {
         req: Request<RunKernelRequest>,
     ) -> Result<Response<CreateKernelResponse>, Status> {
         self.place(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn reset_gpu_health(
+        &self,
+        req: Request<crate::rpc::pb::ResetGpuHealthRequest>,
+    ) -> Result<Response<crate::rpc::pb::ResetGpuHealthResponse>, Status> {
+        self.reset_gpu(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn set_node_schedule(
+        &self,
+        req: Request<SetNodeScheduleRequest>,
+    ) -> Result<Response<SetNodeScheduleResponse>, Status> {
+        self.set_schedule(req.into_inner()).await.map(Response::new)
     }
 
     async fn list_kernels(

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::slots::SlotView;
+use crate::cluster::drain::{DrainMode, NodeDrain, DRAIN_KEY};
 use crate::cluster::{AgentRecord, Mirror};
 use crate::rpc::pb::{AgentIdentity, AgentState, AgentSummary, HeartbeatRequest, SlotAmounts};
 
@@ -28,6 +29,8 @@ struct Entry {
 #[derive(Debug)]
 pub struct AgentTable {
     entries: BTreeMap<String, Entry>,
+    /// Cordons and drains by agent id, from `nodes/agents/<id>/drain`.
+    drains: BTreeMap<String, NodeDrain>,
     gone_retention: Duration,
     /// Free slots as the manager believes them between heartbeats.
     pub view: SlotView,
@@ -37,14 +40,31 @@ impl AgentTable {
     pub fn new(gone_retention: Duration) -> Self {
         Self {
             entries: BTreeMap::new(),
+            drains: BTreeMap::new(),
             gone_retention,
             view: SlotView::default(),
         }
     }
 
     /// Applies the mirror of `nodes/agents/` (keys relative to it). Only `<id>` keys are
-    /// registrations; `<id>/config/…` are config overrides and ignored here.
+    /// registrations; `<id>/drain` are cordons and drains; `<id>/config/…` are config
+    /// overrides and ignored here.
     pub fn sync_registrations(&mut self, mirror: &Mirror, now: Instant) {
+        self.drains = mirror
+            .kvs
+            .iter()
+            .filter_map(|(k, v)| {
+                let id = k.strip_suffix(DRAIN_KEY)?.strip_suffix('/')?;
+                if id.contains('/') {
+                    return None;
+                }
+                let d = NodeDrain::parse(v);
+                if d.is_none() {
+                    tracing::warn!(agent_id = %id, "unreadable cordon/drain record in etcd; the agent reads as schedulable");
+                }
+                Some((id.to_string(), d?))
+            })
+            .collect();
         let records: BTreeMap<&str, Option<AgentRecord>> = mirror
             .kvs
             .iter()
@@ -89,10 +109,34 @@ impl AgentTable {
             e.gone_since
                 .is_none_or(|since| now.duration_since(since) < retention)
         });
+        let wall = crate::kernel::record::now_ms();
         self.entries
             .iter()
-            .map(|(id, e)| summary(id, e, now))
+            .map(|(id, e)| {
+                let mut s = summary(id, e, now);
+                schedule(&mut s, self.drains.get(id), wall);
+                s
+            })
             .collect()
+    }
+
+    /// Records agent `id`'s cordon or drain at once (`None`: uncordoned), before the etcd
+    /// watch brings the same.
+    pub fn set_drain(&mut self, id: &str, drain: Option<NodeDrain>) {
+        match drain {
+            Some(d) => self.drains.insert(id.to_string(), d),
+            None => self.drains.remove(id),
+        };
+    }
+
+    /// Whether the table has agent `id` (any state) or a cordon of it.
+    pub fn knows(&self, id: &str) -> bool {
+        self.entries.contains_key(id) || self.drains.contains_key(id)
+    }
+
+    /// Agent `id`'s cordon or drain, if it has one.
+    pub fn drain(&self, id: &str) -> Option<&NodeDrain> {
+        self.drains.get(id)
     }
 
     /// Every agent with its free slots in the slot view, for placement.
@@ -108,6 +152,28 @@ impl AgentTable {
             })
             .collect()
     }
+}
+
+/// Fills the summary's schedule from the agent's cordon or drain: `drained` once a drain
+/// has no kernel left (as the last heartbeat said) or its deadline passed.
+fn schedule(s: &mut AgentSummary, drain: Option<&NodeDrain>, now_ms: i64) {
+    let Some(d) = drain else {
+        s.schedule = "schedulable".into();
+        return;
+    };
+    s.cordoned_at_ms = d.since_ms;
+    s.schedule = match d.mode {
+        DrainMode::Cordon => "cordoned".into(),
+        DrainMode::Drain => {
+            s.drain_deadline_ms = d.deadline_ms;
+            let heard = s.heartbeats_received > 0;
+            if now_ms >= d.deadline_ms || (heard && s.kernels_reported == 0) {
+                "drained".into()
+            } else {
+                "draining".into()
+            }
+        }
+    };
 }
 
 fn state(e: &Entry, now: Instant) -> AgentState {
@@ -167,6 +233,7 @@ fn summary(id: &str, e: &Entry, now: Instant) -> AgentSummary {
             .map(|p| (p.kernel_id.clone(), p.progress))
             .collect(),
         runtimes: last.runtimes,
+        ..Default::default()
     }
 }
 

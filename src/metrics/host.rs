@@ -162,6 +162,23 @@ pub fn encode(snap: &Snapshot, encoder: &mut DescriptorEncoder) -> Result<(), st
             ConstGauge::new(value).encode(e.encode_family(&labels)?)?;
         }
     }
+    let mut e = encoder.encode_descriptor(
+        "deckhand_gpu_healthy",
+        "1 while NVML's critical events left the GPU healthy, 0 once one marked it unhealthy (until deckhand gpu reset-health)",
+        None,
+        MetricType::Gauge,
+    )?;
+    for d in &devices {
+        let index = d.index.to_string();
+        let labels = [
+            ("gpu", index.as_str()),
+            ("UUID", d.uuid.as_str()),
+            ("model_name", d.name.as_str()),
+            ("Hostname", hostname),
+        ];
+        let healthy = if d.unhealthy { 0.0 } else { 1.0 };
+        ConstGauge::new(healthy).encode(e.encode_family(&labels)?)?;
+    }
     Ok(())
 }
 

@@ -146,6 +146,7 @@ impl Fleet {
             cpu_count: self.host.cpu_count,
             memory_total: self.host.memory_total_bytes,
             gpus: Vec::new(),
+            ..Default::default()
         }));
         let sup = Supervisor::new(SupervisorOptions {
             runtimes: Runtimes::new(Arc::new(MemoryRuntime::new())),
@@ -187,6 +188,8 @@ impl Fleet {
             .1,
             current_manager: mgr.clone(),
             kernels: sup.clone(),
+            // Simulated agents have no GPUs and keep no health marks.
+            health: crate::host::gpu::health::GpuHealth::open(None),
         };
         {
             let stop = stop.clone();

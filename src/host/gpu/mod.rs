@@ -3,6 +3,7 @@
 //! ([`fake`]).
 
 pub mod fake;
+pub mod health;
 pub mod nvml;
 
 use std::path::Path;

@@ -73,7 +73,7 @@ impl NvmlProbe {
     }
 }
 
-fn load(library: Option<&Path>) -> Result<Arc<Nvml>, String> {
+pub(super) fn load(library: Option<&Path>) -> Result<Arc<Nvml>, String> {
     let path: &OsStr = library.map_or(OsStr::new(DEFAULT_LIBRARY), Path::as_os_str);
     match Nvml::builder().lib_path(path).init() {
         Ok(nvml) => Ok(Arc::new(nvml)),

@@ -156,6 +156,10 @@ pub struct Spec {
     pub privileged: bool,
     pub restart_policy: String,
     pub restart_retries: i64,
+    /// With `on-failure`: the agent (not Docker) restarts a failed run after this long;
+    /// zero leaves restarts to Docker's policy.
+    #[serde(default)]
+    pub restart_delay: Duration,
     pub ipc_mode: String,
     pub uts_mode: String,
     pub pid_mode: String,
@@ -211,6 +215,12 @@ impl Spec {
 }
 
 impl Spec {
+    /// Whether the agent itself restarts failed runs (`on-failure` with a delay), instead
+    /// of Docker's restart policy.
+    pub fn agent_restarts(&self) -> bool {
+        self.restart_policy == "on-failure" && !self.restart_delay.is_zero()
+    }
+
     /// `always`, `on-failure:2`: the restart policy as the user wrote it.
     pub fn restart_policy_shown(&self) -> String {
         if self.restart_retries > 0 {

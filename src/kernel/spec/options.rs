@@ -22,14 +22,42 @@ pub(super) fn restart_policy(v: &str) -> Result<(String, i64), SpecError> {
         ("always" | "unless-stopped", None) => Ok((name.into(), 0)),
         ("on-failure", None) => Ok((name.into(), 0)),
         ("on-failure", Some(n)) => {
-            let n: i64 = n.parse().map_err(|_| bad())?;
+            let attempts = || {
+                SpecError::invalid(
+                    "restart_policy",
+                    format!("`{v}`: N (restarts before giving up) must be a whole number from 0 to 1000"),
+                )
+            };
+            let n: i64 = n.parse().map_err(|_| attempts())?;
             if !(0..=1000).contains(&n) {
-                return Err(bad());
+                return Err(attempts());
             }
             Ok((name.into(), n))
         }
         _ => Err(bad()),
     }
+}
+
+/// `restart_delay`: a duration up to 1h, only beside `on-failure` (the policy the agent
+/// carries out itself when a delay is given).
+pub(super) fn restart_delay(v: &str, policy: &str) -> Result<std::time::Duration, SpecError> {
+    if v.is_empty() {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let d = schema::parse_duration(v).map_err(|r| SpecError::invalid("restart_delay", r))?;
+    if d > std::time::Duration::from_secs(3600) {
+        return Err(SpecError::invalid(
+            "restart_delay",
+            format!("`{v}`: at most 1h"),
+        ));
+    }
+    if policy != "on-failure" {
+        return Err(SpecError::invalid(
+            "restart_delay",
+            format!("`{v}` needs restart_policy `on-failure[:N]` (it is `{policy}`)"),
+        ));
+    }
+    Ok(d)
 }
 
 pub(super) fn gpu_request(v: &str) -> Result<GpuRequest, SpecError> {

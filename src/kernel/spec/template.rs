@@ -65,6 +65,8 @@ pub struct Template {
     pub instances: u32,
     /// Set by the manager for a cluster kernel spanning agents (see [`Span`]).
     pub span: Option<Span>,
+    /// With `on-failure[:N]`: the wait before the agent starts a failed kernel again.
+    pub restart_delay: String,
 }
 
 /// Where the instances of a cluster kernel spanning agents run: the owner (the agent the

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::options::{env_map, gpu_request, parents, restart_policy, text, ulimits};
+use super::options::{env_map, gpu_request, parents, restart_delay, restart_policy, text, ulimits};
 use super::paths::{allowed_host_path, container_path, input_file, output_file};
 use super::{
     image_reference, ports, sizes, validate_kernel_id, BindMount, FieldRules, NoFieldRules, Spec,
@@ -178,6 +178,7 @@ pub fn validate_for(
             "cannot be combined with a restart policy other than `no`",
         ));
     }
+    let restart_delay = restart_delay(&spec.restart_delay, &restart_policy)?;
     let ipc_mode = match spec.ipc_mode.as_str() {
         "" => "private",
         m @ ("private" | "shareable" | "host" | "none") => m,
@@ -242,6 +243,7 @@ pub fn validate_for(
         privileged: spec.privileged,
         restart_policy,
         restart_retries,
+        restart_delay,
         ipc_mode: ipc_mode.to_string(),
         uts_mode: spec.uts_mode.clone(),
         pid_mode: spec.pid_mode.clone(),

@@ -112,14 +112,18 @@ pub fn body(
     // RoCE profiles: the host's RDMA devices, and pinned memory for their buffers.
     let rdma = spec.profile.as_ref().is_some_and(|p| p.rdma);
     let restart_policy = RestartPolicy {
+        // With a delay the agent restarts the kernel itself (kernel::restarts).
         name: Some(match spec.restart_policy.as_str() {
+            _ if spec.agent_restarts() => RestartPolicyNameEnum::NO,
             "always" => RestartPolicyNameEnum::ALWAYS,
             "unless-stopped" => RestartPolicyNameEnum::UNLESS_STOPPED,
             "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
             _ => RestartPolicyNameEnum::NO,
         }),
-        maximum_retry_count: (spec.restart_policy == "on-failure" && spec.restart_retries > 0)
-            .then_some(spec.restart_retries),
+        maximum_retry_count: (spec.restart_policy == "on-failure"
+            && spec.restart_retries > 0
+            && !spec.agent_restarts())
+        .then_some(spec.restart_retries),
     };
     let host_config = HostConfig {
         binds: Some(binds),
