@@ -43,7 +43,7 @@ pub struct DrainArgs {
     #[command(flatten)]
     pub node: NodeTarget,
     /// How long its kernels may still run, e.g. `10m` (default 1h).
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub deadline: String,
 }
 
