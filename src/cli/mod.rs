@@ -126,10 +126,11 @@ pub fn main() -> ExitCode {
     };
     init_logging(filter, cli.log_format);
     let daemon = matches!(cli.command, Command::Agent(_) | Command::Manager(_));
-    if daemon || bench {
-        pipe::ignore();
-        pipe::quiet_on_broken_pipe();
-    }
+    // Past parsing every command talks to the network: a peer closing a socket must be an
+    // error, not SIGPIPE killing the process (etcd's TLS refusal did). A failed print to a
+    // closed stdout still ends the command quietly, with 141.
+    pipe::ignore();
+    pipe::quiet_on_broken_pipe();
     // Benchmarks run simulated agents and child processes beside their measurements.
     let runtime = if daemon || bench {
         tokio::runtime::Builder::new_multi_thread()
