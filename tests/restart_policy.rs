@@ -48,24 +48,30 @@ async fn a_failed_kernel_restarts_after_its_delay_until_its_attempts_are_spent()
         docker_inspect(&format!("deckhand-{}-{id}", k.c.ns), "{{.RestartCount}}"),
         "0"
     );
-    // Each RESTARTING (QUEUED) is followed by RUNNING no sooner than the delay.
-    let mut restarting_at = Vec::new();
-    let mut running_again_at = Vec::new();
+    // Each RESTARTING (QUEUED) says the delay, and no run starts sooner than the delay after
+    // the one before it. The delay counts from the exit, which the agent may record a moment
+    // later under load, so runs are measured start to start (a run here lasts milliseconds).
+    let mut restarting = 0;
+    let mut running_at = Vec::new();
     while let Ok(Some(Ok(ev))) = tokio::time::timeout(Duration::from_secs(2), events.next()).await {
         if ev.kernel_id != id {
             continue;
         }
         if ev.state == KernelState::Restarting as i32 {
             assert!(ev.reason.contains("starts it again in 2s"), "{ev:?}");
-            restarting_at.push(ev.at_ms);
-        } else if ev.state == KernelState::Running as i32 && !restarting_at.is_empty() {
-            running_again_at.push(ev.at_ms);
+            restarting += 1;
+        } else if ev.state == KernelState::Running as i32 {
+            running_at.push(ev.at_ms);
         }
     }
-    assert_eq!(restarting_at.len(), 2, "{restarting_at:?}");
-    assert_eq!(running_again_at.len(), 2, "{running_again_at:?}");
-    for (r, s) in restarting_at.iter().zip(&running_again_at) {
-        assert!(s - r >= 1900, "restarted {} ms after the exit", s - r);
+    assert_eq!(restarting, 2);
+    assert_eq!(running_at.len(), 3, "{running_at:?}");
+    for pair in running_at.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= 1900,
+            "restarted {} ms after the run before",
+            pair[1] - pair[0]
+        );
     }
 }
 
