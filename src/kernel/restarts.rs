@@ -33,14 +33,30 @@ impl Supervisor {
             return false;
         }
         match e.rec.state {
-            KernelState::Restarting => {
+            // An end seen while the kernel waits to start again is the run before the wait
+            // (its start time is the one on record): the restart is (still) due. An end of a
+            // run that started after it (a fast run that ended before the restart's start
+            // was recorded) is that run's end, counted below like any other.
+            KernelState::Restarting if st.started_at_ms <= e.rec.started_at_ms => {
                 let at = e.rec.restart_at_ms;
                 self.schedule_restart(t, id, at);
                 return true;
             }
+            KernelState::Restarting => {
+                let started = st.started_at_ms;
+                let _ = self.transition(t, id, Transition::Started, |r| {
+                    r.started_at_ms = started;
+                    r.restart_at_ms = 0;
+                    r.reason = format!("running again after restart {}", r.restart_count);
+                });
+            }
             KernelState::Running | KernelState::Creating => {}
             _ => return false,
         }
+        let Some(e) = t.kernels.get(id) else {
+            return false;
+        };
+        let spec = &e.rec.spec;
         let Some(code) = st.exit_code.filter(|c| *c != 0) else {
             return false;
         };
@@ -72,29 +88,34 @@ impl Supervisor {
         applied.is_ok()
     }
 
-    /// Starts kernel `id` again at `at_ms` (once, however often it is asked).
+    /// Starts kernel `id` again at `at_ms`: once per due time, however often it is asked
+    /// (an end seen again while the start is under way schedules nothing more).
     fn schedule_restart(&self, t: &mut Table, id: &str, at_ms: i64) {
-        if !t.pending_restarts.insert(id.to_string()) {
+        if t.pending_restarts.get(id) == Some(&at_ms) {
             return;
         }
+        t.pending_restarts.insert(id.to_string(), at_ms);
         let me = self.clone();
         let id = id.to_string();
         self.spawn(async move {
             let wait = (at_ms - now_ms()).max(0) as u64;
             tokio::time::sleep(Duration::from_millis(wait)).await;
-            me.restart_now(&id).await;
+            me.restart_now(&id, at_ms).await;
+            let mut t = me.lock();
+            if t.pending_restarts.get(&id) == Some(&at_ms) {
+                t.pending_restarts.remove(&id);
+            }
         });
     }
 
     /// The delay is over: the same instance starts again, unless the kernel was stopped or
-    /// removed meanwhile.
-    async fn restart_now(&self, id: &str) {
+    /// removed meanwhile, or this restart is no longer the one due.
+    async fn restart_now(&self, id: &str, at_ms: i64) {
         let due = {
-            let mut t = self.lock();
-            t.pending_restarts.remove(id);
+            let t = self.lock();
             t.kernels
                 .get(id)
-                .filter(|e| e.rec.state == KernelState::Restarting)
+                .filter(|e| e.rec.state == KernelState::Restarting && e.rec.restart_at_ms == at_ms)
                 .and_then(|e| e.rec.handle.clone().map(|h| (e.rec.clone(), h)))
         };
         let Some((rec, handle)) = due else { return };
@@ -106,7 +127,11 @@ impl Supervisor {
             Ok(started) => {
                 {
                     let mut t = self.lock();
-                    if t.kernels.get(id).map(|e| e.rec.state) == Some(KernelState::Restarting) {
+                    // Unless its end was seen first (then it already counted as started).
+                    let waiting = t.kernels.get(id).is_some_and(|e| {
+                        e.rec.state == KernelState::Restarting && e.rec.restart_at_ms == at_ms
+                    });
+                    if waiting {
                         let at = if started.started_at_ms > 0 {
                             started.started_at_ms
                         } else {

@@ -28,8 +28,9 @@ pub(super) struct Entry {
 pub(super) struct Table {
     pub kernels: BTreeMap<String, Entry>,
     pub arrays: BTreeMap<String, ArrayRun>,
-    /// Kernels whose delayed restart is scheduled (see [`super::restarts`]).
-    pub pending_restarts: std::collections::BTreeSet<String>,
+    /// Kernels whose delayed restart is scheduled or under way, with the time it is due
+    /// (see [`super::restarts`]): one restart per due time, however often it is asked.
+    pub pending_restarts: BTreeMap<String, i64>,
 }
 
 impl Table {

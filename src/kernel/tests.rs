@@ -462,3 +462,28 @@ async fn profile_features_the_runtime_cannot_carry_out_are_refused_naming_it() {
     f.sup.control(f.control(&id, Action::Stop)).await.unwrap();
     f.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_run_whose_end_is_seen_before_its_restart_is_recorded_is_counted_once() {
+    // The run fails at once and its end arrives while the restart's start has not
+    // answered yet (a container whose command fails at once, under load): it counts as
+    // one run and one restart, never as a restart still due (which started it twice).
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Arc::new(MemoryRuntime::new());
+    rt.exit_on_start(3, Duration::from_millis(100));
+    let f = start(rt.clone(), dir.path());
+    let mut t = template(0.5);
+    t.restart_policy = "on-failure:2".into();
+    t.restart_delay = "50ms".into();
+    let id = t.kernel_id.clone();
+    f.sup.create(one(t)).await.unwrap();
+    f.wait(&id, KernelState::Failed).await;
+    // Any extra start would come within a few delays.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let rec = f.sup.info(&id).unwrap().record;
+    assert_eq!(rec.restart_count, 2, "{rec:?}");
+    assert_eq!(rec.exit_code, Some(3), "{rec:?}");
+    assert_eq!(f.rt.starts(), 3, "one run and two restarts");
+    assert_eq!(f.state(&id), Some(KernelState::Failed));
+    f.shutdown().await;
+}

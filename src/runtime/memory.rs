@@ -42,6 +42,12 @@ pub struct MemoryRuntime {
     fail_create: Mutex<Option<String>>,
     /// How long `prepare` takes (an image pull).
     pub prepare_delay: Duration,
+    /// Every start's process ends at once with this code, and `start` answers only this
+    /// long after its end was announced: a run so short that its end is seen before its
+    /// start is (as a container whose command fails at once, under load).
+    exits_on_start: Mutex<Option<(i64, Duration)>>,
+    /// How many times an instance was started.
+    starts: AtomicU64,
 }
 
 impl Default for MemoryRuntime {
@@ -70,6 +76,8 @@ impl MemoryRuntime {
             },
             fail_create: Mutex::new(None),
             prepare_delay: Duration::ZERO,
+            exits_on_start: Mutex::new(None),
+            starts: AtomicU64::new(0),
         }
     }
 
@@ -118,6 +126,17 @@ impl MemoryRuntime {
         }) {
             self.send(&id, Observed::Changed(st));
         }
+    }
+
+    /// From now on every run ends at once with `code`; `start` answers `late` after the end
+    /// was announced.
+    pub fn exit_on_start(&self, code: i64, late: Duration) {
+        *guard(&self.exits_on_start) = Some((code, late));
+    }
+
+    /// How many times instances were started (runs, restarts included).
+    pub fn starts(&self) -> u64 {
+        self.starts.load(Ordering::SeqCst)
     }
 
     /// Ends kernel `kernel_id` without telling anyone (as while the agent was down).
@@ -297,6 +316,17 @@ impl Runtime for MemoryRuntime {
             s.running = true;
             s.started_at_ms = at;
         })?;
+        self.starts.fetch_add(1, Ordering::SeqCst);
+        let exits = *guard(&self.exits_on_start);
+        if let Some((code, late)) = exits {
+            let st = self.update(&handle.instance, |s| {
+                s.running = false;
+                s.exit_code = Some(code);
+                s.finished_at_ms = at.max(now_ms());
+            })?;
+            self.send(&handle.instance, Observed::Changed(st));
+            tokio::time::sleep(late).await;
+        }
         Ok(Started {
             started_at_ms: at,
             follow: Vec::new(),
@@ -434,6 +464,10 @@ impl Runtime for MemoryRuntime {
 }
 
 /// Instances per kernel id (for tests).
+fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 pub fn kernels_of(rt: &MemoryRuntime) -> BTreeMap<String, bool> {
     rt.map()
         .values()
