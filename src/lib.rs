@@ -14,11 +14,11 @@ pub mod config;
 pub mod host;
 pub mod kernel;
 pub mod manager;
-pub mod metrics;
-pub mod rpc;
 pub mod runtime;
-pub mod shutdown;
-pub mod tls;
+pub mod spec;
+pub mod telemetry;
+pub mod util;
+pub mod wire;
 
 /// The version every registration and heartbeat carries.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

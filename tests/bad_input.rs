@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::{containers, KernelCluster, TEST_IMAGE};
-use deckhand::rpc::pb::agent_service_client::AgentServiceClient;
-use deckhand::rpc::pb::{
+use deckhand::wire::pb::agent_service_client::AgentServiceClient;
+use deckhand::wire::pb::{
     ArraySpec, ControlKernelRequest, CreateKernelRequest, FileRequest, KernelAction, KernelSpec,
     PortSpec, StageIn, UploadFileRequest,
 };
@@ -39,12 +39,12 @@ struct State {
 
 async fn snapshot(k: &KernelCluster, agent: &mut AgentServiceClient<Channel>) -> State {
     let list = agent
-        .list_kernels(deckhand::rpc::pb::ListKernelsRequest {})
+        .list_kernels(deckhand::wire::pb::ListKernelsRequest {})
         .await
         .unwrap()
         .into_inner();
     let info = agent
-        .get_info(deckhand::rpc::pb::GetInfoRequest {})
+        .get_info(deckhand::wire::pb::GetInfoRequest {})
         .await
         .unwrap()
         .into_inner();
@@ -181,7 +181,7 @@ async fn malformed_requests_are_refused_naming_the_field_and_change_nothing() {
     let before = snapshot(&k, &mut agent).await;
     // The host port the agent chose for the running kernel: asking for it again is refused.
     let held_port = agent
-        .get_kernel(deckhand::rpc::pb::KernelRef {
+        .get_kernel(deckhand::wire::pb::KernelRef {
             kernel_id: running.clone(),
         })
         .await
@@ -847,9 +847,9 @@ async fn malformed_requests_are_refused_naming_the_field_and_change_nothing() {
                 profile_base(s);
                 s.profile = "docker-cluster".into();
                 s.instances = 3;
-                s.span = Some(deckhand::rpc::pb::ClusterSpan {
+                s.span = Some(deckhand::wire::pb::ClusterSpan {
                     count: 1,
-                    peers: vec![deckhand::rpc::pb::SpanPeer {
+                    peers: vec![deckhand::wire::pb::SpanPeer {
                         agent_id: "b".into(),
                         address: "127.0.0.1:1".into(),
                         first: 1,
@@ -867,9 +867,9 @@ async fn malformed_requests_are_refused_naming_the_field_and_change_nothing() {
                 profile_base(s);
                 s.profile = "docker-cluster".into();
                 s.instances = 3;
-                s.span = Some(deckhand::rpc::pb::ClusterSpan {
+                s.span = Some(deckhand::wire::pb::ClusterSpan {
                     count: 1,
-                    peers: vec![deckhand::rpc::pb::SpanPeer {
+                    peers: vec![deckhand::wire::pb::SpanPeer {
                         agent_id: "b".into(),
                         address: "127.0.0.1:1".into(),
                         first: 1,
@@ -887,7 +887,7 @@ async fn malformed_requests_are_refused_naming_the_field_and_change_nothing() {
                 profile_base(s);
                 s.profile = "docker-cluster".into();
                 s.instances = 3;
-                s.span = Some(deckhand::rpc::pb::ClusterSpan {
+                s.span = Some(deckhand::wire::pb::ClusterSpan {
                     first: 1,
                     count: 2,
                     owner: "a0".into(),

@@ -208,15 +208,15 @@ async fn an_image_beside_a_profile_stands_for_its_image_constants() {
     assert!(err.contains("profile `pinned` fixes its image"), "{err}");
     assert!(err.contains("image"), "{err}");
     // The agent's own gRPC answers INVALID_ARGUMENT naming the field and the profile.
-    let mut agent = deckhand::rpc::pb::agent_service_client::AgentServiceClient::connect(format!(
+    let mut agent = deckhand::wire::pb::agent_service_client::AgentServiceClient::connect(format!(
         "http://127.0.0.1:{}",
         k.agent.port
     ))
     .await
     .unwrap();
     let status = agent
-        .create_kernel(deckhand::rpc::pb::CreateKernelRequest {
-            spec: Some(deckhand::rpc::pb::KernelSpec {
+        .create_kernel(deckhand::wire::pb::CreateKernelRequest {
+            spec: Some(deckhand::wire::pb::KernelSpec {
                 kernel_id: uuid::Uuid::new_v4().to_string(),
                 profile: "pinned".into(),
                 image: TEST_IMAGE.into(),

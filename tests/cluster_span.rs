@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use common::swarm::{Engine, Swarm};
 use common::{wait_for, Cluster, KernelCluster, Proc};
-use deckhand::rpc::pb::{self, cluster_service_client::ClusterServiceClient};
+use deckhand::wire::pb::{self, cluster_service_client::ClusterServiceClient};
 
 const T: Duration = Duration::from_secs(90);
 

@@ -10,7 +10,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use common::{docker_inspect, wait_for, KernelCluster, TEST_IMAGE};
-use deckhand::rpc::pb::KernelState;
+use deckhand::wire::pb::KernelState;
 use futures::StreamExt;
 
 const T: Duration = Duration::from_secs(30);
@@ -179,10 +179,10 @@ async fn a_container_docker_restarts_reads_queued_between_runs_and_keeps_its_slo
 /// The CPU the agent itself says is allocated (`GetInfo`, what its heartbeats carry).
 async fn agent_allocated_cpu(k: &KernelCluster) -> Option<f64> {
     let addr = format!("http://127.0.0.1:{}", k.agent.port);
-    let info = deckhand::rpc::pb::agent_service_client::AgentServiceClient::connect(addr)
+    let info = deckhand::wire::pb::agent_service_client::AgentServiceClient::connect(addr)
         .await
         .ok()?
-        .get_info(deckhand::rpc::pb::GetInfoRequest {})
+        .get_info(deckhand::wire::pb::GetInfoRequest {})
         .await
         .ok()?
         .into_inner();

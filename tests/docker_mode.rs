@@ -12,9 +12,9 @@ use common::{
     build_variant, docker_inspect, docker_ok, image_id, untag, wait_for, KernelCluster, Registry,
     Tags, TEST_IMAGE,
 };
-use deckhand::rpc::pb::agent_service_client::AgentServiceClient;
-use deckhand::rpc::pb::cluster_service_client::ClusterServiceClient;
-use deckhand::rpc::pb::{
+use deckhand::wire::pb::agent_service_client::AgentServiceClient;
+use deckhand::wire::pb::cluster_service_client::ClusterServiceClient;
+use deckhand::wire::pb::{
     CreateKernelRequest, KernelEvent, KernelSpec, RunKernelRequest, WatchEventsRequest,
 };
 use futures::StreamExt;

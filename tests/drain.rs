@@ -11,9 +11,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{wait_for, KernelCluster, TEST_IMAGE};
-use deckhand::rpc::pb::agent_service_client::AgentServiceClient;
-use deckhand::rpc::pb::cluster_service_client::ClusterServiceClient;
-use deckhand::rpc::pb::{
+use deckhand::wire::pb::agent_service_client::AgentServiceClient;
+use deckhand::wire::pb::cluster_service_client::ClusterServiceClient;
+use deckhand::wire::pb::{
     CreateKernelRequest, KernelSpec, KernelState, NodeAction, SetNodeScheduleRequest,
 };
 use futures::StreamExt;

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{containers, docker_inspect, docker_ok, wait_for, KernelCluster, TEST_IMAGE};
-use deckhand::rpc::pb::agent_service_client::AgentServiceClient;
-use deckhand::rpc::pb::SyncKernelsRequest;
+use deckhand::wire::pb::agent_service_client::AgentServiceClient;
+use deckhand::wire::pb::SyncKernelsRequest;
 
 const T: Duration = Duration::from_secs(30);
 
@@ -275,8 +275,8 @@ async fn kernel_events_wait_for_a_manager_and_sync_reconciles_its_view() {
             .unwrap();
         let id = uuid::Uuid::new_v4().to_string();
         client
-            .create_kernel(deckhand::rpc::pb::CreateKernelRequest {
-                spec: Some(deckhand::rpc::pb::KernelSpec {
+            .create_kernel(deckhand::wire::pb::CreateKernelRequest {
+                spec: Some(deckhand::wire::pb::KernelSpec {
                     kernel_id: id.clone(),
                     image: TEST_IMAGE.into(),
                     command: vec!["sleep".into(), "300".into()],

@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::{docker_ok, image_id, untag, wait_for, KernelCluster, Tags, TEST_IMAGE};
-use deckhand::rpc::pb::cluster_service_client::ClusterServiceClient;
-use deckhand::rpc::pb::ListAgentImagesRequest;
+use deckhand::wire::pb::cluster_service_client::ClusterServiceClient;
+use deckhand::wire::pb::ListAgentImagesRequest;
 use serde_json::Value;
 use tonic::Code;
 

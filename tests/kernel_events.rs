@@ -8,8 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::{wait_for, KernelCluster, TEST_IMAGE};
-use deckhand::rpc::pb::agent_service_client::AgentServiceClient;
-use deckhand::rpc::pb::{KernelState, WatchEventsRequest};
+use deckhand::wire::pb::agent_service_client::AgentServiceClient;
+use deckhand::wire::pb::{KernelState, WatchEventsRequest};
 use futures::StreamExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -250,8 +250,8 @@ async fn with_both_agents_full_the_one_that_just_freed_its_gpu_gets_the_next_ker
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_view_that_says_full_is_checked_with_the_agent_before_refusing() {
-    use deckhand::rpc::pb::agent_service_client::AgentServiceClient;
-    use deckhand::rpc::pb::{ControlKernelRequest, CreateKernelRequest, KernelAction, KernelSpec};
+    use deckhand::wire::pb::agent_service_client::AgentServiceClient;
+    use deckhand::wire::pb::{ControlKernelRequest, CreateKernelRequest, KernelAction, KernelSpec};
 
     // Heartbeats a minute apart: between them the manager knows only what it did itself.
     let k = KernelCluster::start_with(

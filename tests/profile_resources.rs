@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::s3::{S3Server, S3_REGION};
 use common::KernelCluster;
-use deckhand::rpc::pb::KernelState;
+use deckhand::wire::pb::KernelState;
 use futures::StreamExt;
 
 const T: Duration = Duration::from_secs(60);

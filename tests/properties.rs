@@ -4,9 +4,9 @@
 
 use deckhand::config::cluster::{ClusterConfig, KernelSettings};
 use deckhand::config::schema;
-use deckhand::kernel::spec;
 use deckhand::kernel::state::{KernelState, Transition};
-use deckhand::rpc::pb;
+use deckhand::spec;
+use deckhand::wire::pb;
 use proptest::prelude::*;
 
 fn any_text() -> impl Strategy<Value = String> {

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{docker_inspect, KernelCluster, TEST_IMAGE};
-use deckhand::rpc::pb::KernelState;
+use deckhand::wire::pb::KernelState;
 use futures::StreamExt;
 
 const T: Duration = Duration::from_secs(60);

@@ -11,8 +11,8 @@ use std::time::Duration;
 use common::s3::S3Server;
 use common::vast::{Offer, Provision, VastConfig, VastStandIn};
 use common::{count_lines, wait_for, KernelCluster, Registry, TEST_IMAGE};
-use deckhand::rpc::pb::agent_service_client::AgentServiceClient;
-use deckhand::rpc::pb::{ControlKernelRequest, KernelAction, KernelState};
+use deckhand::wire::pb::agent_service_client::AgentServiceClient;
+use deckhand::wire::pb::{ControlKernelRequest, KernelAction, KernelState};
 
 use common::vast::e2e::{cluster, events_of, instance_of, run, run_ok, states, vastai_of, KEY, T};
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::vast::e2e::{cluster, events_of, instance_of, run, run_ok, KEY, T};
 use common::vast::{DestroyedAnswer, Offer, VastConfig, VastStandIn};
 use common::{wait_for, TEST_IMAGE};
-use deckhand::rpc::pb::KernelState;
+use deckhand::wire::pb::KernelState;
 
 /// Requests to the v0 listing, which answers 410 today.
 fn v0_listings(vast: &VastStandIn) -> usize {

@@ -13,7 +13,7 @@ use tracing::Instrument;
 use crate::config::ClusterConfig;
 use crate::host::gpu::health::{watch_events, GpuHealth, Marked};
 use crate::kernel::supervisor::Supervisor;
-use crate::shutdown::Tasks;
+use crate::util::shutdown::Tasks;
 
 /// Marks waiting for the supervisor (a GPU is marked once until reset: a few at most).
 const QUEUE: usize = 64;

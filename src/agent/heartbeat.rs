@@ -17,15 +17,15 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use super::status::{Snapshot, StatusCollector};
+use crate::agent::convert;
 use crate::cluster::{ManagerRecord, Mirror};
 use crate::config::ClusterConfig;
 use crate::kernel::slots::Capacity;
 use crate::kernel::Supervisor;
-use crate::rpc::convert;
-use crate::rpc::pb::manager_service_client::ManagerServiceClient;
-use crate::rpc::pb::{AgentIdentity, HeartbeatRequest, SlotAmounts};
-use crate::rpc::{self, channel};
-use crate::tls::TlsFiles;
+use crate::util::tls::TlsFiles;
+use crate::wire::pb::manager_service_client::ManagerServiceClient;
+use crate::wire::pb::{AgentIdentity, HeartbeatRequest, SlotAmounts};
+use crate::wire::{self, channel};
 
 /// Inputs and outputs of the heartbeat task.
 pub struct Heartbeat {
@@ -99,7 +99,7 @@ impl Heartbeat {
             self.identity.region = cfg.region.clone();
             self.identity.scaling_group = cfg.scaling_group.clone();
             let usage = self.kernels.usage();
-            crate::metrics::agent::agent().set_usage(&usage);
+            crate::telemetry::counters::agent().set_usage(&usage);
             let req = HeartbeatRequest {
                 agent: Some(self.identity.clone()),
                 host: Some(snap.host.clone()),
@@ -255,7 +255,7 @@ impl Links {
             let mut client = client;
             let sent = std::time::Instant::now();
             let answer = client.heartbeat(req.clone()).await;
-            let metrics = crate::metrics::agent::agent();
+            let metrics = crate::telemetry::counters::agent();
             match &answer {
                 Ok(_) => {
                     metrics.heartbeats_sent.inc();
@@ -279,7 +279,7 @@ impl Links {
                 Err(status) => {
                     // Logged when the link in use breaks, not on every retry.
                     if self.state == LinkState::Up(addr.clone()) {
-                        tracing::warn!(manager = %id, address = %addr, "heartbeat failed: {}", rpc::status_text(&status));
+                        tracing::warn!(manager = %id, address = %addr, "heartbeat failed: {}", wire::status_text(&status));
                         self.state = LinkState::Unknown;
                     }
                 }

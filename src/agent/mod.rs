@@ -6,9 +6,12 @@
 //! [`heartbeat`] task reports to a manager; the gRPC server answers `AgentService`. Every
 //! task is owned by one [`Tasks`] set and stopped on SIGINT/SIGTERM.
 
+pub mod convert;
 pub mod drain;
 pub mod gpu_health;
 pub mod heartbeat;
+pub mod metrics;
+pub mod metrics_host;
 pub mod reporter;
 pub mod service;
 pub mod settings;
@@ -27,14 +30,14 @@ use crate::config::ClusterConfig;
 use crate::host::HostSampler;
 use crate::kernel::slots::Capacity;
 use crate::kernel::{Supervisor, SupervisorOptions};
-use crate::rpc::pb::agent_service_server::AgentServiceServer;
-use crate::rpc::pb::AgentIdentity;
-use crate::rpc::{self, ServeError};
 use crate::runtime::docker::{Docker, DockerRuntime};
 use crate::runtime::vastai::VastRuntime;
 use crate::runtime::Runtimes;
-use crate::shutdown::{self, Tasks};
-use crate::tls::TlsFiles;
+use crate::util::shutdown::{self, Tasks};
+use crate::util::tls::TlsFiles;
+use crate::wire::pb::agent_service_server::AgentServiceServer;
+use crate::wire::pb::AgentIdentity;
+use crate::wire::{self, ServeError};
 
 use heartbeat::Heartbeat;
 use service::AgentRpc;
@@ -72,7 +75,7 @@ pub enum AgentError {
     #[error("{0}")]
     Docker(#[from] crate::runtime::docker::EngineError),
     #[error(transparent)]
-    Metrics(#[from] crate::metrics::MetricsError),
+    Metrics(#[from] crate::telemetry::MetricsError),
 }
 
 /// The address peers should dial: the listener's, with an unspecified IP replaced by the
@@ -106,12 +109,12 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     })?;
     let span = tracing::info_span!("agent", agent_id = %opts.agent_id, namespace = %opts.namespace);
 
-    let bound = rpc::bind(&opts.rpc_listen_addr).await?;
+    let bound = wire::bind(&opts.rpc_listen_addr).await?;
     let metrics_bound = match &opts.metrics_listen_addr {
-        Some(addr) => Some(crate::metrics::bind(addr).await?),
+        Some(addr) => Some(crate::telemetry::bind(addr).await?),
         None => None,
     };
-    let address = rpc::advertised_uri(
+    let address = wire::advertised_uri(
         advertised(bound.local_addr, opts.advertise_addr.as_deref()),
         &opts.tls,
     );
@@ -309,13 +312,13 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         .instrument(span.clone()),
     );
     if let Some(bound) = metrics_bound {
-        let collector = crate::metrics::agent::AgentCollector {
+        let collector = crate::agent::metrics::AgentCollector {
             kernels: kernels.clone(),
             snapshot: snap_rx.clone(),
         };
-        let registry = crate::metrics::agent::registry(collector);
-        let router = crate::metrics::router(registry, axum::Router::new());
-        crate::metrics::spawn(&tasks, bound, router, span.clone());
+        let registry = crate::agent::metrics::registry(collector);
+        let router = crate::telemetry::router(registry, axum::Router::new());
+        crate::telemetry::spawn(&tasks, bound, router, span.clone());
     }
     let shutdown_config = cfg_rx.clone();
     let shutdown_manager = mgr_rx.clone();
@@ -331,8 +334,8 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         };
         let routes = tonic::service::Routes::new(
             AgentServiceServer::new(svc)
-                .max_decoding_message_size(crate::rpc::MAX_MESSAGE)
-                .max_encoding_message_size(crate::rpc::MAX_MESSAGE),
+                .max_decoding_message_size(crate::wire::MAX_MESSAGE)
+                .max_encoding_message_size(crate::wire::MAX_MESSAGE),
         );
         let stop = tasks.token();
         let fatal = fatal_tx.clone();
@@ -341,7 +344,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
             "grpc",
             async move {
                 let names = ["deckhand.v1.AgentService"];
-                if let Err(e) = rpc::serve(bound, routes, &names, &tls, stop).await {
+                if let Err(e) = wire::serve(bound, routes, &names, &tls, stop).await {
                     let _ = fatal.send(e.into()).await;
                 }
             }

@@ -10,11 +10,12 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+use crate::agent::convert;
 use crate::kernel::Supervisor;
-use crate::rpc::pb::manager_service_client::ManagerServiceClient;
-use crate::rpc::pb::ReportEventsRequest;
-use crate::rpc::{self, channel, convert};
-use crate::tls::TlsFiles;
+use crate::util::tls::TlsFiles;
+use crate::wire::pb::manager_service_client::ManagerServiceClient;
+use crate::wire::pb::ReportEventsRequest;
+use crate::wire::{self, channel};
 
 const BATCH: usize = 500;
 
@@ -79,7 +80,7 @@ pub async fn run(
                 .report_events(req)
                 .await
                 .map(|r| r.into_inner().last_seq)
-                .map_err(|s| rpc::status_text(&s))
+                .map_err(|s| wire::status_text(&s))
         };
         match sent.await {
             Ok(taken) => {

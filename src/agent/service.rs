@@ -8,11 +8,12 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use super::status::Snapshot;
+use crate::agent::convert;
 use crate::config::ClusterConfig;
 use crate::kernel::Supervisor;
-use crate::rpc::convert;
-use crate::rpc::pb::agent_service_server::AgentService;
-use crate::rpc::pb::{
+use crate::runtime::Exec;
+use crate::wire::pb::agent_service_server::AgentService;
+use crate::wire::pb::{
     AgentIdentity, ControlKernelRequest, ControlKernelResponse, CreateKernelRequest,
     CreateKernelResponse, DownloadFileResponse, ExecRequest, FileRequest, GetInfoRequest,
     GetInfoResponse, ImageInfo, KernelEvent, KernelInfo, KernelLogsRequest, KernelRef,
@@ -20,7 +21,6 @@ use crate::rpc::pb::{
     ListKernelsResponse, OutputChunk, ReadUsageRequest, ReadUsageResponse, SyncKernelsRequest,
     SyncKernelsResponse, UploadFileRequest, UploadFileResponse, WatchEventsRequest,
 };
-use crate::runtime::Exec;
 
 pub type OutputStream = Pin<Box<dyn Stream<Item = Result<OutputChunk, Status>> + Send>>;
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<KernelEvent, Status>> + Send>>;
@@ -44,8 +44,8 @@ impl AgentRpc {
 impl AgentService for AgentRpc {
     async fn reset_gpu_health(
         &self,
-        req: Request<crate::rpc::pb::ResetGpuHealthRequest>,
-    ) -> Result<Response<crate::rpc::pb::ResetGpuHealthResponse>, Status> {
+        req: Request<crate::wire::pb::ResetGpuHealthRequest>,
+    ) -> Result<Response<crate::wire::pb::ResetGpuHealthResponse>, Status> {
         let uuid = req.into_inner().uuid.trim().to_string();
         if uuid.is_empty() {
             return Err(Status::invalid_argument(
@@ -75,7 +75,7 @@ impl AgentService for AgentRpc {
         if was_unhealthy {
             tracing::info!(gpu = %uuid, %reason, "GPU health reset by an operator");
         }
-        Ok(Response::new(crate::rpc::pb::ResetGpuHealthResponse {
+        Ok(Response::new(crate::wire::pb::ResetGpuHealthResponse {
             agent_id: self.id().to_string(),
             uuid,
             was_unhealthy,

@@ -31,7 +31,7 @@ pub async fn run(
         if ready {
             let layers = [layer(&mut global), layer(&mut local)];
             let (cfg, messages) = live.apply(&layers);
-            crate::metrics::agent::agent()
+            crate::telemetry::counters::agent()
                 .config_rejected
                 .inc_by(messages.len() as u64);
             for m in messages {
@@ -40,7 +40,7 @@ pub async fn run(
             out.send_if_modified(|cur| {
                 let changed = **cur != cfg;
                 if changed {
-                    crate::metrics::agent::agent().config_reloads.inc();
+                    crate::telemetry::counters::agent().config_reloads.inc();
                     tracing::info!(
                         heartbeat_interval = ?cfg.heartbeat_interval,
                         fake_gpus = cfg.fake_gpus.len(),

@@ -1,13 +1,13 @@
 //! The agent's view of itself: host status, GPU inventory and resource slots, collected on
 //! every heartbeat and kept for `AgentService.GetInfo`.
 
+use crate::agent::convert;
 use crate::config::ClusterConfig;
 use crate::host::gpu::health::GpuHealth;
 use crate::host::gpu::GpuProbe;
 use crate::host::HostSampler;
 use crate::kernel::slots::{summary, Amounts, Capacity, Gpu};
-use crate::rpc::convert;
-use crate::rpc::pb::{GpuInventory, HostStatus, ResourceSlots};
+use crate::wire::pb::{GpuInventory, HostStatus, ResourceSlots};
 
 /// One collected status.
 #[derive(Debug, Clone, Default)]
@@ -96,7 +96,7 @@ pub fn slots(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rpc::pb::GpuDevice;
+    use crate::wire::pb::GpuDevice;
 
     #[test]
     fn a_broken_gpu_is_not_a_slot() {

@@ -34,7 +34,7 @@ pub struct AgentArgs {
     pub advertise_addr: Option<String>,
 
     /// Serve Prometheus metrics at http://ADDR/metrics (`HOST:PORT`) [default: not served].
-    #[arg(long, env = "DECKHAND_METRICS_LISTEN_ADDR", value_name = "ADDR", value_parser = crate::metrics::parse_listen_addr)]
+    #[arg(long, env = "DECKHAND_METRICS_LISTEN_ADDR", value_name = "ADDR", value_parser = crate::telemetry::parse_listen_addr)]
     pub metrics_listen_addr: Option<String>,
 
     /// This agent's id in the namespace [default: the hostname].

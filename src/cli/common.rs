@@ -11,9 +11,9 @@ use tonic::transport::Channel;
 
 use crate::cluster::keys::validate_name;
 use crate::cluster::{etcd, EtcdOptions, Keys, ManagerRecord};
-use crate::rpc::pb::cluster_service_client::ClusterServiceClient;
-use crate::rpc::{channel, status_text};
-use crate::tls::{TlsFiles, ETCD_FLAGS, RPC_FLAGS};
+use crate::util::tls::{TlsFiles, ETCD_FLAGS, RPC_FLAGS};
+use crate::wire::pb::cluster_service_client::ClusterServiceClient;
+use crate::wire::{channel, status_text};
 
 /// Where the cluster lives in etcd.
 #[derive(Debug, Clone, Args)]

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 
 use super::common::ManagerArgs;
 use super::output::print_json;
-use crate::rpc::pb::ResetGpuHealthRequest;
+use crate::wire::pb::ResetGpuHealthRequest;
 
 #[derive(Debug, Clone, Args)]
 pub struct GpuArgs {

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::common::ManagerArgs;
 use super::output::{ago_coarse, bytes, print_json};
-use crate::rpc::pb::{ImageInfo, ListAgentImagesRequest};
+use crate::wire::pb::{ImageInfo, ListAgentImagesRequest};
 
 #[derive(Debug, Clone, Args)]
 pub struct ImagesArgs {

@@ -13,7 +13,7 @@ use futures::StreamExt;
 
 use super::common::ManagerArgs;
 use super::output::{ago, bytes, print_json};
-use crate::rpc::pb::{
+use crate::wire::pb::{
     ArraySpec, ControlKernelRequest, CreateKernelRequest, ExecRequest, FileRequest, KernelAction,
     KernelInfo, KernelLogsRequest, KernelRef, KernelSpec, KernelState, ListKernelsRequest,
     PortSpec, PullProgress, RunKernelRequest, StageIn, UploadFileRequest, WatchKernelEventsRequest,

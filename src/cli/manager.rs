@@ -27,7 +27,7 @@ pub struct ManagerArgs {
 
     /// Serve Prometheus metrics at http://ADDR/metrics and the status page at http://ADDR/
     /// (`HOST:PORT`) [default: not served].
-    #[arg(long, env = "DECKHAND_METRICS_LISTEN_ADDR", value_name = "ADDR", value_parser = crate::metrics::parse_listen_addr)]
+    #[arg(long, env = "DECKHAND_METRICS_LISTEN_ADDR", value_name = "ADDR", value_parser = crate::telemetry::parse_listen_addr)]
     pub metrics_listen_addr: Option<String>,
 
     /// This manager's id in the namespace [default: the hostname].

@@ -23,7 +23,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::rpc::pb::KernelAction;
+use crate::wire::pb::KernelAction;
 
 /// deckhand: a small, fast cluster worker agent (etcd-configured, gRPC-driven).
 #[derive(Debug, Parser)]

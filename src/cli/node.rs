@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 
 use super::common::ManagerArgs;
 use super::output::print_json;
-use crate::rpc::pb::{NodeAction, SetNodeScheduleRequest};
+use crate::wire::pb::{NodeAction, SetNodeScheduleRequest};
 
 #[derive(Debug, Clone, Args)]
 pub struct NodeArgs {

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::common::ManagerArgs;
 use super::output::{ago, bytes, print_json};
-use crate::rpc::pb::{
+use crate::wire::pb::{
     AgentState, AgentSummary, GpuDevice, HostStatus, ListAgentsRequest, ResourceSlots,
 };
 
@@ -44,7 +44,7 @@ pub struct NodeView {
     pub slots: Option<ResourceSlots>,
     pub gpus: Vec<GpuDevice>,
     /// The runtimes the agent offers (`docker`, `vastai`) with capacity and kernels in use.
-    pub runtimes: Vec<crate::rpc::pb::RuntimeInfo>,
+    pub runtimes: Vec<crate::wire::pb::RuntimeInfo>,
     /// The progress (0-100) of its profile kernels that report one, by kernel id.
     pub kernel_progress: std::collections::BTreeMap<String, f64>,
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use etcd_client::{Client, ConnectOptions, TlsOptions};
 
-use crate::tls::{append_sources, error_chain, TlsFiles};
+use crate::util::tls::{append_sources, error_chain, TlsFiles};
 
 /// How to reach etcd.
 #[derive(Clone, Default)]

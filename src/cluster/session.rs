@@ -148,7 +148,7 @@ impl Session {
             }
             let mut up = |me: &Session| {
                 delays = etcd::backoff();
-                let m = crate::metrics::etcd::etcd();
+                let m = crate::telemetry::etcd::etcd();
                 m.connected.set(1);
                 if down_since.is_some() && ever_up {
                     m.reconnects.inc();
@@ -174,7 +174,7 @@ impl Session {
                 Err(Failure::Auth(e)) if !ever_up => return Err(SessionError::Auth(e)),
                 Err(Failure::Auth(e) | Failure::Transient(e)) => e,
             };
-            crate::metrics::etcd::etcd().connected.set(0);
+            crate::telemetry::etcd::etcd().connected.set(0);
             if down_since.is_none() {
                 down_since = Some(Instant::now());
                 if ever_up {

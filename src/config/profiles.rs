@@ -1,7 +1,7 @@
 //! Settings of Qarnot-style task profiles: profiles operators define beside the built-in
 //! ones (`profiles/<name>/{network,ssh,gpus,constants/<KEY>}`) and the S3 store that
 //! resources come from and results go to (`storage/s3/…`). Keys and checks here; what a
-//! profile does is [`crate::kernel::spec::profile`].
+//! profile does is [`crate::spec::profile`].
 
 use std::collections::BTreeMap;
 
@@ -66,7 +66,7 @@ pub fn check(key: &str, value: &str) -> Result<(), String> {
             "`{name}` is not a profile name (at most 64 of a-z 0-9 - _ .)"
         ));
     }
-    if crate::kernel::spec::profile::builtin(name).is_some() {
+    if crate::spec::profile::builtin(name).is_some() {
         return Err(format!(
             "`{name}` is a built-in profile; give yours another name"
         ));
@@ -83,7 +83,7 @@ pub fn check(key: &str, value: &str) -> Result<(), String> {
         },
         [_, _, "ssh" | "gpus"] => schema::parse_bool(value).map(|_| ()),
         [_, _, "constants", constant] => {
-            crate::kernel::spec::constants::check_name(key, constant).map_err(|e| e.reason)?;
+            crate::spec::constants::check_name(key, constant).map_err(|e| e.reason)?;
             if value.contains('\0') || value.len() > 64 * 1024 {
                 return Err("at most 64 KiB without NUL".into());
             }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use sysinfo::{CpuRefreshKind, MemoryRefreshKind, RefreshKind, System};
 
-use crate::rpc::pb::HostStatus;
+use crate::wire::pb::HostStatus;
 
 /// Samples host status; cheap enough to call on every heartbeat.
 pub struct HostSampler {

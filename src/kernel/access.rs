@@ -6,10 +6,10 @@
 
 use super::error::KernelError;
 use super::record::Record;
-use super::spec::SpecError;
 use super::state::KernelState;
 use super::supervisor::Supervisor;
 use crate::runtime::{ChunkStream, Exec, ExecOutput, FileEntry, Handle, Runtime, RuntimeError};
+use crate::spec::SpecError;
 
 impl Supervisor {
     /// A kernel id, or one instance of a cluster kernel as `<kernel-id>/<index>`.

@@ -5,10 +5,10 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use super::error::KernelError;
-use super::spec::{ArrayRange, Spec, Template};
 use super::state::KernelState;
 use super::supervisor::{KernelView, Supervisor};
 use crate::runtime::Runtime;
+use crate::spec::{ArrayRange, Spec, Template};
 
 pub(super) struct ArrayRun {
     pub digest: String,

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use super::error::KernelError;
 use super::record::Record;
-use super::spec::SpecError;
 use super::state::{KernelState, Transition};
 use super::supervisor::{KernelView, Supervisor};
 use crate::runtime::{Observed, Runtime, RuntimeEvent};
+use crate::spec::SpecError;
 
 /// What to do to a kernel (a task, or every task of an array).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,9 +1,9 @@
 //! What a kernel operation can fail with. Each kind maps to one gRPC status at the gRPC edge
-//! ([`crate::rpc::convert`]); messages name the field or setting a person can act on.
+//! ([`crate::agent::convert`]); messages name the field or setting a person can act on.
 
-use super::spec::SpecError;
 use super::state::TransitionError;
 use crate::runtime::RuntimeError;
+use crate::spec::SpecError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {

@@ -59,10 +59,10 @@ mod tests {
 
     use crate::config::ClusterConfig;
     use crate::kernel::slots::{Capacity, Gpu};
-    use crate::kernel::spec::{CreateRequest, Template};
     use crate::kernel::{KernelState, Supervisor, SupervisorOptions};
     use crate::runtime::memory::MemoryRuntime;
     use crate::runtime::{Runtime, Runtimes};
+    use crate::spec::{CreateRequest, Template};
 
     #[tokio::test]
     async fn the_kernel_holding_an_unhealthy_gpu_is_told_and_stopped_only_by_policy() {

@@ -8,12 +8,12 @@ use sha2::{Digest, Sha256};
 use super::error::KernelError;
 use super::record::{now_ms, Record};
 use super::slots::{self, Allocation, Needs};
-use super::spec::{self, CreateRequest, FieldRules, NoFieldRules, Spec, SpecError, Template};
 use super::state::{KernelState, Transition};
 use super::supervisor::{KernelView, Supervisor};
 use super::table::Table;
 use crate::config::ClusterConfig;
 use crate::runtime::{Progress, Runtime, RuntimeError};
+use crate::spec::{self, CreateRequest, FieldRules, NoFieldRules, Spec, SpecError, Template};
 
 impl Supervisor {
     /// Creates one kernel (returns once it is RUNNING, HELD or final) or a job array
@@ -154,12 +154,12 @@ impl Supervisor {
         let made = self.with_record(&id, |r| (r.runtime.clone(), r.state));
         if let (Ok(()), Some((runtime, state))) = (&outcome, &made) {
             if !matches!(state, KernelState::Failed | KernelState::Cancelled) {
-                crate::metrics::agent::agent().kernel_created(runtime, begun.elapsed());
+                crate::telemetry::counters::agent().kernel_created(runtime, begun.elapsed());
             }
         }
         if let Err(e) = outcome {
             if let Some((runtime, _)) = &made {
-                crate::metrics::agent::agent().kernel_create_failed(runtime);
+                crate::telemetry::counters::agent().kernel_create_failed(runtime);
             }
             let reason = e.to_string();
             tracing::warn!(kernel_id = %id, error = %reason, "kernel could not start");
@@ -408,7 +408,7 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::spec::ArrayRequest;
+    use crate::spec::ArrayRequest;
 
     fn request() -> CreateRequest {
         CreateRequest {

@@ -1,6 +1,6 @@
 //! Kernels: manager-driven compute requests, supervised independently of where they run
 //! (a [`Runtime`](crate::runtime::Runtime) carries them out). Nothing here knows Docker,
-//! gRPC or the wire types; the gRPC edge converts ([`crate::rpc::convert`]).
+//! gRPC or the wire types; the gRPC edge converts ([`crate::agent::convert`]).
 //!
 //! - [`supervisor`]: the public API and the concurrency rules;
 //! - [`table`]: the table of kernels and the one place state changes;
@@ -37,7 +37,6 @@ pub mod recovery;
 pub mod registry;
 pub mod restarts;
 pub mod slots;
-pub mod spec;
 pub mod state;
 pub mod supervisor;
 pub mod table;

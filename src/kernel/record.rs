@@ -7,9 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::spec::{ArrayRange, Spec, Template};
 use super::state::KernelState;
 use crate::runtime::Handle;
+use crate::spec::{ArrayRange, Spec, Template};
 
 /// Slots a live kernel holds; given back exactly once, when it ends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

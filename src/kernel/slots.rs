@@ -7,10 +7,10 @@ use std::collections::HashSet;
 
 use super::error::KernelError;
 use super::record::{HostPort, Record, Slots};
-use super::spec::{GpuRequest, Spec, SpecError};
 use crate::config::cluster::Reserved;
 use crate::config::schema::show_bytes;
 use crate::config::ClusterConfig;
+use crate::spec::{GpuRequest, Spec, SpecError};
 
 /// A GPU kernels can be given.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -69,7 +69,7 @@ impl Supervisor {
             // A runtime may stamp a very short-lived instance's end before its start; a
             // kernel never ends before it started.
             e.rec.finished_at_ms = e.rec.finished_at_ms.max(e.rec.started_at_ms);
-            crate::metrics::agent::agent().kernel_ended(id);
+            crate::telemetry::counters::agent().kernel_ended(id);
         }
         self.persist(&e.rec);
         self.emit(&e.rec);

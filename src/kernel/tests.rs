@@ -11,11 +11,11 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::slots::Capacity;
-use super::spec::{ArrayRequest, CreateRequest, Template};
 use super::{Action, Control, KernelError, KernelState, Supervisor, SupervisorOptions};
 use crate::config::ClusterConfig;
 use crate::runtime::memory::MemoryRuntime;
 use crate::runtime::{Runtime, Runtimes};
+use crate::spec::{ArrayRequest, CreateRequest, Template};
 
 struct Fixture {
     sup: Supervisor,

@@ -18,7 +18,7 @@ use crate::cluster::drain::{DrainMode, NodeDrain};
 use crate::cluster::Keys;
 use crate::config::schema::parse_duration;
 use crate::kernel::record::now_ms;
-use crate::rpc::pb::{NodeAction, SetNodeScheduleRequest, SetNodeScheduleResponse};
+use crate::wire::pb::{NodeAction, SetNodeScheduleRequest, SetNodeScheduleResponse};
 
 /// A drain's deadline when none is given (Nomad's default).
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(3600);

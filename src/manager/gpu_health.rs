@@ -5,7 +5,7 @@
 use tonic::Status;
 
 use super::service::{forwarded, ManagerRpc};
-use crate::rpc::pb::{ResetGpuHealthRequest, ResetGpuHealthResponse};
+use crate::wire::pb::{ResetGpuHealthRequest, ResetGpuHealthResponse};
 
 impl ManagerRpc {
     pub(super) async fn reset_gpu(

@@ -9,7 +9,7 @@ use tonic::Status;
 
 use super::service::ManagerRpc;
 use crate::cluster::keys::validate_name;
-use crate::rpc::pb::{
+use crate::wire::pb::{
     AgentFailure, ImageInfo, ListAgentImagesRequest, ListAgentImagesResponse, ListImagesRequest,
 };
 

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::rpc::pb::KernelEvent;
+use crate::wire::pb::KernelEvent;
 
 #[derive(Default)]
 pub struct KernelDirectory {

@@ -6,6 +6,7 @@ mod drain;
 mod gpu_health;
 mod images;
 pub mod kernels;
+pub mod metrics;
 mod placement;
 pub mod service;
 pub mod slots;
@@ -24,11 +25,11 @@ use crate::cluster::keys::validate_name;
 use crate::cluster::{
     EtcdOptions, Keys, ManagerRecord, Owner, Registration, Session, SessionError,
 };
-use crate::rpc::pb::cluster_service_server::ClusterServiceServer;
-use crate::rpc::pb::manager_service_server::ManagerServiceServer;
-use crate::rpc::{self, ServeError};
-use crate::shutdown::{self, Tasks};
-use crate::tls::TlsFiles;
+use crate::util::shutdown::{self, Tasks};
+use crate::util::tls::TlsFiles;
+use crate::wire::pb::cluster_service_server::ClusterServiceServer;
+use crate::wire::pb::manager_service_server::ManagerServiceServer;
+use crate::wire::{self, ServeError};
 
 use service::ManagerRpc;
 use table::AgentTable;
@@ -61,7 +62,7 @@ pub enum ManagerError {
     #[error(transparent)]
     Session(#[from] SessionError),
     #[error(transparent)]
-    Metrics(#[from] crate::metrics::MetricsError),
+    Metrics(#[from] crate::telemetry::MetricsError),
 }
 
 pub async fn run(opts: ManagerOptions) -> Result<(), ManagerError> {
@@ -69,12 +70,12 @@ pub async fn run(opts: ManagerOptions) -> Result<(), ManagerError> {
     validate_name("manager id", &opts.manager_id).map_err(ManagerError::InvalidOption)?;
     let span =
         tracing::info_span!("manager", manager_id = %opts.manager_id, namespace = %opts.namespace);
-    let bound = rpc::bind(&opts.listen).await?;
+    let bound = wire::bind(&opts.listen).await?;
     let metrics_bound = match &opts.metrics_listen_addr {
-        Some(addr) => Some(crate::metrics::bind(addr).await?),
+        Some(addr) => Some(crate::telemetry::bind(addr).await?),
         None => None,
     };
-    let address = rpc::advertised_uri(
+    let address = wire::advertised_uri(
         advertised(bound.local_addr, opts.advertise_addr.as_deref()),
         &opts.tls,
     );
@@ -161,11 +162,11 @@ pub async fn run(opts: ManagerOptions) -> Result<(), ManagerError> {
                 "status-events",
                 page.clone().follow(tasks.token()).instrument(span.clone()),
             );
-            let registry = crate::metrics::manager::registry(svc.table.clone());
-            let router = crate::metrics::router(registry, page.router());
-            crate::metrics::spawn(&tasks, bound, router, span.clone());
+            let registry = crate::manager::metrics::registry(svc.table.clone());
+            let router = crate::telemetry::router(registry, page.router());
+            crate::telemetry::spawn(&tasks, bound, router, span.clone());
         }
-        let limit = crate::rpc::MAX_MESSAGE;
+        let limit = crate::wire::MAX_MESSAGE;
         let routes = tonic::service::Routes::new(
             ManagerServiceServer::new(svc.clone())
                 .max_decoding_message_size(limit)
@@ -183,7 +184,7 @@ pub async fn run(opts: ManagerOptions) -> Result<(), ManagerError> {
             "grpc",
             async move {
                 let names = ["deckhand.v1.ManagerService", "deckhand.v1.ClusterService"];
-                if let Err(e) = rpc::serve(bound, routes, &names, &tls, stop).await {
+                if let Err(e) = wire::serve(bound, routes, &names, &tls, stop).await {
                     let _ = fatal.send(e.into()).await;
                 }
             }

@@ -16,7 +16,7 @@ use tonic::Status;
 
 use super::service::ManagerRpc;
 use super::slots::{self, capacity, describe, short_of};
-use crate::rpc::pb::{
+use crate::wire::pb::{
     self, AgentState, AgentSummary, CreateKernelResponse, RunKernelRequest, SlotAmounts,
 };
 
@@ -40,7 +40,7 @@ impl ManagerRpc {
             .and_then(|c| c.spec.as_ref())
             .map(|s| s.kernel_id.clone())
             .unwrap_or_default();
-        let metrics = crate::metrics::manager::manager();
+        let metrics = crate::manager::metrics::manager();
         match self.place_on_an_agent(req).await {
             Ok(resp) => {
                 metrics.placements.inc();

@@ -15,11 +15,12 @@ use super::kernels::KernelDirectory;
 use super::slots;
 use super::table::AgentTable;
 use crate::cluster::keys::validate_name;
-use crate::rpc::channel;
-use crate::rpc::pb::agent_service_client::AgentServiceClient;
-use crate::rpc::pb::cluster_service_server::ClusterService;
-use crate::rpc::pb::manager_service_server::ManagerService;
-use crate::rpc::pb::{
+use crate::util::tls::TlsFiles;
+use crate::wire::channel;
+use crate::wire::pb::agent_service_client::AgentServiceClient;
+use crate::wire::pb::cluster_service_server::ClusterService;
+use crate::wire::pb::manager_service_server::ManagerService;
+use crate::wire::pb::{
     AgentState, AgentSummary, ControlKernelRequest, ControlKernelResponse, CreateKernelResponse,
     DownloadFileResponse, ExecRequest, FileRequest, HeartbeatRequest, HeartbeatResponse,
     KernelAction, KernelEvent, KernelInfo, KernelLogsRequest, KernelRef, ListAgentImagesRequest,
@@ -28,13 +29,12 @@ use crate::rpc::pb::{
     ReportEventsResponse, RunKernelRequest, SetNodeScheduleRequest, SetNodeScheduleResponse,
     SyncKernelsRequest, UploadFileRequest, UploadFileResponse, WatchKernelEventsRequest,
 };
-use crate::tls::TlsFiles;
 
 type OutputStream = Pin<Box<dyn Stream<Item = Result<OutputChunk, Status>> + Send>>;
 
 /// Counts a call forwarded to an agent (`deckhand_manager_forwarded_calls`).
 pub(super) fn forwarded<T>(method: &'static str, answer: Result<T, Status>) -> Result<T, Status> {
-    crate::metrics::manager::manager().forwarded(method, answer)
+    crate::manager::metrics::manager().forwarded(method, answer)
 }
 
 /// How long a forwarded unary call may take (a create waits for the container to start; a
@@ -107,8 +107,8 @@ impl ManagerRpc {
             }
         };
         Ok(AgentServiceClient::new(ch)
-            .max_decoding_message_size(crate::rpc::MAX_MESSAGE)
-            .max_encoding_message_size(crate::rpc::MAX_MESSAGE))
+            .max_decoding_message_size(crate::wire::MAX_MESSAGE)
+            .max_encoding_message_size(crate::wire::MAX_MESSAGE))
     }
 
     /// `SyncKernels` with one agent: kernels it has that this manager did not know are
@@ -266,7 +266,7 @@ impl ManagerService for ManagerRpc {
         let address = agent.address.clone();
         self.table()?
             .heartbeat(req, Instant::now(), SystemTime::now());
-        crate::metrics::manager::manager().heartbeats.inc();
+        crate::manager::metrics::manager().heartbeats.inc();
         if self.directory().first_sight(&agent_id, &instance_id) {
             // A new agent process (or a new manager): reconcile what each side believes.
             let me = self.clone();
@@ -334,8 +334,8 @@ impl ClusterService for ManagerRpc {
 
     async fn reset_gpu_health(
         &self,
-        req: Request<crate::rpc::pb::ResetGpuHealthRequest>,
-    ) -> Result<Response<crate::rpc::pb::ResetGpuHealthResponse>, Status> {
+        req: Request<crate::wire::pb::ResetGpuHealthRequest>,
+    ) -> Result<Response<crate::wire::pb::ResetGpuHealthResponse>, Status> {
         self.reset_gpu(req.into_inner()).await.map(Response::new)
     }
 
@@ -369,7 +369,7 @@ impl ClusterService for ManagerRpc {
             .flatten()
             .filter(|k| !is_part(k))
             .collect();
-        crate::rpc::convert::sort_kernels(&mut kernels);
+        crate::agent::convert::sort_kernels(&mut kernels);
         Ok(Response::new(ListKernelsResponse { kernels }))
     }
 

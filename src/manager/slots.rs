@@ -16,7 +16,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::config::schema;
-use crate::rpc::pb::{self, AgentState, AgentSummary, KernelInfo, ResourceSlots, SlotAmounts};
+use crate::wire::pb::{self, AgentState, AgentSummary, KernelInfo, ResourceSlots, SlotAmounts};
 
 /// Kernels whose end was seen are remembered (for a placement reply that arrives after its
 /// kernel's end event) up to this many.
@@ -324,7 +324,7 @@ pub fn span_plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rpc::pb::{AgentIdentity, KernelState};
+    use crate::wire::pb::{AgentIdentity, KernelState};
 
     const MIB: u64 = 1 << 20;
 

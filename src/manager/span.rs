@@ -13,7 +13,7 @@
 use tonic::Status;
 
 use super::service::{forwarded, ManagerRpc};
-use crate::rpc::pb::{
+use crate::wire::pb::{
     self, AgentSummary, ControlKernelRequest, CreateKernelRequest, CreateKernelResponse,
     KernelAction,
 };

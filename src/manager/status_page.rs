@@ -24,8 +24,8 @@ use super::service::ManagerRpc;
 use crate::cli::kernels::state_name as kernel_state;
 use crate::cli::nodes::state_name as agent_state;
 use crate::config::schema::show_bytes;
-use crate::rpc::pb::cluster_service_server::ClusterService;
-use crate::rpc::pb::{AgentSummary, KernelEvent, KernelInfo, KernelState, ListKernelsRequest};
+use crate::wire::pb::cluster_service_server::ClusterService;
+use crate::wire::pb::{AgentSummary, KernelEvent, KernelInfo, KernelState, ListKernelsRequest};
 
 /// Kernel events kept for the page.
 const EVENTS_SHOWN: usize = 30;
@@ -37,7 +37,7 @@ const KERNELS_FRESH: Duration = Duration::from_secs(1);
 #[derive(Default)]
 struct Recent {
     events: VecDeque<KernelEvent>,
-    pulls: HashMap<String, crate::rpc::pb::PullProgress>,
+    pulls: HashMap<String, crate::wire::pb::PullProgress>,
 }
 
 /// The agents' kernels as listed at an instant.
@@ -238,7 +238,7 @@ fn agents_table(agents: &[AgentSummary], now_ms: i64) -> Markup {
 
 /// What a kernel is doing, in words: pull progress while PULLING, a profile kernel's
 /// progress while it runs, its reason once ended.
-fn progress(k: &KernelInfo, pull: Option<&crate::rpc::pb::PullProgress>) -> String {
+fn progress(k: &KernelInfo, pull: Option<&crate::wire::pb::PullProgress>) -> String {
     match (k.state(), pull) {
         (KernelState::Pulling, Some(p)) if p.bytes_total > 0 => format!(
             "pulling {}: {} % ({} of {}, {}/{} layers)",
@@ -266,7 +266,7 @@ fn progress(k: &KernelInfo, pull: Option<&crate::rpc::pb::PullProgress>) -> Stri
 
 fn kernels_table(
     kernels: &[KernelInfo],
-    pulls: &HashMap<String, crate::rpc::pb::PullProgress>,
+    pulls: &HashMap<String, crate::wire::pb::PullProgress>,
     now_ms: i64,
 ) -> Markup {
     html! {
@@ -306,7 +306,7 @@ fn events_table(events: &VecDeque<KernelEvent>) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rpc::pb::PullProgress;
+    use crate::wire::pb::PullProgress;
 
     #[test]
     fn a_pulling_kernel_shows_how_far_its_pull_is_and_an_ended_one_its_reason() {

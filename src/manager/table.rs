@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::slots::SlotView;
 use crate::cluster::drain::{DrainMode, NodeDrain, DRAIN_KEY};
 use crate::cluster::{AgentRecord, Mirror};
-use crate::rpc::pb::{AgentIdentity, AgentState, AgentSummary, HeartbeatRequest, SlotAmounts};
+use crate::wire::pb::{AgentIdentity, AgentState, AgentSummary, HeartbeatRequest, SlotAmounts};
 
 /// Heartbeat intervals an agent may miss before it reads LOST.
 pub const LOST_AFTER_MISSED: u32 = 3;

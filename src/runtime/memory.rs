@@ -15,11 +15,11 @@ use tokio::sync::broadcast;
 
 use crate::config::ClusterConfig;
 use crate::kernel::record::{now_ms, Record};
-use crate::kernel::spec::{Spec, SpecError};
 use crate::runtime::{
     Capabilities, Chunk, ChunkStream, EventStream, Handle, Observed, Owned, Reporter, Runtime,
     RuntimeError, RuntimeEvent, Started, Status, Usage,
 };
+use crate::spec::{Spec, SpecError};
 
 pub const NAME: &str = "memory";
 

@@ -30,7 +30,7 @@ pub use types::*;
 
 use crate::config::ClusterConfig;
 use crate::kernel::record::Record;
-use crate::kernel::spec::{FieldRules, NoFieldRules, Spec, SpecError};
+use crate::spec::{FieldRules, NoFieldRules, Spec, SpecError};
 
 /// What a runtime can do beyond the lifecycle every runtime has (create, start, stop,
 /// destroy, status, events, listing, logs).

@@ -143,12 +143,8 @@ pub struct ExecOutput {
     pub id: String,
 }
 
-/// CPU time and memory of a running kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Usage {
-    pub cpu_ns: u64,
-    pub memory_bytes: u64,
-}
+/// CPU time and memory of a running kernel (the type the agent's metrics count).
+pub use crate::telemetry::counters::Usage;
 
 /// A file in a kernel's home.
 #[derive(Debug, Clone, PartialEq, Eq)]

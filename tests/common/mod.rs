@@ -609,12 +609,12 @@ impl KernelCluster {
     }
 
     /// The agent's kernel events from its first one on (`WatchEvents` over its gRPC).
-    pub async fn agent_events(&self) -> tonic::Streaming<deckhand::rpc::pb::KernelEvent> {
+    pub async fn agent_events(&self) -> tonic::Streaming<deckhand::wire::pb::KernelEvent> {
         let addr = format!("http://127.0.0.1:{}", self.agent.port);
-        deckhand::rpc::pb::agent_service_client::AgentServiceClient::connect(addr)
+        deckhand::wire::pb::agent_service_client::AgentServiceClient::connect(addr)
             .await
             .expect("agent gRPC")
-            .watch_events(deckhand::rpc::pb::WatchEventsRequest { after_seq: 0 })
+            .watch_events(deckhand::wire::pb::WatchEventsRequest { after_seq: 0 })
             .await
             .expect("watch")
             .into_inner()

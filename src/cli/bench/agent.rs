@@ -12,12 +12,12 @@ use tonic::transport::Channel;
 
 use super::cluster::{Cluster, ClusterArgs};
 use crate::cli::common::TlsArgs;
-use crate::rpc::channel;
-use crate::rpc::pb::agent_service_client::AgentServiceClient;
-use crate::rpc::pb::{
+use crate::util::tls::TlsFiles;
+use crate::wire::channel;
+use crate::wire::pb::agent_service_client::AgentServiceClient;
+use crate::wire::pb::{
     ControlKernelRequest, CreateKernelRequest, KernelAction, KernelInfo, KernelSpec, KernelState,
 };
-use crate::tls::TlsFiles;
 
 /// Label of the containers a benchmark makes itself (Docker CLI, bollard).
 pub const LABEL: &str = "io.deckhand.bench";

@@ -11,7 +11,7 @@ use futures::StreamExt;
 
 use super::agent::{docker_cli, spec, AgentTarget, Made};
 use super::{interruptible, ms};
-use crate::rpc::pb::{ArraySpec, CreateKernelRequest, KernelState, WatchEventsRequest};
+use crate::wire::pb::{ArraySpec, CreateKernelRequest, KernelState, WatchEventsRequest};
 
 #[derive(Debug, Clone, Args)]
 pub struct ArrayArgs {

@@ -22,10 +22,10 @@ use etcd_client::DeleteOptions;
 use tonic::transport::Channel;
 
 use crate::cluster::{etcd, EtcdOptions, Keys};
-use crate::rpc::channel;
-use crate::rpc::pb::cluster_service_client::ClusterServiceClient;
-use crate::rpc::pb::{AgentState, AgentSummary, ListAgentsRequest};
-use crate::tls::TlsFiles;
+use crate::util::tls::TlsFiles;
+use crate::wire::channel;
+use crate::wire::pb::cluster_service_client::ClusterServiceClient;
+use crate::wire::pb::{AgentState, AgentSummary, ListAgentsRequest};
 
 #[derive(Debug, Clone, Args)]
 pub struct ClusterArgs {
@@ -440,7 +440,7 @@ impl Cluster {
 async fn remove_kernels(addr: &str) -> anyhow::Result<()> {
     let mut agent = super::agent::client(addr, &TlsFiles::default())?;
     let kernels = agent
-        .list_kernels(crate::rpc::pb::ListKernelsRequest {})
+        .list_kernels(crate::wire::pb::ListKernelsRequest {})
         .await?
         .into_inner()
         .kernels;

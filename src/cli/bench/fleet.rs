@@ -20,7 +20,7 @@ use super::cluster::{Cluster, ClusterArgs};
 use super::hollow::Fleet;
 use super::procfs::{self, cores, mib};
 use super::{interruptible, ms, verdict, Dist};
-use crate::rpc::pb::AgentState;
+use crate::wire::pb::AgentState;
 
 #[derive(Debug, Clone, Args)]
 pub struct FleetArgs {

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::agent::convert;
 use crate::agent::service::AgentRpc;
 use crate::agent::status::{slots, Snapshot};
 use crate::agent::{reporter, settings};
@@ -31,16 +32,16 @@ use crate::cluster::{
 use crate::config::ClusterConfig;
 use crate::kernel::slots::Capacity;
 use crate::kernel::{Supervisor, SupervisorOptions};
-use crate::rpc::pb::agent_service_server::AgentServiceServer;
-use crate::rpc::pb::manager_service_client::ManagerServiceClient;
-use crate::rpc::pb::{
-    AgentIdentity, CreateKernelRequest, GpuInventory, HeartbeatRequest, HostStatus, KernelSpec,
-};
-use crate::rpc::{channel, convert};
 use crate::runtime::memory::{self, MemoryRuntime};
 use crate::runtime::Runtimes;
-use crate::shutdown::Tasks;
-use crate::tls::TlsFiles;
+use crate::util::shutdown::Tasks;
+use crate::util::tls::TlsFiles;
+use crate::wire::channel;
+use crate::wire::pb::agent_service_server::AgentServiceServer;
+use crate::wire::pb::manager_service_client::ManagerServiceClient;
+use crate::wire::pb::{
+    AgentIdentity, CreateKernelRequest, GpuInventory, HeartbeatRequest, HostStatus, KernelSpec,
+};
 
 /// What every simulated agent shares, and what they measure.
 pub struct Fleet {

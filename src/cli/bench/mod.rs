@@ -83,7 +83,7 @@ pub(super) async fn interruptible<T>(
 ) -> anyhow::Result<T> {
     tokio::select! {
         r = fut => r,
-        _ = crate::shutdown::signal() => {
+        _ = crate::util::shutdown::signal() => {
             eprintln!("bench: interrupted; cleaning up");
             Err(anyhow::anyhow!("interrupted"))
         }

@@ -25,9 +25,9 @@ use super::cluster::{Cluster, ClusterArgs};
 use super::relay::Relay;
 use super::{interruptible, ms, verdict};
 use crate::kernel::record::now_ms;
-use crate::rpc::pb::agent_service_client::AgentServiceClient;
-use crate::rpc::pb::{GetInfoRequest, KernelState, ListKernelsRequest};
-use crate::tls::TlsFiles;
+use crate::util::tls::TlsFiles;
+use crate::wire::pb::agent_service_client::AgentServiceClient;
+use crate::wire::pb::{GetInfoRequest, KernelState, ListKernelsRequest};
 
 #[derive(Debug, Clone, Args)]
 pub struct RecoveryArgs {

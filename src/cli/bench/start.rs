@@ -16,8 +16,8 @@ use tonic::transport::Channel;
 
 use super::agent::{create_running, docker_cli, fill, spec, AgentTarget, Made, LABEL};
 use super::{interruptible, ms, Dist};
-use crate::rpc::pb::agent_service_client::AgentServiceClient;
 use crate::runtime::docker::Docker;
+use crate::wire::pb::agent_service_client::AgentServiceClient;
 
 #[derive(Debug, Clone, Args)]
 pub struct StartArgs {

@@ -10,7 +10,7 @@ use clap::Args;
 
 use super::agent::{fill, AgentTarget, Made};
 use super::{interruptible, ms, verdict, Dist};
-use crate::rpc::pb::ReadUsageRequest;
+use crate::wire::pb::ReadUsageRequest;
 
 #[derive(Debug, Clone, Args)]
 pub struct StatsArgs {

@@ -9,7 +9,7 @@ pub mod nvml;
 use std::path::Path;
 
 use crate::config::FakeGpu;
-use crate::rpc::pb::GpuInventory;
+use crate::wire::pb::GpuInventory;
 
 pub use nvml::NvmlProbe;
 

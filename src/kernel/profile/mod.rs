@@ -7,7 +7,7 @@
 //! - [`ssh`]: `ssh -p PORT work@AGENT` into it (`DOCKER_SSH`), served by the agent.
 //!
 //! The profile itself and its constants are resolved into the spec by
-//! [`crate::kernel::spec::profile`]; [`check_support`] refuses, naming the runtime, what the
+//! [`crate::spec::profile`]; [`check_support`] refuses, naming the runtime, what the
 //! kernel's runtime cannot do.
 
 pub mod progress;
@@ -15,8 +15,8 @@ pub mod shutdown;
 pub mod ssh;
 pub mod transfer;
 
-use super::spec::{BindMount, Spec, SpecError};
 use crate::runtime::Runtime;
+use crate::spec::{BindMount, Spec, SpecError};
 
 /// Refuses the profile features `rt` cannot carry out, naming the constant or field and
 /// the runtime.

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use regex::Regex;
 
-use crate::kernel::spec::profile::progress_regex;
 use crate::kernel::supervisor::Supervisor;
 use crate::runtime::ChunkStream;
+use crate::spec::profile::progress_regex;
 
 /// Longest line looked at; longer ones are skipped (not buffered).
 pub const MAX_LINE: usize = 8 * 1024;

@@ -27,11 +27,11 @@ use crate::config::schema::show_bytes;
 use crate::config::ClusterConfig;
 use crate::kernel::error::KernelError;
 use crate::kernel::record::Record;
-use crate::kernel::spec::profile::{S3Location, Source};
-use crate::kernel::spec::WORK_DIR;
 use crate::kernel::state::{KernelState, Transition};
 use crate::kernel::supervisor::Supervisor;
 use crate::runtime::RuntimeError;
+use crate::spec::profile::{S3Location, Source};
+use crate::spec::WORK_DIR;
 
 /// The resources dir inside a kernel's scratch dir.
 pub const RESOURCES_DIR: &str = "resources";

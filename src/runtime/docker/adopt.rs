@@ -16,9 +16,9 @@ use super::rules::DockerRules;
 use super::DockerRuntime;
 use crate::config::ClusterConfig;
 use crate::kernel::record::{now_ms, HostPort, Record, Slots};
-use crate::kernel::spec::{self, Template};
 use crate::kernel::KernelState;
 use crate::runtime::{Handle, Owned, RuntimeError};
+use crate::spec::{self, Template};
 
 impl DockerRuntime {
     /// The handle of container `cid`, with the process data its labels name.

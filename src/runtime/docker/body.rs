@@ -12,7 +12,7 @@ use super::client::{LABEL_AGENT, LABEL_KERNEL, LABEL_NAMESPACE};
 use super::local::ProcessData;
 use crate::config::cluster::DockerSettings;
 use crate::kernel::record::Record;
-use crate::kernel::spec::{CONFIG_DIR, WORK_DIR};
+use crate::spec::{CONFIG_DIR, WORK_DIR};
 
 pub const LABEL_ARRAY: &str = "io.deckhand.array-id";
 pub const LABEL_SCRATCH: &str = "io.deckhand.scratch-dir";
@@ -21,7 +21,7 @@ pub const LABEL_PROCESS_DATA: &str = "io.deckhand.process-data";
 
 /// Every device under `/dev/infiniband`, passed through as it is.
 fn rdma_devices() -> Vec<DeviceMapping> {
-    std::fs::read_dir(crate::kernel::spec::profile::RDMA_DIR)
+    std::fs::read_dir(crate::spec::profile::RDMA_DIR)
         .into_iter()
         .flatten()
         .flatten()

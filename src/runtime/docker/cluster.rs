@@ -39,7 +39,7 @@ pub struct Members {
     pub kernel: String,
     /// On the owner of a spanning cluster: the peers holding the other instances.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub peers: Vec<crate::kernel::spec::SpanPeer>,
+    pub peers: Vec<crate::spec::SpanPeer>,
     /// On a peer's part: the network is the owner's (never removed here).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub borrowed_network: bool,
@@ -61,12 +61,12 @@ impl Members {
 }
 
 /// The peers of a spanning cluster kernel as its owner's containers carry them.
-pub fn peers_label(peers: &[crate::kernel::spec::SpanPeer]) -> String {
+pub fn peers_label(peers: &[crate::spec::SpanPeer]) -> String {
     serde_json::to_string(peers).unwrap_or_default()
 }
 
 /// The peers a listed container of a spanning cluster's owner names (none otherwise).
-pub fn peers_of(c: &super::client::Labelled) -> Vec<crate::kernel::spec::SpanPeer> {
+pub fn peers_of(c: &super::client::Labelled) -> Vec<crate::spec::SpanPeer> {
     c.labels
         .get(super::client::LABEL_PEERS)
         .and_then(|v| serde_json::from_str(v).ok())
@@ -374,7 +374,7 @@ pub async fn status(
     docker: &Docker,
     members: &Members,
     parts: &[super::span::Part],
-    stop_peers: impl FnOnce(Vec<crate::kernel::spec::SpanPeer>) + Send,
+    stop_peers: impl FnOnce(Vec<crate::spec::SpanPeer>) + Send,
 ) -> Result<Status, super::EngineError> {
     let reads = members.ids.iter().map(|id| async move {
         if id.is_empty() {

@@ -133,7 +133,7 @@ impl Images {
             let result = me.run_pull(&image, &opts, &tx).await;
             let bytes = tx.borrow().progress.bytes_done;
             let failure = result.as_ref().err().map(|(reason, _)| *reason);
-            crate::metrics::agent::agent().pull_finished(begun.elapsed(), bytes, failure);
+            crate::telemetry::counters::agent().pull_finished(begun.elapsed(), bytes, failure);
             let result = result.map_err(|(_, e)| e);
             if let Err(e) = &result {
                 tracing::warn!(image = %image, error = %e, "image pull failed");

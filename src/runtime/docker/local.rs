@@ -15,8 +15,8 @@ use super::scratch::{self, PathError, Scratch};
 use crate::config::schema::show_bytes;
 use crate::config::ClusterConfig;
 use crate::kernel::record::Record;
-use crate::kernel::spec::SpecError;
 use crate::runtime::{FileEntry, RuntimeError, MAX_DOWNLOAD, MAX_UPLOAD};
+use crate::spec::SpecError;
 
 /// Process data shared by the kernels of one `process_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -44,12 +44,12 @@ pub use client::{Docker, EngineError};
 
 use crate::config::ClusterConfig;
 use crate::kernel::record::Record;
-use crate::kernel::spec::{Spec, SpecError};
-use crate::rpc::pb;
 use crate::runtime::{
     Background, Capabilities, ChunkStream, EventStream, Exec, ExecOutput, FileEntry, Handle,
     LocalImage, Owned, Reporter, Runtime, RuntimeError, Started, Status, Usage,
 };
+use crate::spec::{Spec, SpecError};
+use crate::wire::pb;
 use cgroup::CgroupPaths;
 use cluster::Members;
 use images::Images;
@@ -78,7 +78,7 @@ impl DockerRuntime {
         namespace: &str,
         agent_id: &str,
         scratch_root: &Path,
-        tls: crate::tls::TlsFiles,
+        tls: crate::util::tls::TlsFiles,
     ) -> std::io::Result<Self> {
         let scratch = Scratch::new(scratch_root)?;
         let images = Images::new(client.clone(), scratch.root().join(".deckhand/images.json"));
@@ -204,7 +204,7 @@ impl DockerRuntime {
     async fn create_cluster(
         &self,
         rec: &Record,
-        c: &crate::kernel::spec::Cluster,
+        c: &crate::spec::Cluster,
         base: bollard::models::ContainerCreateBody,
         process_data: Option<&local::ProcessData>,
     ) -> Result<Handle, RuntimeError> {
@@ -372,7 +372,7 @@ impl Runtime for DockerRuntime {
         self.spans.group()
     }
 
-    fn field_rules(&self) -> &dyn crate::kernel::spec::FieldRules {
+    fn field_rules(&self) -> &dyn crate::spec::FieldRules {
         &rules::DockerRules
     }
 

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::cluster::KernelSettings;
-use crate::kernel::spec::{FieldRules, SpecError};
+use crate::spec::{FieldRules, SpecError};
 
 /// The smallest memory limit the engine accepts.
 pub const MIN_MEMORY: u64 = 6 << 20;
@@ -93,7 +93,7 @@ fn docker_name(field: &str, v: &str) -> Result<(), SpecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::spec::{self, Template};
+    use crate::spec::{self, Template};
 
     fn template() -> Template {
         Template {

@@ -146,9 +146,7 @@ impl Scratch {
         let entries = fs::read_dir(&self.root).into_iter().flatten().flatten();
         for entry in entries {
             let name = entry.file_name().to_string_lossy().to_string();
-            if crate::kernel::spec::validate_kernel_id(&name).is_err()
-                || owned.contains(name.as_str())
-            {
+            if crate::spec::validate_kernel_id(&name).is_err() || owned.contains(name.as_str()) {
                 continue;
             }
             if keep {

@@ -24,10 +24,10 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::client::{ContainerStatus, Docker};
-use crate::kernel::spec::SpanPeer;
-use crate::rpc::pb::{self, agent_service_client::AgentServiceClient, KernelAction};
 use crate::runtime::{RuntimeError, SpanGroup};
-use crate::tls::TlsFiles;
+use crate::spec::SpanPeer;
+use crate::util::tls::TlsFiles;
+use crate::wire::pb::{self, agent_service_client::AgentServiceClient, KernelAction};
 
 /// How long one call to a peer may take (a stop waits out the kernel's grace period).
 const PEER_TIMEOUT: Duration = Duration::from_secs(120);
@@ -149,7 +149,7 @@ impl Spans {
             Some(ch) => ch.clone(),
             None => {
                 let ch =
-                    crate::rpc::channel(&peer.address, PEER_TIMEOUT, &self.tls).map_err(|e| {
+                    crate::wire::channel(&peer.address, PEER_TIMEOUT, &self.tls).map_err(|e| {
                         RuntimeError::Unavailable(format!("agent `{}`: {e}", peer.agent_id))
                     })?;
                 channels.insert(peer.address.clone(), ch.clone());

@@ -41,11 +41,11 @@ use tokio::sync::{broadcast, watch as tokio_watch};
 
 use crate::config::ClusterConfig;
 use crate::kernel::record::{now_ms, Record};
-use crate::kernel::spec::{Spec, SpecError};
 use crate::runtime::{
     Background, Capabilities, Chunk, ChunkStream, EventStream, Handle, Owned, Reporter, Runtime,
     RuntimeError, RuntimeEvent, Started, Status,
 };
+use crate::spec::{Spec, SpecError};
 use api::{Api, ApiError};
 use offers::without_marker;
 use provision::api_error;

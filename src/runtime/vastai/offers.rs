@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 use crate::config::vast::VastSettings;
 use crate::config::ClusterConfig;
-use crate::kernel::spec::Spec;
+use crate::spec::Spec;
 
 /// The marker line the wrapper prints: `deckhand-exit <token> <code>`.
 pub const MARKER: &str = "deckhand-exit";
@@ -165,12 +165,12 @@ mod tests {
     #[test]
     fn the_disk_is_the_kernels_storage_size_else_the_setting() {
         let cfg = ClusterConfig::default();
-        let t = crate::kernel::spec::Template {
+        let t = crate::spec::Template {
             kernel_id: uuid::Uuid::new_v4().to_string(),
             image: "busybox".into(),
             ..Default::default()
         };
-        let mut spec = crate::kernel::spec::validate(&t, &Default::default()).unwrap();
+        let mut spec = crate::spec::validate(&t, &Default::default()).unwrap();
         assert_eq!(disk_gb(&spec, &cfg), cfg.vast.disk_gb);
         spec.storage_opt.insert("size".into(), "50000000000".into());
         assert_eq!(disk_gb(&spec, &cfg), 50.0);

@@ -28,8 +28,8 @@ use super::{label, VastRuntime};
 use crate::config::vast::VastSettings;
 use crate::config::ClusterConfig;
 use crate::kernel::record::Record;
-use crate::kernel::spec::Spec;
 use crate::runtime::{Handle, Progress, Reporter, RuntimeError};
+use crate::spec::Spec;
 
 /// An API failure as the supervisor sees it: unreachable, or still rate limited or failing
 /// with a 5xx once the retries ran out, is UNAVAILABLE (nothing changed; try again); a

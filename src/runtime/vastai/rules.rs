@@ -9,7 +9,7 @@
 use super::offers::{create_body, disk_gb};
 use super::{label, KeyState, VastRuntime};
 use crate::config::ClusterConfig;
-use crate::kernel::spec::{GpuRequest, Spec, SpecError};
+use crate::spec::{GpuRequest, Spec, SpecError};
 
 /// The most bytes of one env value (docs).
 pub const MAX_ENV_VALUE: usize = 256;
@@ -159,7 +159,7 @@ fn unsupported(spec: &Spec) -> Result<(), SpecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::spec::{self, Template};
+    use crate::spec::{self, Template};
     use std::sync::Arc;
     use tokio::sync::watch as tokio_watch;
 

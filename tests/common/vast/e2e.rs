@@ -2,7 +2,7 @@
 //! stand-in, `run` with `--runtime vastai`, and readers of what the agent reports.
 use std::time::Duration;
 
-use deckhand::rpc::pb::{KernelEvent, KernelState};
+use deckhand::wire::pb::{KernelEvent, KernelState};
 use futures::StreamExt;
 
 use super::VastStandIn;

@@ -14,7 +14,7 @@ use tonic::transport::{Channel, Endpoint, Server};
 use tonic_health::ServingStatus;
 
 use super::pb::FILE_DESCRIPTOR_SET;
-use crate::tls::{append_sources, error_chain, TlsFiles};
+use crate::util::tls::{append_sources, error_chain, TlsFiles};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

@@ -12,9 +12,9 @@ use super::{
     find, has_rdma, Network, Profile, ProfileRun, RegistryLogin, CLUSTER, MAX_INSTANCES, RDMA_DIR,
 };
 use crate::config::ClusterConfig;
-use crate::kernel::spec::constants::{self, check_name, holds_secret, substitute};
-use crate::kernel::spec::paths::container_path;
-use crate::kernel::spec::{Cluster, FieldRules, Span, SpecError, Template};
+use crate::spec::constants::{self, check_name, holds_secret, substitute};
+use crate::spec::paths::container_path;
+use crate::spec::{Cluster, FieldRules, Span, SpecError, Template};
 
 /// Longest value of one constant.
 const MAX_CONSTANT: usize = 64 * 1024;
@@ -370,7 +370,7 @@ fn image(srv: &str, repo: &str, tag: &str) -> Result<String, SpecError> {
     } else {
         format!("{srv}/{repo}:{tag}")
     };
-    crate::kernel::spec::image_reference(&image).map_err(|e| {
+    crate::spec::image_reference(&image).map_err(|e| {
         SpecError::invalid(
             "constants[DOCKER_SRV/DOCKER_REPO/DOCKER_TAG]",
             format!(

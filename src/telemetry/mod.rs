@@ -17,10 +17,8 @@
 //! The exposition is the Prometheus text format 0.0.4 (`text/plain; version=0.0.4`), which
 //! `promtool check metrics` and every scraper read.
 
-pub mod agent;
+pub mod counters;
 pub mod etcd;
-pub mod host;
-pub mod manager;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,7 +32,7 @@ use prometheus_client::encoding::prometheus_text;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use crate::shutdown::Tasks;
+use crate::util::shutdown::Tasks;
 
 /// Buckets (seconds) of the latency histograms: 5 ms to 10 min.
 pub const LATENCY_BUCKETS: [f64; 14] = [

@@ -1,30 +1,29 @@
-//! The agent's metrics: what it counts as things happen ([`AgentMetrics`], a process-wide
-//! static), and what it reads at scrape time ([`AgentCollector`]: kernels by state and
-//! runtime, the event log, per-kernel usage, and through [`super::host`] the host, slots
-//! and GPUs of the last heartbeat).
+//! What the agent counts as things happen ([`AgentMetrics`], a process-wide static): kernel
+//! creations, image pulls, heartbeats, settings reloads, and the last heartbeat's per-kernel
+//! usage. The layers below the agent (kernel, runtime) count here; the agent's scrape-time
+//! collector (`crate::agent::metrics`) reads it.
 //!
-//! Per-kernel series carry one label, `kernel_id`, and exist only while the kernel lives:
-//! usage is replaced whole by every heartbeat and a kernel's entry is dropped the moment it
-//! ends ([`AgentMetrics::kernel_ended`], from the supervisor's one transition point).
+//! Per-kernel series exist only while the kernel lives: usage is replaced whole by every
+//! heartbeat and a kernel's entry is dropped the moment it ends ([`AgentMetrics::kernel_ended`],
+//! from the supervisor's one transition point).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
-use tokio::sync::watch;
 
 use super::LATENCY_BUCKETS;
-use crate::agent::status::Snapshot;
-use crate::kernel::{KernelState, Supervisor};
-use crate::runtime::Usage;
+
+/// CPU time and memory of one running kernel, from its cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub cpu_ns: u64,
+    pub memory_bytes: u64,
+}
 
 /// One label: `[("runtime", "docker")]`, `[("reason", "auth")]`.
 pub type Label = [(&'static str, String); 1];
@@ -34,22 +33,6 @@ type HistogramFamily = Family<Label, Histogram, fn() -> Histogram>;
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
-
-/// Every state a kernel can be in, so each runtime reports all of them (zeros included).
-const STATES: [KernelState; 12] = [
-    KernelState::Preparing,
-    KernelState::Pulling,
-    KernelState::Creating,
-    KernelState::Held,
-    KernelState::Running,
-    KernelState::Suspended,
-    KernelState::Restarting,
-    KernelState::Terminating,
-    KernelState::Uploading,
-    KernelState::Done,
-    KernelState::Failed,
-    KernelState::Cancelled,
-];
 
 /// What the agent counts as it happens.
 pub struct AgentMetrics {
@@ -128,7 +111,7 @@ impl AgentMetrics {
         u.remove(kernel_id);
     }
 
-    fn usage(&self) -> Vec<(String, Usage)> {
+    pub fn usage(&self) -> Vec<(String, Usage)> {
         let u = self.usage.lock().unwrap_or_else(|p| p.into_inner());
         let mut v: Vec<(String, Usage)> = u.iter().map(|(k, u)| (k.clone(), *u)).collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
@@ -136,11 +119,10 @@ impl AgentMetrics {
     }
 }
 
-/// The agent's registry: etcd and agent families, and the scrape-time collector.
-pub fn registry(collector: AgentCollector) -> Registry {
+/// Registers the etcd and agent families in `r`.
+pub fn register(r: &mut Registry) {
     let m = agent();
-    let mut r = Registry::default();
-    super::etcd::register(&mut r);
+    super::etcd::register(r);
     r.register_with_unit(
         "deckhand_kernel_create_duration",
         "Time from a kernel's launch (waiting for a creation permit and pulling included) to RUNNING or HELD, per runtime",
@@ -200,86 +182,4 @@ pub fn registry(collector: AgentCollector) -> Registry {
         "Malformed settings values refused (the key keeps its last good value)",
         m.config_rejected.clone(),
     );
-    r.register_collector(Box::new(collector));
-    r
-}
-
-/// Reads the agent's state at scrape time.
-pub struct AgentCollector {
-    pub kernels: Supervisor,
-    pub snapshot: watch::Receiver<Arc<Snapshot>>,
-}
-
-impl std::fmt::Debug for AgentCollector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AgentCollector")
-            .field("agent_id", &self.kernels.agent_id())
-            .finish()
-    }
-}
-
-impl Collector for AgentCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let census = self.kernels.census();
-        let mut counts: BTreeMap<(String, String), u32> = BTreeMap::new();
-        for runtime in self.kernels.runtimes().names() {
-            for state in STATES {
-                counts.insert((runtime.to_string(), state.to_string()), 0);
-            }
-        }
-        for ((runtime, state), n) in census {
-            counts.insert((runtime, state.to_string()), n);
-        }
-        let mut e = encoder.encode_descriptor(
-            "deckhand_kernels",
-            "Kernels this agent holds, by runtime and state",
-            None,
-            MetricType::Gauge,
-        )?;
-        for ((runtime, state), n) in &counts {
-            let labels = [("runtime", runtime.as_str()), ("state", state.as_str())];
-            ConstGauge::new(i64::from(*n)).encode(e.encode_family(&labels)?)?;
-        }
-
-        let events = self.kernels.events();
-        let e = encoder.encode_descriptor(
-            "deckhand_events_queued",
-            "Kernel events waiting for a manager to take them",
-            None,
-            MetricType::Gauge,
-        )?;
-        ConstGauge::new(events.backlog() as i64).encode(e)?;
-        let e = encoder.encode_descriptor(
-            "deckhand_events_dropped",
-            "Kernel events dropped undelivered because the queue was full",
-            None,
-            MetricType::Counter,
-        )?;
-        ConstCounter::new(events.dropped()).encode(e)?;
-
-        let usage = agent().usage();
-        let mut e = encoder.encode_descriptor(
-            "deckhand_kernel_cpu_seconds",
-            "CPU time a running kernel used, from its cgroup",
-            None,
-            MetricType::Counter,
-        )?;
-        for (id, u) in &usage {
-            let secs = u.cpu_ns as f64 / 1e9;
-            ConstCounter::new(secs).encode(e.encode_family(&[("kernel_id", id.as_str())])?)?;
-        }
-        let mut e = encoder.encode_descriptor(
-            "deckhand_kernel_memory_bytes",
-            "Memory a running kernel uses, from its cgroup",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (id, u) in &usage {
-            ConstGauge::new(u.memory_bytes as i64)
-                .encode(e.encode_family(&[("kernel_id", id.as_str())])?)?;
-        }
-
-        let snapshot = self.snapshot.borrow().clone();
-        super::host::encode(&snapshot, &mut encoder)
-    }
 }

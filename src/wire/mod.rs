@@ -1,7 +1,6 @@
 //! The gRPC surface: code generated from `proto/deckhand/v1`, plus the pieces both servers
 //! share (health, reflection, channels to peers).
 
-pub mod convert;
 pub mod server;
 
 /// Generated messages and services of package `deckhand.v1`.

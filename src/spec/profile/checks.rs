@@ -5,8 +5,8 @@
 use super::{S3Location, Source};
 use crate::config::profiles::S3Settings;
 use crate::config::ClusterConfig;
-use crate::kernel::spec::paths::{allowed_host_path, container_path};
-use crate::kernel::spec::{FieldRules, SpecError, WORK_DIR};
+use crate::spec::paths::{allowed_host_path, container_path};
+use crate::spec::{FieldRules, SpecError, WORK_DIR};
 
 /// A command line split as a POSIX shell would (quotes, backslashes); empty: none.
 pub fn command_line(field: &str, line: &str) -> Result<Vec<String>, SpecError> {

@@ -6,16 +6,14 @@ use std::time::Duration;
 
 use tonic::Status;
 
-use super::pb;
 use crate::kernel::control::{Action, Control, SyncOutcome};
 use crate::kernel::events::KernelEvent;
 use crate::kernel::record::Record;
 use crate::kernel::slots::{Amounts, Summary};
-use crate::kernel::spec::{
-    ArrayRequest, CreateRequest, PortRequest, Span, SpanPeer, StageIn, Template,
-};
 use crate::kernel::{KernelError, KernelState, KernelView};
 use crate::runtime::{FileEntry, PullProgress, RuntimeError, Usage};
+use crate::spec::{ArrayRequest, CreateRequest, PortRequest, Span, SpanPeer, StageIn, Template};
+use crate::wire::pb;
 
 impl From<KernelError> for Status {
     fn from(e: KernelError) -> Self {
@@ -222,7 +220,7 @@ impl From<Template> for pb::KernelSpec {
 /// A create request from the wire; a missing spec is refused naming the field.
 pub fn create_request(req: pb::CreateKernelRequest) -> Result<CreateRequest, KernelError> {
     let Some(spec) = req.spec else {
-        return Err(crate::kernel::spec::SpecError::invalid("spec", "missing").into());
+        return Err(crate::spec::SpecError::invalid("spec", "missing").into());
     };
     Ok(CreateRequest {
         template: spec.into(),

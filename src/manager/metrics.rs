@@ -14,9 +14,9 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::agent::Label;
 use crate::manager::table::AgentTable;
-use crate::rpc::pb::AgentState;
+use crate::telemetry::counters::Label;
+use crate::wire::pb::AgentState;
 
 /// What the manager counts as it happens.
 pub struct ManagerMetrics {
@@ -92,7 +92,7 @@ pub fn code_name(code: tonic::Code) -> &'static str {
 pub fn registry(table: Arc<Mutex<AgentTable>>) -> Registry {
     let m = manager();
     let mut r = Registry::default();
-    super::etcd::register(&mut r);
+    crate::telemetry::etcd::register(&mut r);
     r.register(
         "deckhand_manager_heartbeats_received",
         "Heartbeats accepted from agents",

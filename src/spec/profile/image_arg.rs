@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use super::Profile;
-use crate::kernel::spec::SpecError;
+use crate::spec::SpecError;
 
 /// The constants that make the image.
 const IMAGE_CONSTANTS: [&str; 3] = ["DOCKER_SRV", "DOCKER_REPO", "DOCKER_TAG"];
@@ -38,7 +38,7 @@ pub fn given_image(
         ));
     }
     let image = image.trim();
-    crate::kernel::spec::image_reference(image)?;
+    crate::spec::image_reference(image)?;
     Ok(with_default_tag(image))
 }
 
