@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::drain::{rfc3339, DrainMode, NodeDrain};
 use crate::cluster::Mirror;
-use crate::kernel::record::now_ms;
 use crate::kernel::supervisor::Supervisor;
+use crate::util::now_ms;
 
 pub async fn run(
     kernels: Supervisor,

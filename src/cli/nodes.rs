@@ -8,9 +8,7 @@ use serde::Serialize;
 
 use super::common::ManagerArgs;
 use super::output::{ago, bytes, print_json};
-use crate::wire::pb::{
-    AgentState, AgentSummary, GpuDevice, HostStatus, ListAgentsRequest, ResourceSlots,
-};
+use crate::wire::pb::{AgentSummary, GpuDevice, HostStatus, ListAgentsRequest, ResourceSlots};
 
 #[derive(Debug, Clone, Args)]
 pub struct NodesArgs {
@@ -49,16 +47,7 @@ pub struct NodeView {
     pub kernel_progress: std::collections::BTreeMap<String, f64>,
 }
 
-/// `ALIVE`, `LOST`, …
-pub fn state_name(s: AgentState) -> &'static str {
-    match s {
-        AgentState::Unspecified => "UNKNOWN",
-        AgentState::Registered => "REGISTERED",
-        AgentState::Alive => "ALIVE",
-        AgentState::Lost => "LOST",
-        AgentState::Gone => "GONE",
-    }
-}
+pub use crate::wire::names::agent_state as state_name;
 
 impl From<AgentSummary> for NodeView {
     fn from(a: AgentSummary) -> Self {

@@ -12,6 +12,7 @@
 //!   whose new value is malformed.
 
 pub mod cluster;
+pub mod constants;
 pub mod live;
 pub mod profiles;
 pub mod schema;

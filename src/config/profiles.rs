@@ -51,6 +51,30 @@ pub static KEYS: &[KeySpec] = &[
     },
 ];
 
+/// Built-in profiles: name, network, ssh, gpus, rdma. Add a row for a new one.
+pub const BUILTIN: &[(&str, bool, bool, bool, bool)] = &[
+    ("docker-batch", false, false, false, false),
+    ("docker-network", true, false, false, false),
+    ("docker-network-ssh", true, true, false, false),
+    ("docker-nvidia-batch", false, false, true, false),
+    ("docker-nvidia-network", true, false, true, false),
+    ("docker-network-roce", true, false, false, true),
+    ("docker-nvidia-network-roce", true, false, true, true),
+];
+
+/// Built-in cluster profiles: name, reaches outside its private network, ssh.
+pub const CLUSTER: &[(&str, bool, bool)] = &[
+    ("docker-cluster", false, false),
+    ("docker-cluster-ssh", false, true),
+    ("docker-cluster-network", true, false),
+    ("docker-cluster-network-ssh", true, true),
+];
+
+/// Whether `name` is a built-in profile's (an operator's profile may not take it).
+pub fn is_builtin(name: &str) -> bool {
+    BUILTIN.iter().any(|(n, ..)| *n == name) || CLUSTER.iter().any(|(n, ..)| *n == name)
+}
+
 /// Checks a `profiles/<name>/…` key and its value: the name is not a built-in profile's,
 /// the field's value fits, a constant's name is one a kernel could give.
 pub fn check(key: &str, value: &str) -> Result<(), String> {
@@ -66,7 +90,7 @@ pub fn check(key: &str, value: &str) -> Result<(), String> {
             "`{name}` is not a profile name (at most 64 of a-z 0-9 - _ .)"
         ));
     }
-    if crate::spec::profile::builtin(name).is_some() {
+    if is_builtin(name) {
         return Err(format!(
             "`{name}` is a built-in profile; give yours another name"
         ));
@@ -83,7 +107,7 @@ pub fn check(key: &str, value: &str) -> Result<(), String> {
         },
         [_, _, "ssh" | "gpus"] => schema::parse_bool(value).map(|_| ()),
         [_, _, "constants", constant] => {
-            crate::spec::constants::check_name(key, constant).map_err(|e| e.reason)?;
+            super::constants::check_name(constant)?;
             if value.contains('\0') || value.len() > 64 * 1024 {
                 return Err("at most 64 KiB without NUL".into());
             }

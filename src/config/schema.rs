@@ -353,7 +353,7 @@ pub fn is_secret(key: &str) -> bool {
         .and_then(|r| r.split_once("/constants/"))
         .map(|(_, c)| c)
     {
-        return crate::spec::constants::mask_for(constant).is_some();
+        return super::constants::mask_for(constant).is_some();
     }
     matches!(lookup(key).map(|s| s.kind), Ok(Kind::Secret))
 }

@@ -87,7 +87,7 @@ impl Supervisor {
             };
             match synced {
                 Ok(()) => {
-                    self.0.synced.send_replace(crate::kernel::record::now_ms());
+                    self.0.synced.send_replace(crate::util::now_ms());
                     if down_logged {
                         tracing::info!(
                             "{} reachable again; kernel states resynchronised",

@@ -210,9 +210,7 @@ impl Record {
     }
 }
 
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+pub use crate::util::now_ms;
 
 #[cfg(test)]
 mod tests {

@@ -7,8 +7,7 @@
 //! ```
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use super::record::Record;
@@ -70,19 +69,4 @@ impl Registry {
     }
 }
 
-/// Writes `data` to `path` atomically (temp file + rename), readable by its owner only.
-pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(data)?;
-    }
-    fs::rename(&tmp, path)
-}
+pub use crate::util::fs::write_private;

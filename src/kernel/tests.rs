@@ -379,7 +379,7 @@ async fn kernels_read_as_synced_once_recovery_and_the_first_resync_are_done() {
     let f = start(rt.clone(), dir.path());
     f.sup.create(one(template(0.5))).await.unwrap();
     f.shutdown().await;
-    let before = crate::kernel::record::now_ms();
+    let before = crate::util::now_ms();
     let f = start(rt, dir.path());
     let mut synced = f.sup.synced();
     let at = *synced

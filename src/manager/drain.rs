@@ -17,7 +17,7 @@ use super::service::ManagerRpc;
 use crate::cluster::drain::{DrainMode, NodeDrain};
 use crate::cluster::Keys;
 use crate::config::schema::parse_duration;
-use crate::kernel::record::now_ms;
+use crate::util::now_ms;
 use crate::wire::pb::{NodeAction, SetNodeScheduleRequest, SetNodeScheduleResponse};
 
 /// A drain's deadline when none is given (Nomad's default).

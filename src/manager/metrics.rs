@@ -146,7 +146,7 @@ impl Collector for ManagerCollector {
         for state in AGENT_STATES {
             let n = agents.iter().filter(|a| a.state == state as i32).count();
             ConstGauge::new(n as i64)
-                .encode(e.encode_family(&[("state", crate::cli::nodes::state_name(state))])?)?;
+                .encode(e.encode_family(&[("state", crate::wire::names::agent_state(state))])?)?;
         }
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -21,9 +21,9 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::service::ManagerRpc;
-use crate::cli::kernels::state_name as kernel_state;
-use crate::cli::nodes::state_name as agent_state;
 use crate::config::schema::show_bytes;
+use crate::wire::names::agent_state;
+use crate::wire::names::kernel_state;
 use crate::wire::pb::cluster_service_server::ClusterService;
 use crate::wire::pb::{AgentSummary, KernelEvent, KernelInfo, KernelState, ListKernelsRequest};
 

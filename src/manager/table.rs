@@ -109,7 +109,7 @@ impl AgentTable {
             e.gone_since
                 .is_none_or(|since| now.duration_since(since) < retention)
         });
-        let wall = crate::kernel::record::now_ms();
+        let wall = crate::util::now_ms();
         self.entries
             .iter()
             .map(|(id, e)| {

@@ -14,12 +14,13 @@ use futures::StreamExt;
 use tokio::sync::broadcast;
 
 use crate::config::ClusterConfig;
-use crate::kernel::record::{now_ms, Record};
+use crate::kernel::record::Record;
 use crate::runtime::{
     Capabilities, Chunk, ChunkStream, EventStream, Handle, Observed, Owned, Reporter, Runtime,
     RuntimeError, RuntimeEvent, Started, Status, Usage,
 };
 use crate::spec::{Spec, SpecError};
+use crate::util::now_ms;
 
 pub const NAME: &str = "memory";
 

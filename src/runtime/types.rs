@@ -15,8 +15,8 @@ use crate::config::ClusterConfig;
 /// Largest file `download` returns in one message (below gRPC's 4 MiB default).
 pub const MAX_DOWNLOAD: u64 = 3 << 20;
 
-/// Largest file `upload` takes in one message.
-pub const MAX_UPLOAD: usize = 8 << 20;
+/// Largest file `upload` takes in one message (the wire's limit is set from it).
+pub use crate::wire::MAX_UPLOAD;
 
 /// How a runtime finds a kernel's instance again, kept in the kernel's record. Opaque to
 /// the supervisor except for `instance`, the runtime's own id shown in `inspect`.

@@ -139,8 +139,7 @@ pub struct CreateRequest {
     pub array: Option<ArrayRequest>,
 }
 
-/// What secret values read as.
-pub const MASK: &str = "***";
+pub use crate::config::constants::MASK;
 
 impl Template {
     /// The template with every secret value replaced (what anyone reading it back sees):

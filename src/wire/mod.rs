@@ -13,8 +13,13 @@ pub mod pb {
         tonic::include_file_descriptor_set!("deckhand_descriptor");
 }
 
+pub mod names;
+
 pub use server::{advertised_uri, bind, channel, serve, status_text, Bound, ServeError};
 
 /// The gRPC message size limit of both servers: an upload and its envelope. A larger
 /// message is refused from its length prefix (OUT_OF_RANGE), before it is read into memory.
-pub const MAX_MESSAGE: usize = crate::runtime::MAX_UPLOAD + (64 << 10);
+pub const MAX_MESSAGE: usize = MAX_UPLOAD + (64 << 10);
+
+/// Largest file an upload carries in one message.
+pub const MAX_UPLOAD: usize = 8 << 20;

@@ -97,7 +97,7 @@ impl Daemon {
             .stderr(log)
             .process_group(0)
             .kill_on_drop(true);
-        self.spawned_ms = crate::kernel::record::now_ms();
+        self.spawned_ms = crate::util::now_ms();
         self.spawned = Instant::now();
         let child = cmd
             .spawn()

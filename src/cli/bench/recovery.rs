@@ -24,7 +24,7 @@ use super::agent::{client, fill, Made};
 use super::cluster::{Cluster, ClusterArgs};
 use super::relay::Relay;
 use super::{interruptible, ms, verdict};
-use crate::kernel::record::now_ms;
+use crate::util::now_ms;
 use crate::util::tls::TlsFiles;
 use crate::wire::pb::agent_service_client::AgentServiceClient;
 use crate::wire::pb::{GetInfoRequest, KernelState, ListKernelsRequest};

@@ -85,7 +85,7 @@ impl GpuHealth {
                 uuid.to_string(),
                 Unhealthy {
                     reason: reason.to_string(),
-                    since_ms: crate::kernel::record::now_ms(),
+                    since_ms: crate::util::now_ms(),
                 },
             );
         }

@@ -15,10 +15,11 @@ use super::local::ProcessData;
 use super::rules::DockerRules;
 use super::DockerRuntime;
 use crate::config::ClusterConfig;
-use crate::kernel::record::{now_ms, HostPort, Record, Slots};
+use crate::kernel::record::{HostPort, Record, Slots};
 use crate::kernel::KernelState;
 use crate::runtime::{Handle, Owned, RuntimeError};
 use crate::spec::{self, Template};
+use crate::util::now_ms;
 
 impl DockerRuntime {
     /// The handle of container `cid`, with the process data its labels name.

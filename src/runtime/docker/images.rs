@@ -254,7 +254,7 @@ impl Images {
 
     fn save(&self, u: &UsageFile) {
         let data = serde_json::to_vec(u).unwrap_or_default();
-        if let Err(e) = crate::kernel::registry::write_private(&self.usage_path, &data) {
+        if let Err(e) = crate::util::fs::write_private(&self.usage_path, &data) {
             tracing::error!(path = %self.usage_path.display(), error = %e, "cannot save image usage");
         }
     }

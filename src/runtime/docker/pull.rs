@@ -10,8 +10,9 @@ use tokio::sync::watch;
 use super::images::{Images, Progress, PullOptions, PullState};
 use crate::config::cluster::CacheUsage;
 use crate::config::ClusterConfig;
-use crate::kernel::record::{now_ms, Record};
+use crate::kernel::record::Record;
 use crate::runtime::{self, PullProgress, Reporter, RuntimeError};
+use crate::util::now_ms;
 
 /// Makes `rec`'s image available as its cache policy says.
 pub async fn fetch(

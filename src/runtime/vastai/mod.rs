@@ -40,12 +40,13 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::{broadcast, watch as tokio_watch};
 
 use crate::config::ClusterConfig;
-use crate::kernel::record::{now_ms, Record};
+use crate::kernel::record::Record;
 use crate::runtime::{
     Background, Capabilities, Chunk, ChunkStream, EventStream, Handle, Owned, Reporter, Runtime,
     RuntimeError, RuntimeEvent, Started, Status,
 };
 use crate::spec::{Spec, SpecError};
+use crate::util::now_ms;
 use api::{Api, ApiError};
 use offers::without_marker;
 use provision::api_error;
@@ -311,7 +312,7 @@ impl VastRuntime {
             }
         }
         let saved = std::fs::create_dir_all(&self.logs_dir).and_then(|_| {
-            crate::kernel::registry::write_private(
+            crate::util::fs::write_private(
                 &self.logs_dir.join(format!("{kernel_id}.log")),
                 text.as_bytes(),
             )

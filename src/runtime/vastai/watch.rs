@@ -23,8 +23,8 @@ use super::api::{Api, ApiError, Row};
 use super::offers::{exit_code, without_marker};
 use super::{logs, parse_label, KeyState, VastRuntime};
 use crate::config::ClusterConfig;
-use crate::kernel::record::now_ms;
 use crate::runtime::{Background, Observed, RuntimeError, RuntimeEvent, Status};
+use crate::util::now_ms;
 
 impl VastRuntime {
     /// The loop; see the module docs.

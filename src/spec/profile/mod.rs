@@ -57,24 +57,7 @@ pub struct Profile {
     pub cluster: bool,
 }
 
-/// Built-in profiles: name, network, ssh, gpus, rdma. Add a row for a new one.
-pub const BUILTIN: &[(&str, bool, bool, bool, bool)] = &[
-    ("docker-batch", false, false, false, false),
-    ("docker-network", true, false, false, false),
-    ("docker-network-ssh", true, true, false, false),
-    ("docker-nvidia-batch", false, false, true, false),
-    ("docker-nvidia-network", true, false, true, false),
-    ("docker-network-roce", true, false, false, true),
-    ("docker-nvidia-network-roce", true, false, true, true),
-];
-
-/// Built-in cluster profiles: name, reaches outside its private network, ssh.
-pub const CLUSTER: &[(&str, bool, bool)] = &[
-    ("docker-cluster", false, false),
-    ("docker-cluster-ssh", false, true),
-    ("docker-cluster-network", true, false),
-    ("docker-cluster-network-ssh", true, true),
-];
+pub use crate::config::profiles::{BUILTIN, CLUSTER};
 
 /// Most instances of one cluster kernel.
 pub const MAX_INSTANCES: u32 = 64;
