@@ -102,8 +102,8 @@ impl Heartbeat {
             crate::telemetry::counters::agent().set_usage(&usage);
             let req = HeartbeatRequest {
                 agent: Some(self.identity.clone()),
-                host: Some(snap.host.clone()),
-                gpus: Some(snap.gpus.clone()),
+                host: Some(snap.host.clone().into()),
+                gpus: Some(snap.gpus.clone().into()),
                 slots: Some(snap.slots),
                 heartbeat_interval_ms: period.as_millis() as u64,
                 sequence: sequence + 1,

@@ -16,7 +16,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
 use crate::agent::status::Snapshot;
-use crate::wire::pb::{GpuDevice, SlotAmounts};
+use crate::host::GpuDevice;
+use crate::wire::pb::SlotAmounts;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -185,7 +186,7 @@ pub fn encode(snap: &Snapshot, encoder: &mut DescriptorEncoder) -> Result<(), st
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::pb::{GpuInventory, HostStatus};
+    use crate::host::{GpuInventory, HostStatus};
     use prometheus_client::collector::Collector;
     use prometheus_client::registry::Registry;
 

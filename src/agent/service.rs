@@ -95,8 +95,8 @@ impl AgentService for AgentRpc {
         let slots = super::status::slots(&snap.host, &snap.gpus, &cfg, self.kernels.allocated());
         Ok(Response::new(GetInfoResponse {
             identity: Some(identity),
-            host: Some(snap.host.clone()),
-            gpus: Some(snap.gpus.clone()),
+            host: Some(snap.host.clone().into()),
+            gpus: Some(snap.gpus.clone().into()),
             slots: Some(slots),
             heartbeat_interval_ms: cfg.heartbeat_interval.as_millis() as u64,
             manager_address: self.current_manager.borrow().clone(),

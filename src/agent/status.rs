@@ -6,8 +6,9 @@ use crate::config::ClusterConfig;
 use crate::host::gpu::health::GpuHealth;
 use crate::host::gpu::GpuProbe;
 use crate::host::HostSampler;
+use crate::host::{GpuInventory, HostStatus};
 use crate::kernel::slots::{summary, Amounts, Capacity, Gpu};
-use crate::wire::pb::{GpuInventory, HostStatus, ResourceSlots};
+use crate::wire::pb::ResourceSlots;
 
 /// One collected status.
 #[derive(Debug, Clone, Default)]
@@ -96,7 +97,7 @@ pub fn slots(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::pb::GpuDevice;
+    use crate::host::GpuDevice;
 
     #[test]
     fn a_broken_gpu_is_not_a_slot() {

@@ -10,6 +10,7 @@ use super::output::{bytes, print_json};
 use crate::host::gpu::health::GpuHealth;
 use crate::host::gpu::GpuProbe;
 use crate::host::HostSampler;
+use crate::wire::pb;
 
 #[derive(Debug, Clone, Args)]
 pub struct HostArgs {
@@ -49,6 +50,7 @@ pub async fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
     // The marks the agent keeps under this scratch root (NVML does not replay events).
     GpuHealth::open(Some(GpuHealth::file_in(&args.scratch_root))).apply(&mut gpus);
     if args.json {
+        let (host, gpus) = (pb::HostStatus::from(host), pb::GpuInventory::from(gpus));
         print_json(&serde_json::json!({ "host": host, "gpus": gpus }))?;
         return Ok(ExitCode::SUCCESS);
     }

@@ -5,12 +5,13 @@
 //! last call (the first call after start reads 0).
 
 pub mod gpu;
+mod types;
+
+pub use types::{GpuDevice, GpuInventory, HostStatus};
 
 use std::path::{Path, PathBuf};
 
 use sysinfo::{CpuRefreshKind, MemoryRefreshKind, RefreshKind, System};
-
-use crate::wire::pb::HostStatus;
 
 /// Samples host status; cheap enough to call on every heartbeat.
 pub struct HostSampler {

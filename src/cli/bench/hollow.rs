@@ -39,9 +39,7 @@ use crate::util::tls::TlsFiles;
 use crate::wire::channel;
 use crate::wire::pb::agent_service_server::AgentServiceServer;
 use crate::wire::pb::manager_service_client::ManagerServiceClient;
-use crate::wire::pb::{
-    AgentIdentity, CreateKernelRequest, GpuInventory, HeartbeatRequest, HostStatus, KernelSpec,
-};
+use crate::wire::pb::{AgentIdentity, CreateKernelRequest, HeartbeatRequest, KernelSpec};
 
 /// What every simulated agent shares, and what they measure.
 pub struct Fleet {
@@ -51,7 +49,7 @@ pub struct Fleet {
     /// Registries of the simulated agents' supervisors live under it.
     pub dir: PathBuf,
     pub kernels_per_agent: u32,
-    pub host: HostStatus,
+    pub host: crate::host::HostStatus,
     /// Round trips of accepted heartbeats since the last [`take`](Self::take).
     rtts: Mutex<Vec<Duration>>,
     failed: AtomicU64,
@@ -293,7 +291,7 @@ impl Fleet {
         let phase = period.mul_f64(f64::from(uuid::Uuid::new_v4().as_u128() as u16) / 65536.0);
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + phase, period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let gpus = GpuInventory::default();
+        let gpus = crate::host::GpuInventory::default();
         let mut sequence = 0u64;
         let mut first = true;
         while !stop.is_cancelled() {
@@ -305,8 +303,8 @@ impl Fleet {
             sequence += 1;
             let req = HeartbeatRequest {
                 agent: Some(identity.clone()),
-                host: Some(self.host.clone()),
-                gpus: Some(gpus.clone()),
+                host: Some(self.host.clone().into()),
+                gpus: Some(gpus.clone().into()),
                 slots: Some(slots(&self.host, &gpus, &c, sup.allocated())),
                 heartbeat_interval_ms: period.as_millis() as u64,
                 sequence,

@@ -1,7 +1,7 @@
 //! Fake GPUs (`config/docker/fake_gpus`): reported like real devices, flagged `fake`.
 
 use crate::config::FakeGpu;
-use crate::wire::pb::{GpuDevice, GpuInventory};
+use crate::host::{GpuDevice, GpuInventory};
 
 /// Appends `fakes` to the inventory, numbering them after the devices already there.
 pub fn append(inv: &mut GpuInventory, fakes: &[FakeGpu]) {

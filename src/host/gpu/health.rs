@@ -21,7 +21,7 @@ use nvml_wrapper::error::NvmlError;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use crate::wire::pb::GpuInventory;
+use crate::host::GpuInventory;
 
 /// XIDs caused by applications, not by the GPU (the device plugin's list): ignored.
 pub const IGNORED_XIDS: [u64; 6] = [13, 31, 43, 45, 68, 109];

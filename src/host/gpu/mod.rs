@@ -9,7 +9,7 @@ pub mod nvml;
 use std::path::Path;
 
 use crate::config::FakeGpu;
-use crate::wire::pb::GpuInventory;
+use crate::host::GpuInventory;
 
 pub use nvml::NvmlProbe;
 

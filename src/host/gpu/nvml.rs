@@ -13,7 +13,7 @@ use nvml_wrapper::enum_wrappers::device::TemperatureSensor;
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::Nvml;
 
-use crate::wire::pb::{GpuDevice, GpuInventory};
+use crate::host::{GpuDevice, GpuInventory};
 
 /// The library NVML is loaded from when none is configured.
 pub const DEFAULT_LIBRARY: &str = "libnvidia-ml.so.1";
