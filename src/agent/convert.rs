@@ -333,7 +333,7 @@ pub fn kernel_info(view: KernelView, agent_id: &str) -> pb::KernelInfo {
         progress: rec.progress,
         qarnot_state: rec.state.qarnot(rec.stop_requested).into(),
         ssh_port: rec.ssh_port().map_or(0, u32::from),
-        spec: Some(rec.shown_spec.into()),
+        spec: Some(rec.launch.shown_spec.into()),
     }
 }
 

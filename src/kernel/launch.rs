@@ -59,7 +59,7 @@ impl Supervisor {
         self.check_cordon(&id)?;
         if !self.lock().kernels.contains_key(&id) {
             // The cheap refusals first (instances at most), then the runtime's market.
-            rt.admit(&self.lock().live(), &cfg)?;
+            rt.admit(&launches(&self.lock().live()), &cfg)?;
             rt.quote(&spec, &cfg).await?;
         }
         if let Some(a) = &req.array {
@@ -105,7 +105,7 @@ impl Supervisor {
         cfg: &ClusterConfig,
         rt: &dyn Runtime,
     ) -> Result<Allocation, KernelError> {
-        rt.admit(&t.live(), cfg)?;
+        rt.admit(&launches(&t.live()), cfg)?;
         let caps = rt.capabilities();
         slots::allocate(
             &self.capacity(),
@@ -456,4 +456,9 @@ mod tests {
         other.array = None;
         assert_ne!(digest(&other), base);
     }
+}
+
+/// What the runtime is told of each of `records`.
+fn launches<'a>(records: &[&'a Record]) -> Vec<&'a crate::runtime::Launch> {
+    records.iter().map(|r| &r.launch).collect()
 }

@@ -8,41 +8,18 @@
 use serde::{Deserialize, Serialize};
 
 use super::state::KernelState;
-use crate::runtime::Handle;
+use crate::runtime::{Activity, Adopted, Handle};
+pub use crate::runtime::{HostPort, Launch, Slots, SSH_PROTOCOL};
 use crate::spec::{ArrayRange, Spec, Template};
-
-/// Slots a live kernel holds; given back exactly once, when it ends.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct Slots {
-    pub cpu: f64,
-    pub memory: u64,
-    /// GPU UUIDs.
-    pub gpus: Vec<String>,
-}
-
-/// A host port a kernel holds until it is removed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HostPort {
-    pub container: u16,
-    pub host: u16,
-    pub protocol: String,
-    /// The host address bound; empty: every address.
-    #[serde(default)]
-    pub host_ip: String,
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
-    pub id: String,
-    pub name: String,
-    pub slug: String,
-    pub array_id: Option<String>,
-    pub task_index: u32,
+    /// Who the kernel is and what it holds: what its runtime is told.
+    #[serde(flatten)]
+    pub launch: Launch,
     /// On array tasks: the array's range (its parallelism cap survives a restart).
     #[serde(default)]
     pub array_range: Option<ArrayRange>,
-    /// The spec as given, secret values replaced by `***` (what inspect shows).
-    pub shown_spec: Template,
     /// SHA-256 of the whole create request (secrets included, never shown): tells an
     /// identical repeated create from a conflicting one, stable across builds.
     #[serde(default)]
@@ -51,25 +28,11 @@ pub struct Record {
     /// Rust releases); such records are compared by their shown spec instead.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub fingerprint: u64,
-    pub spec: Spec,
-    /// The runtime that runs the kernel; empty in records of earlier versions (Docker).
-    #[serde(default)]
-    pub runtime: String,
-    /// Whether the GPUs are NVML devices (device request) or fake ones (env only).
-    pub real_gpus: bool,
     pub state: KernelState,
-    /// Where the kernel runs, once its runtime created it.
-    #[serde(default)]
-    pub handle: Option<Handle>,
     pub exit_code: Option<i32>,
     pub signal: String,
     pub oom_killed: bool,
     pub reason: String,
-    pub created_at_ms: i64,
-    pub started_at_ms: i64,
-    pub finished_at_ms: i64,
-    /// Held while the kernel is live; `None` once it ended (or before it was placed).
-    pub slots: Option<Slots>,
     /// What the kernel was given, kept after it ends (DRMAA2 JobInfo `slots`); records of
     /// earlier versions have none and show `slots` instead.
     #[serde(default)]
@@ -81,11 +44,6 @@ pub struct Record {
     /// restarted agent keeps the schedule; 0: no restart pending.
     #[serde(default, skip_serializing_if = "is_zero_i64")]
     pub restart_at_ms: i64,
-    /// Held until the kernel is removed.
-    pub ports: Vec<HostPort>,
-    /// The kernel's home on this host, where its runtime has one.
-    #[serde(default)]
-    pub scratch_dir: String,
     /// A profile kernel's latest progress (0-100) from its output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<f64>,
@@ -111,51 +69,87 @@ fn is_zero_i64(v: &i64) -> bool {
     *v == 0
 }
 
-/// The protocol of the host port an ssh profile kernel is reached on (served by the agent,
-/// never published by the runtime).
-pub const SSH_PROTOCOL: &str = "ssh";
-
 /// The runtime of records written before there was a choice.
 pub const LEGACY_RUNTIME: &str = "docker";
+
+impl std::ops::Deref for Record {
+    type Target = Launch;
+
+    fn deref(&self) -> &Launch {
+        &self.launch
+    }
+}
+
+impl std::ops::DerefMut for Record {
+    fn deref_mut(&mut self) -> &mut Launch {
+        &mut self.launch
+    }
+}
 
 impl Record {
     /// A new PREPARING record; `slots` is `None` for array tasks, which get their slots when
     /// their turn comes.
     pub fn new(id: &str, shown: &Template, spec: Spec, digest: &str, runtime: &str) -> Self {
         Self {
-            id: id.to_string(),
-            name: shown.name.clone(),
-            slug: shown.slug.clone(),
-            array_id: None,
-            task_index: 0,
+            launch: Launch {
+                id: id.to_string(),
+                name: shown.name.clone(),
+                slug: shown.slug.clone(),
+                array_id: None,
+                task_index: 0,
+                shown_spec: shown.masked(),
+                spec,
+                runtime: runtime.to_string(),
+                real_gpus: false,
+                handle: None,
+                created_at_ms: now_ms(),
+                started_at_ms: 0,
+                finished_at_ms: 0,
+                slots: None,
+                ports: Vec::new(),
+                scratch_dir: String::new(),
+            },
             array_range: None,
-            shown_spec: shown.masked(),
             digest: digest.to_string(),
             fingerprint: 0,
-            spec,
-            runtime: runtime.to_string(),
-            real_gpus: false,
             state: KernelState::Preparing,
-            handle: None,
             exit_code: None,
             signal: String::new(),
             oom_killed: false,
             reason: String::new(),
-            created_at_ms: now_ms(),
-            started_at_ms: 0,
-            finished_at_ms: 0,
-            slots: None,
             granted: None,
             restart_count: 0,
             restart_at_ms: 0,
             stop_reason: String::new(),
-            ports: Vec::new(),
-            scratch_dir: String::new(),
             progress: None,
             stop_requested: false,
             container_id: String::new(),
             process_data: None,
         }
+    }
+
+    /// The record of an instance that had none (see [`Adopted`]): a container that ran and
+    /// stopped is recorded RUNNING, so the first sync reports its real end; one that never
+    /// started waits HELD (nothing is started behind anyone's back).
+    pub fn adopted(a: Adopted) -> Self {
+        let mut rec = Self::new(
+            &a.launch.id,
+            &a.launch.shown_spec,
+            a.launch.spec.clone(),
+            "",
+            &a.launch.runtime,
+        );
+        rec.launch = a.launch;
+        rec.state = match a.activity {
+            Activity::Restarting => KernelState::Restarting,
+            Activity::Paused => KernelState::Suspended,
+            Activity::Running | Activity::Stopped => KernelState::Running,
+            Activity::Created => KernelState::Held,
+        };
+        rec.granted = rec.slots.clone();
+        rec.restart_count = a.restart_count;
+        rec.reason = "re-adopted after a restart: its instance had no record".into();
+        rec
     }
 
     /// Brings a record read from disk to the current layout: the runtime named, the
@@ -177,25 +171,6 @@ impl Record {
             });
         }
         self
-    }
-
-    /// The runtime's id of the kernel's instance (a container id), empty before it exists.
-    pub fn instance(&self) -> &str {
-        self.handle.as_ref().map_or("", |h| h.instance.as_str())
-    }
-
-    /// The host port of the kernel's SSH access (held in `ports` like its other host
-    /// ports, under the protocol [`SSH_PROTOCOL`]).
-    pub fn ssh_port(&self) -> Option<u16> {
-        self.ports
-            .iter()
-            .find(|p| p.protocol == SSH_PROTOCOL)
-            .map(|p| p.host)
-    }
-
-    /// The host ports the runtime publishes (all but the agent's own SSH port).
-    pub fn published_ports(&self) -> impl Iterator<Item = &HostPort> {
-        self.ports.iter().filter(|p| p.protocol != SSH_PROTOCOL)
     }
 
     /// Whether a create with `digest` and shown template `shown` asks for this very kernel.

@@ -105,7 +105,8 @@ impl Supervisor {
             };
             match rt.adopt(&o, &cfg).await {
                 Ok(None) => {}
-                Ok(Some(rec)) => {
+                Ok(Some(adopted)) => {
+                    let rec = Record::adopted(adopted);
                     tracing::warn!(kernel_id = %kid, instance = %handle.instance, state = %rec.state, "re-adopted an instance that had no record");
                     let mut t = self.lock();
                     self.insert(&mut t, rec, true);
@@ -146,7 +147,7 @@ impl Supervisor {
                 .values()
                 .map(|e| e.rec.clone())
                 .collect();
-            rt.remove_orphans(&recs.iter().collect::<Vec<_>>(), &cfg)
+            rt.remove_orphans(&recs.iter().map(|r| &r.launch).collect::<Vec<_>>(), &cfg)
         };
         self.pump_all();
         Ok(out)

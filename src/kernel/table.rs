@@ -139,9 +139,11 @@ impl Supervisor {
         if pull.is_none() {
             tracing::info!(kernel_id = %id, state = %rec.state, "{reason}");
         }
+        let part = rec.spec.cluster.as_ref().is_some_and(|c| c.is_part());
         log.push(KernelEvent {
             seq: 0,
-            kernel_id: rec.id,
+            kernel_id: rec.launch.id,
+            part,
             state: rec.state,
             reason,
             at_ms: now_ms(),
@@ -149,7 +151,6 @@ impl Supervisor {
             agent_id: self.0.agent_id.clone(),
             pull,
             progress: rec.progress,
-            part: rec.spec.cluster.as_ref().is_some_and(|c| c.is_part()),
         });
     }
 

@@ -283,7 +283,7 @@ async fn recovery_reports_ends_seen_while_down_and_adopts_unrecorded_instances()
     lost.id = uuid::Uuid::new_v4().to_string();
     lost.handle = None;
     let lost_id = lost.id.clone();
-    rt.add_unrecorded(lost);
+    rt.add_unrecorded(lost.launch);
     let f = start(rt.clone(), dir.path());
     f.wait(&a_id, KernelState::Failed).await;
     let ended = f.sup.info(&a_id).unwrap().record;

@@ -14,7 +14,8 @@ use futures::StreamExt;
 use tokio::sync::broadcast;
 
 use crate::config::ClusterConfig;
-use crate::kernel::record::Record;
+use crate::runtime::Launch;
+use crate::runtime::{Activity, Adopted};
 use crate::runtime::{
     Capabilities, Chunk, ChunkStream, EventStream, Handle, Observed, Owned, Reporter, Runtime,
     RuntimeError, RuntimeEvent, Started, Status, Usage,
@@ -27,7 +28,7 @@ pub const NAME: &str = "memory";
 #[derive(Debug, Clone)]
 struct Instance {
     kernel_id: String,
-    record: Record,
+    record: Launch,
     status: Status,
     output: Vec<String>,
 }
@@ -182,7 +183,7 @@ impl MemoryRuntime {
 
     /// Adds an instance for `rec` that no record of the supervisor knows (a crash between
     /// create and record).
-    pub fn add_unrecorded(&self, rec: Record) -> String {
+    pub fn add_unrecorded(&self, rec: Launch) -> String {
         let id = format!("mem-{}", self.next.fetch_add(1, Ordering::SeqCst));
         let status = Status {
             exists: true,
@@ -251,7 +252,7 @@ impl Runtime for MemoryRuntime {
 
     async fn prepare(
         &self,
-        _rec: &Record,
+        _rec: &Launch,
         _cfg: &ClusterConfig,
         _report: &Reporter,
     ) -> Result<(), RuntimeError> {
@@ -264,7 +265,7 @@ impl Runtime for MemoryRuntime {
 
     async fn create(
         &self,
-        rec: &Record,
+        rec: &Launch,
         _cfg: &ClusterConfig,
         _report: &Reporter,
     ) -> Result<Handle, RuntimeError> {
@@ -307,7 +308,7 @@ impl Runtime for MemoryRuntime {
 
     async fn start(
         &self,
-        _rec: &Record,
+        _rec: &Launch,
         handle: &Handle,
         _cfg: &ClusterConfig,
     ) -> Result<Started, RuntimeError> {
@@ -355,7 +356,7 @@ impl Runtime for MemoryRuntime {
         Ok(())
     }
 
-    async fn release(&self, _rec: &Record, _process_still_used: bool, _cfg: &ClusterConfig) {}
+    async fn release(&self, _rec: &Launch, _process_still_used: bool, _cfg: &ClusterConfig) {}
 
     async fn status(&self, handle: &Handle) -> Result<Status, RuntimeError> {
         self.check_up()?;
@@ -390,20 +391,23 @@ impl Runtime for MemoryRuntime {
         &self,
         owned: &Owned,
         _cfg: &ClusterConfig,
-    ) -> Result<Option<Record>, RuntimeError> {
+    ) -> Result<Option<Adopted>, RuntimeError> {
         let map = self.map();
         let i = map
             .get(&owned.handle.instance)
             .ok_or_else(|| RuntimeError::NotFound(owned.handle.instance.clone()))?;
-        let mut rec = i.record.clone();
-        rec.handle = Some(owned.handle.clone());
-        rec.state = if i.status.running {
-            crate::kernel::KernelState::Running
+        let mut launch = i.record.clone();
+        launch.handle = Some(owned.handle.clone());
+        let activity = if i.status.running {
+            Activity::Running
         } else {
-            crate::kernel::KernelState::Held
+            Activity::Created
         };
-        rec.reason = "re-adopted after a restart: its instance had no record".into();
-        Ok(Some(rec))
+        Ok(Some(Adopted {
+            launch,
+            activity,
+            restart_count: 0,
+        }))
     }
 
     fn logs(

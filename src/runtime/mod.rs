@@ -29,7 +29,6 @@ use async_trait::async_trait;
 pub use types::*;
 
 use crate::config::ClusterConfig;
-use crate::kernel::record::Record;
 use crate::spec::{FieldRules, NoFieldRules, Spec, SpecError};
 
 /// What a runtime can do beyond the lifecycle every runtime has (create, start, stop,
@@ -94,14 +93,14 @@ pub trait Runtime: Send + Sync + 'static {
     }
 
     /// What `inspect` shows about the kernel's instance beyond the common fields.
-    fn describe(&self, rec: &Record) -> BTreeMap<String, String> {
+    fn describe(&self, rec: &Launch) -> BTreeMap<String, String> {
         let _ = rec;
         BTreeMap::new()
     }
 
     /// Whether one more kernel may run here, given the live kernels (`live`, all runtimes):
     /// RESOURCE_EXHAUSTED naming the setting that bounds it.
-    fn admit(&self, live: &[&Record], cfg: &ClusterConfig) -> Result<(), RuntimeError> {
+    fn admit(&self, live: &[&Launch], cfg: &ClusterConfig) -> Result<(), RuntimeError> {
         let _ = (live, cfg);
         Ok(())
     }
@@ -134,7 +133,7 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Whether a held kernel can start now (its input file is there); a refusal leaves it
     /// held.
-    fn ready_to_start(&self, rec: &Record) -> Result<(), RuntimeError> {
+    fn ready_to_start(&self, rec: &Launch) -> Result<(), RuntimeError> {
         let _ = rec;
         Ok(())
     }
@@ -147,7 +146,7 @@ pub trait Runtime: Send + Sync + 'static {
     /// `report` how it goes.
     async fn prepare(
         &self,
-        rec: &Record,
+        rec: &Launch,
         cfg: &ClusterConfig,
         report: &Reporter,
     ) -> Result<(), RuntimeError>;
@@ -157,7 +156,7 @@ pub trait Runtime: Send + Sync + 'static {
     /// (the kernel then reads CREATING) and notes on the way.
     async fn create(
         &self,
-        rec: &Record,
+        rec: &Launch,
         cfg: &ClusterConfig,
         report: &Reporter,
     ) -> Result<Handle, RuntimeError>;
@@ -166,7 +165,7 @@ pub trait Runtime: Send + Sync + 'static {
     /// output to files, feeding its input) comes back for the supervisor to own.
     async fn start(
         &self,
-        rec: &Record,
+        rec: &Launch,
         handle: &Handle,
         cfg: &ClusterConfig,
     ) -> Result<Started, RuntimeError>;
@@ -179,7 +178,7 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Gives back what a removed kernel held outside its instance (its home, process data
     /// no other kernel of its process still uses).
-    async fn release(&self, rec: &Record, process_still_used: bool, cfg: &ClusterConfig);
+    async fn release(&self, rec: &Launch, process_still_used: bool, cfg: &ClusterConfig);
 
     /// What the instance is doing now.
     async fn status(&self, handle: &Handle) -> Result<Status, RuntimeError>;
@@ -191,25 +190,24 @@ pub trait Runtime: Send + Sync + 'static {
     /// The instances this runtime holds for this namespace and agent, recorded or not.
     async fn list_owned(&self) -> Result<Vec<Owned>, RuntimeError>;
 
-    /// A record for an instance of ours that has none (lost in a crash), from what the
-    /// instance itself says; `None` when the runtime disposed of it instead (a rented
+    /// What an instance of ours that has no record (lost in a crash) says of itself; `None` when the runtime disposed of it instead (a rented
     /// instance nobody knows only costs money).
     async fn adopt(
         &self,
         owned: &Owned,
         cfg: &ClusterConfig,
-    ) -> Result<Option<Record>, RuntimeError>;
+    ) -> Result<Option<Adopted>, RuntimeError>;
 
     /// After a restart: puts back what a live kernel needs beside its instance (a home that
     /// vanished); returns what it did, for the kernel's events.
-    async fn restore(&self, rec: &Record, cfg: &ClusterConfig) -> Option<String> {
+    async fn restore(&self, rec: &Launch, cfg: &ClusterConfig) -> Option<String> {
         let _ = (rec, cfg);
         None
     }
 
     /// After a restart: removes what this runtime left for kernels no record owns (homes,
     /// process data); returns what it removed.
-    fn remove_orphans(&self, live: &[&Record], cfg: &ClusterConfig) -> Vec<String> {
+    fn remove_orphans(&self, live: &[&Launch], cfg: &ClusterConfig) -> Vec<String> {
         let _ = (live, cfg);
         Vec::new()
     }
@@ -243,7 +241,7 @@ pub trait Runtime: Send + Sync + 'static {
 
     async fn exec(
         &self,
-        rec: &Record,
+        rec: &Launch,
         handle: &Handle,
         req: Exec,
     ) -> Result<ExecOutput, RuntimeError> {
@@ -265,7 +263,7 @@ pub trait Runtime: Send + Sync + 'static {
 
     async fn upload(
         &self,
-        rec: &Record,
+        rec: &Launch,
         path: &str,
         content: &[u8],
         cfg: &ClusterConfig,
@@ -274,12 +272,12 @@ pub trait Runtime: Send + Sync + 'static {
         Err(RuntimeError::Unsupported(self.name(), "files"))
     }
 
-    async fn download(&self, rec: &Record, path: &str) -> Result<Vec<u8>, RuntimeError> {
+    async fn download(&self, rec: &Launch, path: &str) -> Result<Vec<u8>, RuntimeError> {
         let _ = (rec, path);
         Err(RuntimeError::Unsupported(self.name(), "files"))
     }
 
-    fn list_files(&self, rec: &Record, path: &str) -> Result<Vec<FileEntry>, RuntimeError> {
+    fn list_files(&self, rec: &Launch, path: &str) -> Result<Vec<FileEntry>, RuntimeError> {
         let _ = (rec, path);
         Err(RuntimeError::Unsupported(self.name(), "files"))
     }

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ClusterConfig;
+use crate::spec::{Spec, Template};
 
 /// Largest file `download` returns in one message (below gRPC's 4 MiB default).
 pub const MAX_DOWNLOAD: u64 = 3 << 20;
@@ -209,4 +210,108 @@ pub enum RuntimeError {
     /// The backend failed; the message is its own words.
     #[error("{0}")]
     Failed(String),
+}
+
+/// What a runtime is told of a kernel: who it is, its validated spec and what it holds.
+/// The kernel layer keeps it inside its record (`crate::kernel::record::Record`, with the
+/// state and everything else only the kernel layer decides); a runtime never sees more.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Launch {
+    pub id: String,
+    pub name: String,
+    pub slug: String,
+    pub array_id: Option<String>,
+    pub task_index: u32,
+    /// The spec as given, secret values replaced by `***` (what inspect shows).
+    pub shown_spec: Template,
+    pub spec: Spec,
+    /// The runtime that runs the kernel; empty in records of earlier versions (Docker).
+    #[serde(default)]
+    pub runtime: String,
+    /// Whether the GPUs are NVML devices (device request) or fake ones (env only).
+    pub real_gpus: bool,
+    /// Where the kernel runs, once its runtime created it.
+    #[serde(default)]
+    pub handle: Option<Handle>,
+    pub created_at_ms: i64,
+    pub started_at_ms: i64,
+    pub finished_at_ms: i64,
+    /// Held while the kernel is live; `None` once it ended (or before it was placed).
+    pub slots: Option<Slots>,
+    /// Held until the kernel is removed.
+    pub ports: Vec<HostPort>,
+    /// The kernel's home on this host, where its runtime has one.
+    #[serde(default)]
+    pub scratch_dir: String,
+}
+
+/// The protocol of the host port an ssh profile kernel is reached on (served by the agent,
+/// never published by the runtime).
+pub const SSH_PROTOCOL: &str = "ssh";
+
+impl Launch {
+    /// The runtime's id of the kernel's instance (a container id), empty before it exists.
+    pub fn instance(&self) -> &str {
+        self.handle.as_ref().map_or("", |h| h.instance.as_str())
+    }
+
+    /// The host port of the kernel's SSH access (held in `ports` like its other host
+    /// ports, under the protocol [`SSH_PROTOCOL`]).
+    pub fn ssh_port(&self) -> Option<u16> {
+        self.ports
+            .iter()
+            .find(|p| p.protocol == SSH_PROTOCOL)
+            .map(|p| p.host)
+    }
+
+    /// The host ports the runtime publishes (all but the agent's own SSH port).
+    pub fn published_ports(&self) -> impl Iterator<Item = &HostPort> {
+        self.ports.iter().filter(|p| p.protocol != SSH_PROTOCOL)
+    }
+}
+
+/// Slots a live kernel holds; given back exactly once, when it ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Slots {
+    pub cpu: f64,
+    pub memory: u64,
+    /// GPU UUIDs.
+    pub gpus: Vec<String>,
+}
+
+/// A host port a kernel holds until it is removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostPort {
+    pub container: u16,
+    pub host: u16,
+    pub protocol: String,
+    /// The host address bound; empty: every address.
+    #[serde(default)]
+    pub host_ip: String,
+}
+
+/// What an instance of ours that has no record says of itself (its record was lost in a
+/// crash between create and record). The kernel layer decides which state that is
+/// (`crate::kernel::record::Record::adopted`).
+#[derive(Debug, Clone)]
+pub struct Adopted {
+    /// Who the kernel is and what it holds, as far as the instance tells.
+    pub launch: Launch,
+    /// What the instance is doing.
+    pub activity: Activity,
+    /// How many times the engine itself restarted it.
+    pub restart_count: u32,
+}
+
+/// What an adopted instance is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activity {
+    /// Created, never started.
+    Created,
+    Running,
+    Paused,
+    /// The engine is restarting it (its restart policy).
+    Restarting,
+    /// It ran and stopped.
+    Stopped,
 }

@@ -15,8 +15,7 @@ use super::local::ProcessData;
 use super::rules::DockerRules;
 use super::DockerRuntime;
 use crate::config::ClusterConfig;
-use crate::kernel::record::{HostPort, Record, Slots};
-use crate::kernel::KernelState;
+use crate::runtime::{Activity, Adopted, HostPort, Launch, Slots};
 use crate::runtime::{Handle, Owned, RuntimeError};
 use crate::spec::{self, Template};
 use crate::util::now_ms;
@@ -108,12 +107,12 @@ impl DockerRuntime {
         Ok(out)
     }
 
-    /// A record for a container of ours that has none; see the module docs.
+    /// What a container of ours that has no record says of itself; see the module docs.
     pub(super) async fn adopt_container(
         &self,
         owned: &Owned,
         cfg: &ClusterConfig,
-    ) -> Result<Record, RuntimeError> {
+    ) -> Result<Adopted, RuntimeError> {
         let kid = owned.kernel_id.as_str();
         let cid = owned.handle.instance.as_str();
         let info: ContainerInspectResponse = self
@@ -193,35 +192,40 @@ impl DockerRuntime {
         let paused = state.paused.unwrap_or(false);
         let restarting = state.restarting.unwrap_or(false);
         let started = parse_ms(state.started_at.as_deref());
-        // A container that ran and stopped is recorded RUNNING: the first sync reports its
-        // real end. One that never started waits HELD (nothing is started behind anyone).
-        let rec_state = match (running, paused, started > 0) {
-            _ if restarting => KernelState::Restarting,
-            (true, true, _) => KernelState::Suspended,
-            (true, false, _) | (false, _, true) => KernelState::Running,
-            (false, _, false) => KernelState::Held,
+        let activity = match (running, paused, started > 0) {
+            _ if restarting => Activity::Restarting,
+            (true, true, _) => Activity::Paused,
+            (true, false, _) => Activity::Running,
+            (false, _, true) => Activity::Stopped,
+            (false, _, false) => Activity::Created,
         };
-        let mut rec = Record::new(kid, &shown, spec, "", super::NAME);
-        rec.array_id = labels.get(LABEL_ARRAY).cloned();
-        rec.task_index = kid
-            .split_once('.')
-            .and_then(|(_, i)| i.parse().ok())
-            .unwrap_or(0);
-        rec.real_gpus = host.device_requests.as_ref().is_some_and(|d| !d.is_empty());
-        rec.state = rec_state;
-        rec.handle = Some(owned.handle.clone());
-        rec.reason = "re-adopted after a restart: its container had no record".into();
-        rec.created_at_ms = parse_ms(info.created.as_deref());
-        if rec.created_at_ms == 0 {
-            rec.created_at_ms = now_ms();
-        }
-        rec.started_at_ms = started;
-        rec.granted = Some(slots.clone());
-        rec.slots = Some(slots);
-        rec.restart_count = info.restart_count.unwrap_or(0).max(0) as u32;
-        rec.ports = ports;
-        rec.scratch_dir = scratch_dir;
-        Ok(rec)
+        let created = parse_ms(info.created.as_deref());
+        let launch = Launch {
+            id: kid.to_string(),
+            name: shown.name.clone(),
+            slug: shown.slug.clone(),
+            array_id: labels.get(LABEL_ARRAY).cloned(),
+            task_index: kid
+                .split_once('.')
+                .and_then(|(_, i)| i.parse().ok())
+                .unwrap_or(0),
+            shown_spec: shown.masked(),
+            spec,
+            runtime: super::NAME.to_string(),
+            real_gpus: host.device_requests.as_ref().is_some_and(|d| !d.is_empty()),
+            handle: Some(owned.handle.clone()),
+            created_at_ms: if created == 0 { now_ms() } else { created },
+            started_at_ms: started,
+            finished_at_ms: 0,
+            slots: Some(slots),
+            ports,
+            scratch_dir,
+        };
+        Ok(Adopted {
+            launch,
+            activity,
+            restart_count: info.restart_count.unwrap_or(0).max(0) as u32,
+        })
     }
 }
 

@@ -11,7 +11,7 @@ use bollard::models::{
 use super::client::{LABEL_AGENT, LABEL_KERNEL, LABEL_NAMESPACE};
 use super::local::ProcessData;
 use crate::config::cluster::DockerSettings;
-use crate::kernel::record::Record;
+use crate::runtime::Launch;
 use crate::spec::{CONFIG_DIR, WORK_DIR};
 
 pub const LABEL_ARRAY: &str = "io.deckhand.array-id";
@@ -44,7 +44,7 @@ pub fn container_name(namespace: &str, kernel_id: &str) -> String {
 /// The create body; `docker` is the cluster's Docker settings at creation time (volumes,
 /// network, DNS, process data mount point).
 pub fn body(
-    rec: &Record,
+    rec: &Launch,
     process_data: Option<&ProcessData>,
     namespace: &str,
     agent_id: &str,

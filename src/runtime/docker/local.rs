@@ -14,7 +14,7 @@ use super::client::Docker;
 use super::scratch::{self, PathError, Scratch};
 use crate::config::schema::show_bytes;
 use crate::config::ClusterConfig;
-use crate::kernel::record::Record;
+use crate::runtime::Launch;
 use crate::runtime::{FileEntry, RuntimeError, MAX_DOWNLOAD, MAX_UPLOAD};
 use crate::spec::SpecError;
 
@@ -47,7 +47,7 @@ impl ProcessData {
 
 /// `environ.txt`, `resource.txt` and `kernel.json` for `/home/config`. Secret values are
 /// left out of all three (the container's environment has them).
-pub fn config_files(rec: &Record, agent_id: &str) -> Vec<(&'static str, String)> {
+pub fn config_files(rec: &Launch, agent_id: &str) -> Vec<(&'static str, String)> {
     let mut environ = String::new();
     for (k, v) in &rec.spec.env {
         if rec.spec.secret_names.contains(k) || rec.shown_spec.secret_env.contains_key(k) {
@@ -79,7 +79,7 @@ pub fn config_files(rec: &Record, agent_id: &str) -> Vec<(&'static str, String)>
 /// Makes the kernel's home (`work/`, `config/` with its files).
 pub fn prepare_home(
     scratch: &Scratch,
-    rec: &Record,
+    rec: &Launch,
     agent_id: &str,
     cfg: &ClusterConfig,
 ) -> Result<(), PathError> {
@@ -97,7 +97,7 @@ pub async fn prepare_process_data(
     scratch: &Scratch,
     namespace: &str,
     agent_id: &str,
-    rec: &Record,
+    rec: &Launch,
     cfg: &ClusterConfig,
 ) -> Result<Option<ProcessData>, RuntimeError> {
     let pid = &rec.spec.process_id;
@@ -144,7 +144,7 @@ pub async fn release_process_data(docker: &Docker, data: &ProcessData) {
 /// The host file a kernel's stdin comes from (DRMAA2 `inputPath`), if it has one: an
 /// absolute path (checked by spec validation) or a file in its work dir, which must exist
 /// by now (INVALID_ARGUMENT naming `input_path` otherwise).
-pub fn input_file(scratch: &Scratch, rec: &Record) -> Result<Option<PathBuf>, RuntimeError> {
+pub fn input_file(scratch: &Scratch, rec: &Launch) -> Result<Option<PathBuf>, RuntimeError> {
     let p = &rec.spec.input_path;
     if p.is_empty() {
         return Ok(None);
@@ -186,7 +186,7 @@ pub async fn feed_input(
 }
 
 /// Writes the kernel's stdout/stderr to its output/error files as they come.
-pub async fn copy_output(docker: Docker, rec: Record, container_id: String, uid: u32, gid: u32) {
+pub async fn copy_output(docker: Docker, rec: Launch, container_id: String, uid: u32, gid: u32) {
     let work = PathBuf::from(&rec.scratch_dir).join("work");
     let open = |p: &str| {
         let path = if Path::new(p).is_absolute() {

@@ -43,7 +43,8 @@ use futures::FutureExt;
 pub use client::{Docker, EngineError};
 
 use crate::config::ClusterConfig;
-use crate::kernel::record::Record;
+use crate::runtime::Adopted;
+use crate::runtime::Launch;
 use crate::runtime::{
     Background, Capabilities, ChunkStream, EventStream, Exec, ExecOutput, FileEntry, Handle,
     LocalImage, Owned, Reporter, Runtime, RuntimeError, Started, Status, Usage,
@@ -119,7 +120,7 @@ impl DockerRuntime {
     /// Starts the kernel's container (a cluster's master), with the work that follows it.
     async fn start_container(
         &self,
-        rec: &Record,
+        rec: &Launch,
         handle: &Handle,
         cfg: &ClusterConfig,
     ) -> Result<Started, RuntimeError> {
@@ -203,7 +204,7 @@ impl DockerRuntime {
     /// failure what was made is removed again.
     async fn create_cluster(
         &self,
-        rec: &Record,
+        rec: &Launch,
         c: &crate::spec::Cluster,
         base: bollard::models::ContainerCreateBody,
         process_data: Option<&local::ProcessData>,
@@ -299,7 +300,7 @@ impl DockerRuntime {
     }
 
     /// An engine error, with a missing network named by the setting that asked for it.
-    fn name_network(e: EngineError, rec: &Record, cfg: &ClusterConfig) -> RuntimeError {
+    fn name_network(e: EngineError, rec: &Launch, cfg: &ClusterConfig) -> RuntimeError {
         match e {
             EngineError::NotFound(m) if m.contains("network") => {
                 let (setting, name) = if rec.spec.network_mode.is_empty() {
@@ -377,7 +378,7 @@ impl Runtime for DockerRuntime {
     }
 
     /// A cluster kernel's instances: `instance/<i>` → `<hostname> <container id>`.
-    fn describe(&self, rec: &Record) -> std::collections::BTreeMap<String, String> {
+    fn describe(&self, rec: &Launch) -> std::collections::BTreeMap<String, String> {
         let mut out = std::collections::BTreeMap::new();
         if let Some(m) = rec.handle.as_ref().and_then(Members::of) {
             out.insert("network".into(), m.network.clone());
@@ -410,7 +411,7 @@ impl Runtime for DockerRuntime {
             .unwrap_or_default()
     }
 
-    fn ready_to_start(&self, rec: &Record) -> Result<(), RuntimeError> {
+    fn ready_to_start(&self, rec: &Launch) -> Result<(), RuntimeError> {
         local::input_file(&self.scratch, rec).map(|_| ())
     }
 
@@ -420,7 +421,7 @@ impl Runtime for DockerRuntime {
 
     async fn prepare(
         &self,
-        rec: &Record,
+        rec: &Launch,
         cfg: &ClusterConfig,
         report: &Reporter,
     ) -> Result<(), RuntimeError> {
@@ -429,7 +430,7 @@ impl Runtime for DockerRuntime {
 
     async fn create(
         &self,
-        rec: &Record,
+        rec: &Launch,
         cfg: &ClusterConfig,
         _report: &Reporter,
     ) -> Result<Handle, RuntimeError> {
@@ -465,7 +466,7 @@ impl Runtime for DockerRuntime {
 
     async fn start(
         &self,
-        rec: &Record,
+        rec: &Launch,
         handle: &Handle,
         cfg: &ClusterConfig,
     ) -> Result<Started, RuntimeError> {
@@ -550,7 +551,7 @@ impl Runtime for DockerRuntime {
         Ok(())
     }
 
-    async fn release(&self, rec: &Record, process_still_used: bool, cfg: &ClusterConfig) {
+    async fn release(&self, rec: &Launch, process_still_used: bool, cfg: &ClusterConfig) {
         if !cfg.kernel.keep_scratch {
             if let Err(e) = self.scratch.remove(&rec.id) {
                 tracing::warn!(kernel_id = %rec.id, error = %e, "cannot remove scratch dir");
@@ -604,7 +605,7 @@ impl Runtime for DockerRuntime {
         &self,
         owned: &Owned,
         cfg: &ClusterConfig,
-    ) -> Result<Option<Record>, RuntimeError> {
+    ) -> Result<Option<Adopted>, RuntimeError> {
         if Members::of(&owned.handle).is_some() {
             // A cluster nobody recorded was caught mid-creation: undo it, never leave some
             // instances running alone.
@@ -615,9 +616,9 @@ impl Runtime for DockerRuntime {
         self.adopt_container(owned, cfg).await.map(Some)
     }
 
-    async fn restore(&self, rec: &Record, cfg: &ClusterConfig) -> Option<String> {
+    async fn restore(&self, rec: &Launch, cfg: &ClusterConfig) -> Option<String> {
         if let Some(m) = rec.handle.as_ref().and_then(Members::of) {
-            if !m.peers.is_empty() && !rec.state.is_final() {
+            if !m.peers.is_empty() {
                 self.spans.follow(&rec.id, &m.peers);
             }
         }
@@ -635,7 +636,7 @@ impl Runtime for DockerRuntime {
         }
     }
 
-    fn remove_orphans(&self, live: &[&Record], cfg: &ClusterConfig) -> Vec<String> {
+    fn remove_orphans(&self, live: &[&Launch], cfg: &ClusterConfig) -> Vec<String> {
         let owned: std::collections::BTreeSet<&str> = live.iter().map(|r| r.id.as_str()).collect();
         let processes: std::collections::BTreeSet<&str> = live
             .iter()
@@ -706,7 +707,7 @@ impl Runtime for DockerRuntime {
 
     async fn exec(
         &self,
-        rec: &Record,
+        rec: &Launch,
         handle: &Handle,
         req: Exec,
     ) -> Result<ExecOutput, RuntimeError> {
@@ -761,7 +762,7 @@ impl Runtime for DockerRuntime {
 
     async fn upload(
         &self,
-        rec: &Record,
+        rec: &Launch,
         path: &str,
         content: &[u8],
         cfg: &ClusterConfig,
@@ -769,11 +770,11 @@ impl Runtime for DockerRuntime {
         local::upload(&self.scratch, &rec.id, path, content, cfg).await
     }
 
-    async fn download(&self, rec: &Record, path: &str) -> Result<Vec<u8>, RuntimeError> {
+    async fn download(&self, rec: &Launch, path: &str) -> Result<Vec<u8>, RuntimeError> {
         local::download(&self.scratch, &rec.id, path).await
     }
 
-    fn list_files(&self, rec: &Record, path: &str) -> Result<Vec<FileEntry>, RuntimeError> {
+    fn list_files(&self, rec: &Launch, path: &str) -> Result<Vec<FileEntry>, RuntimeError> {
         local::list_files(&self.scratch, &rec.id, path)
     }
 

@@ -10,14 +10,14 @@ use tokio::sync::watch;
 use super::images::{Images, Progress, PullOptions, PullState};
 use crate::config::cluster::CacheUsage;
 use crate::config::ClusterConfig;
-use crate::kernel::record::Record;
+use crate::runtime::Launch;
 use crate::runtime::{self, PullProgress, Reporter, RuntimeError};
 use crate::util::now_ms;
 
 /// Makes `rec`'s image available as its cache policy says.
 pub async fn fetch(
     images: &std::sync::Arc<Images>,
-    rec: &Record,
+    rec: &Launch,
     cfg: &ClusterConfig,
     report: &Reporter,
 ) -> Result<(), RuntimeError> {
@@ -69,7 +69,7 @@ pub async fn fetch(
 
 /// A profile kernel's own registry login (`DOCKER_REGISTRY_LOGIN`/`_PASSWORD`), which wins
 /// over `docker/registries`.
-fn kernel_login(rec: &Record, image: &str) -> Option<crate::config::cluster::Registry> {
+fn kernel_login(rec: &Launch, image: &str) -> Option<crate::config::cluster::Registry> {
     let login = rec.spec.profile.as_ref()?.registry.as_ref()?;
     Some(crate::config::cluster::Registry {
         name: "DOCKER_REGISTRY_LOGIN".into(),

@@ -40,7 +40,8 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::{broadcast, watch as tokio_watch};
 
 use crate::config::ClusterConfig;
-use crate::kernel::record::Record;
+use crate::runtime::Adopted;
+use crate::runtime::Launch;
 use crate::runtime::{
     Background, Capabilities, Chunk, ChunkStream, EventStream, Handle, Owned, Reporter, Runtime,
     RuntimeError, RuntimeEvent, Started, Status,
@@ -369,9 +370,9 @@ impl Runtime for VastRuntime {
         self.check(spec, cfg)
     }
 
-    fn admit(&self, live: &[&Record], cfg: &ClusterConfig) -> Result<(), RuntimeError> {
+    fn admit(&self, live: &[&Launch], cfg: &ClusterConfig) -> Result<(), RuntimeError> {
         let vs = &cfg.vast;
-        let mine: Vec<&&Record> = live.iter().filter(|r| r.runtime == NAME).collect();
+        let mine: Vec<&&Launch> = live.iter().filter(|r| r.runtime == NAME).collect();
         if mine.len() as u32 >= vs.max_instances {
             return Err(RuntimeError::Exhausted(format!(
                 "vast_api/max_instances: all {} instances of this agent are in use",
@@ -409,7 +410,7 @@ impl Runtime for VastRuntime {
         Some(cfg.vast.max_instances)
     }
 
-    fn describe(&self, rec: &Record) -> BTreeMap<String, String> {
+    fn describe(&self, rec: &Launch) -> BTreeMap<String, String> {
         let Some(h) = &rec.handle else {
             return BTreeMap::new();
         };
@@ -440,7 +441,7 @@ impl Runtime for VastRuntime {
 
     async fn prepare(
         &self,
-        _rec: &Record,
+        _rec: &Launch,
         _cfg: &ClusterConfig,
         _r: &Reporter,
     ) -> Result<(), RuntimeError> {
@@ -450,7 +451,7 @@ impl Runtime for VastRuntime {
 
     async fn create(
         &self,
-        rec: &Record,
+        rec: &Launch,
         cfg: &ClusterConfig,
         report: &Reporter,
     ) -> Result<Handle, RuntimeError> {
@@ -459,7 +460,7 @@ impl Runtime for VastRuntime {
 
     async fn start(
         &self,
-        _rec: &Record,
+        _rec: &Launch,
         _h: &Handle,
         _cfg: &ClusterConfig,
     ) -> Result<Started, RuntimeError> {
@@ -508,7 +509,7 @@ impl Runtime for VastRuntime {
         r.map_err(api_error)
     }
 
-    async fn release(&self, rec: &Record, _used: bool, _cfg: &ClusterConfig) {
+    async fn release(&self, rec: &Launch, _used: bool, _cfg: &ClusterConfig) {
         let _ = std::fs::remove_file(self.logs_dir.join(format!("{}.log", rec.id)));
     }
 
@@ -599,7 +600,7 @@ impl Runtime for VastRuntime {
         &self,
         owned: &Owned,
         _cfg: &ClusterConfig,
-    ) -> Result<Option<Record>, RuntimeError> {
+    ) -> Result<Option<Adopted>, RuntimeError> {
         // A rented instance that no record knows only costs money: destroy it.
         let api = self.api(&self.current())?;
         let (instance, ..) = handle_facts(&owned.handle);

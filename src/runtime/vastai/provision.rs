@@ -27,7 +27,7 @@ use super::offers::{create_body, disk_gb, offer_query};
 use super::{label, VastRuntime};
 use crate::config::vast::VastSettings;
 use crate::config::ClusterConfig;
-use crate::kernel::record::Record;
+use crate::runtime::Launch;
 use crate::runtime::{Handle, Progress, Reporter, RuntimeError};
 use crate::spec::Spec;
 
@@ -56,7 +56,7 @@ impl VastRuntime {
     /// Orders an instance for `rec` and waits for it to run; see the module docs.
     pub(super) async fn provision(
         &self,
-        rec: &Record,
+        rec: &Launch,
         cfg: &ClusterConfig,
         report: &Reporter,
     ) -> Result<Handle, RuntimeError> {
