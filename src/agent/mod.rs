@@ -12,6 +12,7 @@ pub mod gpu_health;
 pub mod heartbeat;
 pub mod metrics;
 pub mod metrics_host;
+pub mod peers;
 pub mod reporter;
 pub mod service;
 pub mod settings;
@@ -187,7 +188,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         &opts.namespace,
         &opts.agent_id,
         &opts.scratch_root,
-        opts.tls.clone(),
+        Arc::new(peers::GrpcPeers::new(opts.tls.clone())),
     )
     .map_err(scratch_error)?;
     docker_runtime.read_swarm().await;

@@ -17,6 +17,7 @@
 
 pub mod docker;
 pub mod memory;
+pub mod peers;
 mod types;
 pub mod vastai;
 

@@ -17,7 +17,7 @@ use crate::spec::{Spec, Template};
 pub const MAX_DOWNLOAD: u64 = 3 << 20;
 
 /// Largest file `upload` takes in one message (the wire's limit is set from it).
-pub use crate::wire::MAX_UPLOAD;
+pub use crate::util::MAX_UPLOAD;
 
 /// How a runtime finds a kernel's instance again, kept in the kernel's record. Opaque to
 /// the supervisor except for `instance`, the runtime's own id shown in `inspect`.

@@ -9,3 +9,7 @@ pub mod tls;
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
+
+/// Largest file an upload carries in one message: the runtimes refuse more, and the gRPC
+/// servers size their message limit from it.
+pub const MAX_UPLOAD: usize = 8 << 20;

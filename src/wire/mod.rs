@@ -19,7 +19,4 @@ pub use server::{advertised_uri, bind, channel, serve, status_text, Bound, Serve
 
 /// The gRPC message size limit of both servers: an upload and its envelope. A larger
 /// message is refused from its length prefix (OUT_OF_RANGE), before it is read into memory.
-pub const MAX_MESSAGE: usize = MAX_UPLOAD + (64 << 10);
-
-/// Largest file an upload carries in one message.
-pub const MAX_UPLOAD: usize = 8 << 20;
+pub const MAX_MESSAGE: usize = crate::util::MAX_UPLOAD + (64 << 10);

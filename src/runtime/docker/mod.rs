@@ -43,6 +43,7 @@ use futures::FutureExt;
 pub use client::{Docker, EngineError};
 
 use crate::config::ClusterConfig;
+use crate::runtime::peers::{PeerAction, Peers};
 use crate::runtime::Adopted;
 use crate::runtime::Launch;
 use crate::runtime::{
@@ -50,7 +51,6 @@ use crate::runtime::{
     LocalImage, Owned, Reporter, Runtime, RuntimeError, Started, Status, Usage,
 };
 use crate::spec::{Spec, SpecError};
-use crate::wire::pb;
 use cgroup::CgroupPaths;
 use cluster::Members;
 use images::Images;
@@ -79,7 +79,7 @@ impl DockerRuntime {
         namespace: &str,
         agent_id: &str,
         scratch_root: &Path,
-        tls: crate::util::tls::TlsFiles,
+        peers: Arc<dyn Peers>,
     ) -> std::io::Result<Self> {
         let scratch = Scratch::new(scratch_root)?;
         let images = Images::new(client.clone(), scratch.root().join(".deckhand/images.json"));
@@ -90,7 +90,7 @@ impl DockerRuntime {
             namespace: namespace.to_string(),
             agent_id: agent_id.to_string(),
             cgroups: Mutex::new(HashMap::new()),
-            spans: span::Spans::new(tls),
+            spans: span::Spans::new(peers),
         })
     }
 
@@ -162,7 +162,7 @@ impl DockerRuntime {
     async fn on_peers(
         &self,
         handle: &Handle,
-        action: pb::KernelAction,
+        action: PeerAction,
         signal: i32,
         grace: Option<Duration>,
     ) -> Result<(), RuntimeError> {
@@ -482,7 +482,7 @@ impl Runtime for DockerRuntime {
             // them all when it starts.
             if !m.peers.is_empty() {
                 self.spans
-                    .control(&rec.id, &m.peers, pb::KernelAction::Release, 0, None)
+                    .control(&rec.id, &m.peers, PeerAction::Release, 0, None)
                     .await?;
             }
             let mut at = 0;
@@ -509,13 +509,7 @@ impl Runtime for DockerRuntime {
             }
             if let Err(e) = self
                 .spans
-                .control(
-                    &rec.id,
-                    &m.peers,
-                    pb::KernelAction::Stop,
-                    0,
-                    Some(Duration::ZERO),
-                )
+                .control(&rec.id, &m.peers, PeerAction::Stop, 0, Some(Duration::ZERO))
                 .await
             {
                 tracing::warn!(kernel_id = %rec.id, error = %e, "cannot stop the parts of a cluster that failed to start");
@@ -527,15 +521,14 @@ impl Runtime for DockerRuntime {
     async fn stop(&self, handle: &Handle, grace: Duration) -> Result<(), RuntimeError> {
         let ids = Self::containers(handle);
         let here = cluster::stop_all(&self.client, &ids, Some(grace));
-        let peers = self.on_peers(handle, pb::KernelAction::Stop, 0, Some(grace));
+        let peers = self.on_peers(handle, PeerAction::Stop, 0, Some(grace));
         let (here, peers) = futures::join!(here, peers);
         here?;
         peers
     }
 
     async fn destroy(&self, handle: &Handle) -> Result<(), RuntimeError> {
-        self.on_peers(handle, pb::KernelAction::Remove, 0, None)
-            .await?;
+        self.on_peers(handle, PeerAction::Remove, 0, None).await?;
         for id in Self::containers(handle) {
             self.cgroups().remove(&id);
             self.client.remove(&id, true).await?;
@@ -656,7 +649,7 @@ impl Runtime for DockerRuntime {
         for id in Self::containers(handle) {
             self.client.kill(&id, &number).await?;
         }
-        self.on_peers(handle, pb::KernelAction::Signal, signal, None)
+        self.on_peers(handle, PeerAction::Signal, signal, None)
             .await
     }
 
@@ -664,16 +657,14 @@ impl Runtime for DockerRuntime {
         for id in Self::containers(handle) {
             self.client.pause(&id).await?;
         }
-        self.on_peers(handle, pb::KernelAction::Suspend, 0, None)
-            .await
+        self.on_peers(handle, PeerAction::Suspend, 0, None).await
     }
 
     async fn resume(&self, handle: &Handle) -> Result<(), RuntimeError> {
         for id in Self::containers(handle) {
             self.client.unpause(&id).await?;
         }
-        self.on_peers(handle, pb::KernelAction::Resume, 0, None)
-            .await
+        self.on_peers(handle, PeerAction::Resume, 0, None).await
     }
 
     fn member(&self, handle: &Handle, index: u32) -> Result<Handle, RuntimeError> {

@@ -7,7 +7,8 @@
 //! The owner makes an attachable **overlay** network the parts' containers join under the
 //! same hostnames and environment as on one engine.
 //!
-//! The owner drives the parts through the peers' own `AgentService`: it releases them before
+//! The owner drives the parts through the peers' own `AgentService` (reached through the
+//! [`Peers`] the agent hands the runtime): it releases them before
 //! it starts its own instances, stops, signals, pauses and removes them with the kernel, and
 //! follows each part's state from the peer's event stream (seeded from `GetKernel`, followed
 //! again after a lost connection). What a part does counts like its instances on one engine
@@ -24,20 +25,16 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::client::{ContainerStatus, Docker};
+use crate::runtime::peers::{PartReport, PartState, PeerAction, PeerError, Peers};
 use crate::runtime::{RuntimeError, SpanGroup};
 use crate::spec::SpanPeer;
-use crate::util::tls::TlsFiles;
-use crate::wire::pb::{self, agent_service_client::AgentServiceClient, KernelAction};
-
-/// How long one call to a peer may take (a stop waits out the kernel's grace period).
-const PEER_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What the owner last heard of one peer's part of a kernel.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Part {
     pub peer: SpanPeer,
-    /// The part's state (`pb::KernelState`); 0 until heard.
-    pub state: i32,
+    /// The part's state; unheard until the peer answered.
+    pub state: PartState,
     pub exit_code: Option<i32>,
     pub reason: String,
     pub started_at_ms: i64,
@@ -49,18 +46,18 @@ impl Part {
     /// state stands for each of its instances; the one its failure names carries its
     /// reason, the others read as ended well (they were stopped because of it).
     pub fn member(&self, i: u32) -> ContainerStatus {
-        use pb::KernelState as S;
-        let state = S::try_from(self.state).unwrap_or(S::Unspecified);
+        use PartState as S;
+        let state = self.state;
         let started = self.started_at_ms.max(1);
         match state {
-            S::Running | S::Suspended | S::Terminating | S::Restarting => ContainerStatus {
+            S::Running | S::Suspended => ContainerStatus {
                 exists: true,
                 running: true,
                 paused: state == S::Suspended,
                 started_at_ms: started,
                 ..Default::default()
             },
-            S::Done | S::Failed | S::Cancelled | S::Uploading => {
+            S::Done | S::Ended => {
                 let named = self.names(i);
                 let failed = state != S::Done && named;
                 ContainerStatus {
@@ -100,24 +97,22 @@ impl Part {
 /// The owner's side of its spanning kernels: the swarm this engine is in, the parts each
 /// kernel has on its peers, and a signal when one changed.
 pub struct Spans {
-    tls: TlsFiles,
+    peers: Arc<dyn Peers>,
     group: Mutex<Option<SpanGroup>>,
     parts: Mutex<HashMap<String, Vec<Part>>>,
     watchers: Mutex<HashMap<String, CancellationToken>>,
     /// Peer address → its channel.
-    channels: Mutex<HashMap<String, tonic::transport::Channel>>,
     /// Kernel ids whose parts changed (the event stream turns them into status).
     changed: broadcast::Sender<String>,
 }
 
 impl Spans {
-    pub fn new(tls: TlsFiles) -> Arc<Self> {
+    pub fn new(peers: Arc<dyn Peers>) -> Arc<Self> {
         Arc::new(Self {
-            tls,
+            peers,
             group: Mutex::new(None),
             parts: Mutex::new(HashMap::new()),
             watchers: Mutex::new(HashMap::new()),
-            channels: Mutex::new(HashMap::new()),
             changed: broadcast::channel(256).0,
         })
     }
@@ -139,58 +134,30 @@ impl Spans {
         self.changed.subscribe()
     }
 
-    fn client(
-        &self,
-        peer: &SpanPeer,
-    ) -> Result<AgentServiceClient<tonic::transport::Channel>, RuntimeError> {
-        // One lazily connecting channel per peer address, kept (every event of a part asks).
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        let ch = match channels.get(&peer.address) {
-            Some(ch) => ch.clone(),
-            None => {
-                let ch =
-                    crate::wire::channel(&peer.address, PEER_TIMEOUT, &self.tls).map_err(|e| {
-                        RuntimeError::Unavailable(format!("agent `{}`: {e}", peer.agent_id))
-                    })?;
-                channels.insert(peer.address.clone(), ch.clone());
-                ch
-            }
-        };
-        Ok(AgentServiceClient::new(ch))
-    }
-
-    /// Runs `action` on kernel `kernel_id`'s part on every peer, all at once.
     pub async fn control(
         &self,
         kernel_id: &str,
         peers: &[SpanPeer],
-        action: KernelAction,
+        action: PeerAction,
         signal: i32,
         grace: Option<Duration>,
     ) -> Result<(), RuntimeError> {
         let calls = peers.iter().map(|p| async move {
-            let mut c = self.client(p)?;
-            let req = pb::ControlKernelRequest {
-                kernel_id: kernel_id.to_string(),
-                action: action as i32,
-                signal,
-                grace_ms: grace.map_or(0, |g| g.as_millis().max(1) as u64),
-                force: true,
-            };
-            match c.control_kernel(req).await {
-                Ok(_) => Ok(()),
+            match self
+                .peers
+                .control(p, kernel_id, action, signal, grace)
+                .await
+            {
+                Ok(()) => Ok(()),
                 // A part already gone is removed (and stopped); one already ended is
                 // stopped. A part gone cannot be started: the cluster is not whole.
-                Err(s) if s.code() == tonic::Code::NotFound && action != KernelAction::Release => {
-                    Ok(())
-                }
-                Err(s)
-                    if s.code() == tonic::Code::FailedPrecondition
-                        && matches!(action, KernelAction::Stop | KernelAction::Signal) =>
+                Err(PeerError::NotFound(_)) if action != PeerAction::Release => Ok(()),
+                Err(PeerError::Refused(_))
+                    if matches!(action, PeerAction::Stop | PeerAction::Signal) =>
                 {
                     Ok(())
                 }
-                Err(s) => Err(peer_error(p, &s)),
+                Err(e) => Err(e.on(p)),
             }
         });
         futures::future::try_join_all(calls).await.map(|_| ())
@@ -213,7 +180,7 @@ impl Spans {
         for peer in peers {
             match known
                 .iter()
-                .find(|p| p.peer.agent_id == peer.agent_id && p.state != 0)
+                .find(|p| p.peer.agent_id == peer.agent_id && p.state != PartState::Unheard)
             {
                 Some(p) => out.push(p.clone()),
                 None => {
@@ -228,36 +195,27 @@ impl Spans {
 
     /// The part as its peer reports it now.
     async fn ask(&self, kernel_id: &str, peer: &SpanPeer) -> Result<Part, RuntimeError> {
-        let mut c = self.client(peer)?;
-        let mut part = Part {
-            peer: peer.clone(),
-            ..Default::default()
-        };
-        match c
-            .get_kernel(pb::KernelRef {
-                kernel_id: kernel_id.to_string(),
-            })
-            .await
-        {
-            Ok(info) => {
-                let k = info.into_inner();
-                part.state = k.state;
-                part.exit_code = k.exit_code;
-                part.reason = k.reason;
-                part.started_at_ms = k.started_at_ms;
-                part.finished_at_ms = k.finished_at_ms;
-            }
-            Err(s) if s.code() == tonic::Code::NotFound => {
-                part.state = pb::KernelState::Failed as i32;
-                part.reason = format!(
+        let report = match self.peers.part(peer, kernel_id).await {
+            Ok(r) => r,
+            Err(PeerError::NotFound(_)) => PartReport {
+                state: PartState::Ended,
+                reason: format!(
                     "its part of the cluster (instances {}…{}) is gone",
                     peer.first,
                     peer.first + peer.count - 1
-                );
-            }
-            Err(s) => return Err(peer_error(peer, &s)),
-        }
-        Ok(part)
+                ),
+                ..Default::default()
+            },
+            Err(e) => return Err(e.on(peer)),
+        };
+        Ok(Part {
+            peer: peer.clone(),
+            state: report.state,
+            exit_code: report.exit_code,
+            reason: report.reason,
+            started_at_ms: report.started_at_ms,
+            finished_at_ms: report.finished_at_ms,
+        })
     }
 
     fn heard(&self, kernel_id: &str, part: Part) {
@@ -320,7 +278,7 @@ impl Spans {
     pub fn stop_later(self: &Arc<Self>, kernel_id: &str, peers: Vec<SpanPeer>) {
         let (me, kid) = (self.clone(), kernel_id.to_string());
         tokio::spawn(async move {
-            if let Err(e) = me.control(&kid, &peers, KernelAction::Stop, 0, None).await {
+            if let Err(e) = me.control(&kid, &peers, PeerAction::Stop, 0, None).await {
                 tracing::warn!(kernel_id = %kid, error = %e, "cannot stop the parts of a cluster kernel that ended");
             }
         });
@@ -346,18 +304,12 @@ impl Spans {
     }
 
     async fn watch_once(&self, kernel_id: &str, peer: &SpanPeer) -> Result<(), RuntimeError> {
-        let mut c = self.client(peer)?;
-        let mut events = c
-            .watch_events(pb::WatchEventsRequest { after_seq: 0 })
-            .await
-            .map_err(|s| peer_error(peer, &s))?
-            .into_inner();
+        let mut changes = self.peers.changes(peer).await.map_err(|e| e.on(peer))?;
         // Whatever happened while nobody listened.
         let part = self.ask(kernel_id, peer).await?;
         self.heard(kernel_id, part);
-        while let Some(ev) = events.next().await {
-            let ev = ev.map_err(|s| peer_error(peer, &s))?;
-            if ev.kernel_id != kernel_id || ev.state == 0 {
+        while let Some(changed) = changes.next().await {
+            if changed.map_err(|e| e.on(peer))? != kernel_id {
                 continue;
             }
             let part = self.ask(kernel_id, peer).await?;
@@ -367,27 +319,11 @@ impl Spans {
     }
 }
 
-fn peer_error(peer: &SpanPeer, s: &tonic::Status) -> RuntimeError {
-    let text = format!(
-        "agent `{}` (instances {}…{} of the cluster): {}",
-        peer.agent_id,
-        peer.first,
-        peer.first + peer.count.max(1) - 1,
-        s.message()
-    );
-    match s.code() {
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown => {
-            RuntimeError::Unavailable(text)
-        }
-        _ => RuntimeError::Failed(text),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn part(state: pb::KernelState, reason: &str, code: Option<i32>) -> Part {
+    fn part(state: PartState, reason: &str, code: Option<i32>) -> Part {
         Part {
             peer: SpanPeer {
                 agent_id: "b".into(),
@@ -395,7 +331,7 @@ mod tests {
                 first: 2,
                 count: 2,
             },
-            state: state as i32,
+            state,
             exit_code: code,
             reason: reason.into(),
             started_at_ms: 10,
@@ -406,7 +342,7 @@ mod tests {
     #[test]
     fn a_failed_part_names_the_instance_its_peer_named() {
         let p = part(
-            pb::KernelState::Failed,
+            PartState::Ended,
             "instance 3 (worker) exited with code 7",
             Some(7),
         );
@@ -423,11 +359,11 @@ mod tests {
 
     #[test]
     fn a_running_part_runs_and_one_not_heard_is_made_but_not_started() {
-        let r = part(pb::KernelState::Running, "", None).member(2);
+        let r = part(PartState::Running, "", None).member(2);
         assert!(r.exists && r.running && r.started_at_ms == 10);
-        let h = part(pb::KernelState::Held, "", None).member(2);
+        let h = part(PartState::Waiting, "", None).member(2);
         assert!(h.exists && !h.running && h.started_at_ms == 0);
-        let d = part(pb::KernelState::Done, "", Some(0)).member(3);
+        let d = part(PartState::Done, "", Some(0)).member(3);
         assert!(!d.running && d.exit_code == 0 && d.finished_at_ms == 20);
     }
 }
