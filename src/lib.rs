@@ -11,6 +11,7 @@ pub mod agent;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod daemon;
 pub mod host;
 pub mod kernel;
 pub mod manager;

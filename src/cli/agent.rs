@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::common::{EtcdArgs, TlsArgs};
-use crate::agent::{self, AgentOptions};
+use crate::daemon::agent::{self, AgentOptions};
 
 #[derive(Debug, Clone, Args)]
 pub struct AgentArgs {

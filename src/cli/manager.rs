@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::common::{EtcdArgs, TlsArgs};
-use crate::manager::{self, ManagerOptions};
+use crate::daemon::manager::{self, ManagerOptions};
 
 #[derive(Debug, Clone, Args)]
 pub struct ManagerArgs {

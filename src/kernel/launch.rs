@@ -405,6 +405,11 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What the runtime is told of each of `records`.
+fn launches<'a>(records: &[&'a Record]) -> Vec<&'a crate::runtime::Launch> {
+    records.iter().map(|r| &r.launch).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,9 +461,4 @@ mod tests {
         other.array = None;
         assert_ne!(digest(&other), base);
     }
-}
-
-/// What the runtime is told of each of `records`.
-fn launches<'a>(records: &[&'a Record]) -> Vec<&'a crate::runtime::Launch> {
-    records.iter().map(|r| &r.launch).collect()
 }
