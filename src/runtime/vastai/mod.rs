@@ -23,11 +23,17 @@
 
 pub mod api;
 mod budget;
+mod handle;
+mod instances;
 pub mod logs;
 pub mod offers;
 pub mod provision;
 mod rules;
 pub mod watch;
+
+use handle::{handle_facts, handle_kernel};
+pub use handle::{label, parse_label};
+use instances::Seen;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -67,23 +73,6 @@ pub(crate) enum KeyState {
     Refused(String),
 }
 
-/// An instance the runtime follows.
-#[derive(Debug, Clone)]
-struct Seen {
-    kernel_id: String,
-    dph: f64,
-    shipped: Option<Instant>,
-    /// Set once a listing showed it: only then does its absence from one mean it is gone
-    /// (a listing sent before it was rented does not have it yet).
-    listed: bool,
-    /// When this agent destroyed it: a listing that still shows it (sent before) is stale,
-    /// and its absence is no news. Dropped once a listing no longer shows it; one that still
-    /// shows it [`DESTROY_SETTLES`] later is a leak again (the destroy did not take).
-    destroyed: Option<Instant>,
-    /// Set once the instance ended and was finished.
-    ended: Option<Status>,
-}
-
 /// Cheap to clone: the state is shared.
 #[derive(Clone)]
 pub struct VastRuntime {
@@ -105,45 +94,6 @@ pub struct VastRuntime {
     logs_dir: std::path::PathBuf,
 }
 
-/// `deckhand:<namespace>:<agent>:<kernel>:<token>`.
-pub fn label(namespace: &str, agent_id: &str, kernel_id: &str, token: &str) -> String {
-    format!("deckhand:{namespace}:{agent_id}:{kernel_id}:{token}")
-}
-
-/// The kernel id and token of a label of this agent's, `None` for anyone else's.
-pub fn parse_label(namespace: &str, agent_id: &str, label: &str) -> Option<(String, String)> {
-    let rest = label.strip_prefix(&format!("deckhand:{namespace}:{agent_id}:"))?;
-    let (kernel, token) = rest.rsplit_once(':')?;
-    Some((kernel.to_string(), token.to_string()))
-}
-
-/// The kernel a handle's instance runs.
-fn handle_kernel(h: &Handle) -> String {
-    h.data
-        .get("kernel_id")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_string()
-}
-
-/// What a handle says: instance id, offer id, GPU, price, token.
-fn handle_facts(h: &Handle) -> (u64, u64, String, f64, String) {
-    let d = &h.data;
-    (
-        h.instance.parse().unwrap_or(0),
-        d.get("offer_id").and_then(|v| v.as_u64()).unwrap_or(0),
-        d.get("gpu_name")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_string(),
-        d.get("dph").and_then(|v| v.as_f64()).unwrap_or(0.0),
-        d.get("token")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_string(),
-    )
-}
-
 impl VastRuntime {
     pub fn new(
         config: tokio_watch::Receiver<Arc<ClusterConfig>>,
@@ -162,10 +112,6 @@ impl VastRuntime {
             seen: Arc::new(Mutex::new(HashMap::new())),
             renting: Arc::new(Mutex::new(HashMap::new())),
         }
-    }
-
-    fn seen(&self) -> MutexGuard<'_, HashMap<u64, Seen>> {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The API client for `cfg`'s URL and key (kept while they stay the same); refused
@@ -206,145 +152,6 @@ impl VastRuntime {
 
     fn send(&self, ev: RuntimeEvent) {
         let _ = self.events.send(ev);
-    }
-
-    fn track(&self, instance: u64, kernel_id: &str, dph: f64) {
-        self.seen().entry(instance).or_insert_with(|| Seen {
-            kernel_id: kernel_id.to_string(),
-            dph,
-            shipped: None,
-            listed: false,
-            destroyed: None,
-            ended: None,
-        });
-    }
-
-    /// Instances a listing showed before, with their kernels.
-    fn listed(&self) -> Vec<(u64, String)> {
-        self.seen()
-            .iter()
-            .filter(|(_, s)| s.listed && s.destroyed.is_none())
-            .map(|(id, s)| (*id, s.kernel_id.clone()))
-            .collect()
-    }
-
-    fn mark_listed(&self, instance: u64) {
-        if let Some(s) = self.seen().get_mut(&instance) {
-            s.listed = true;
-        }
-    }
-
-    /// Instance `instance` was destroyed by this agent.
-    fn forget(&self, instance: u64) {
-        let mut seen = self.seen();
-        let s = seen.entry(instance).or_insert_with(|| Seen {
-            kernel_id: String::new(),
-            dph: 0.0,
-            shipped: None,
-            listed: false,
-            destroyed: None,
-            ended: None,
-        });
-        s.destroyed = Some(Instant::now());
-    }
-
-    fn is_destroyed(&self, instance: u64) -> bool {
-        self.seen()
-            .get(&instance)
-            .is_some_and(|s| s.destroyed.is_some())
-    }
-
-    /// Destroyed by this agent, and not long enough ago for a listing to still show it.
-    fn recently_destroyed(&self, instance: u64) -> bool {
-        self.seen()
-            .get(&instance)
-            .and_then(|s| s.destroyed)
-            .is_some_and(|at| at.elapsed() < DESTROY_SETTLES)
-    }
-
-    /// Drops what is known of destroyed instances a listing no longer shows.
-    fn prune(&self, listed: &std::collections::BTreeSet<u64>) {
-        self.seen()
-            .retain(|id, s| s.destroyed.is_none() || listed.contains(id));
-    }
-
-    fn ended(&self, instance: u64) -> Option<Status> {
-        self.seen().get(&instance).and_then(|s| s.ended.clone())
-    }
-
-    fn is_ended(&self, instance: u64) -> bool {
-        self.ended(instance).is_some()
-    }
-
-    fn set_ended(&self, instance: u64, st: Status) {
-        if let Some(s) = self.seen().get_mut(&instance) {
-            s.ended = Some(st);
-        }
-    }
-
-    /// Destroys an instance and confirms it is gone (asked again every 0.5 s, 10 times):
-    /// `null`, a 404, `cur_state` unloaded, or an intended or actual status of destroyed,
-    /// terminated or offline.
-    async fn destroy_instance(&self, api: &Api, instance: u64) -> Result<(), ApiError> {
-        // Marked first: a listing from now on that misses it is no news.
-        self.forget(instance);
-        api.destroy(instance).await?;
-        let confirm = ConstantBuilder::new()
-            .with_delay(Duration::from_millis(500))
-            .with_max_times(10);
-        (|| async {
-            match api.instance(instance).await? {
-                None => Ok(()),
-                Some(row) if row.reads_destroyed() => Ok(()),
-                Some(_) => Err(ApiError::NotGone(instance)),
-            }
-        })
-        .retry(confirm)
-        .when(|e| matches!(e, ApiError::NotGone(_)))
-        .await
-    }
-
-    /// Keeps the final output of a kernel whose instance is about to go (shipped too, when
-    /// S3 is configured).
-    async fn keep_output(&self, cfg: &ClusterConfig, kernel_id: &str, text: &str) {
-        if let Some(shipping) = &cfg.vast.logs {
-            if let Err(e) = logs::ship(shipping, &self.namespace, kernel_id, text).await {
-                tracing::warn!(kernel_id = %kernel_id, error = %e, "cannot ship the instance's final logs");
-            }
-        }
-        let saved = std::fs::create_dir_all(&self.logs_dir).and_then(|_| {
-            crate::util::fs::write_private(
-                &self.logs_dir.join(format!("{kernel_id}.log")),
-                text.as_bytes(),
-            )
-        });
-        if let Err(e) = saved {
-            tracing::warn!(kernel_id = %kernel_id, error = %e, "cannot keep the instance's final output");
-        }
-    }
-
-    /// The instance's output now (without the exit marker), else its shipped copy.
-    async fn read_logs(&self, kernel_id: &str, instance: u64) -> Result<String, RuntimeError> {
-        let cfg = self.current();
-        if !self.is_ended(instance) {
-            let api = self.api(&cfg)?;
-            if let Ok(text) = api.logs(instance, 100_000).await {
-                return Ok(without_marker(&text));
-            }
-        }
-        if let Some(shipping) = &cfg.vast.logs {
-            if let Some(text) = logs::read(shipping, &self.namespace, kernel_id)
-                .await
-                .map_err(RuntimeError::Failed)?
-            {
-                return Ok(text);
-            }
-        }
-        std::fs::read_to_string(self.logs_dir.join(format!("{kernel_id}.log"))).map_err(|_| {
-            RuntimeError::NotFound(format!(
-                "the output of kernel `{kernel_id}` is gone with its instance"
-            ))
-        })
     }
 }
 
