@@ -7,6 +7,8 @@
 //! the operator CLI ([`cli`]), so a cluster can be stood up with this binary alone.
 //! Kernels (containers run for the manager) start with their lifecycle in [`kernel`].
 
+#![forbid(unsafe_code)]
+
 pub mod agent;
 pub mod cli;
 pub mod cluster;

@@ -104,10 +104,11 @@ pub enum Command {
     Bench(bench::BenchArgs),
 }
 
-/// Parses the command line (with its file layer), sets up logging and runs the command.
-pub fn main() -> ExitCode {
+/// Parses the command line (with its file layer), sets up logging and runs the command;
+/// `sigpipe` sets SIGPIPE's disposition (see [`pipe::SigPipe`]).
+pub fn main(sigpipe: pipe::SigPipe) -> ExitCode {
     // Until the command is known, a closed stdout ends the process quietly (`--help | head`).
-    pipe::default_action();
+    (sigpipe.default_action)();
     let cli = match layered::parse() {
         Ok(cli) => cli,
         Err(layered::ParseError::Clap(e)) => e.exit(),
@@ -129,7 +130,7 @@ pub fn main() -> ExitCode {
     // Past parsing every command talks to the network: a peer closing a socket must be an
     // error, not SIGPIPE killing the process (etcd's TLS refusal did). A failed print to a
     // closed stdout still ends the command quietly, with 141.
-    pipe::ignore();
+    (sigpipe.ignore)();
     pipe::quiet_on_broken_pipe();
     // Benchmarks run simulated agents and child processes beside their measurements.
     let runtime = if daemon || bench {

@@ -8,24 +8,20 @@
 //! failed print unwinds (cleaning up as it goes) without a message, and the process exits
 //! with 141 too.
 
-use nix::sys::signal::{signal, SigHandler, Signal};
-
 /// The status a shell reports for a process killed by SIGPIPE (128 + 13).
 pub const BROKEN_PIPE_STATUS: u8 = 141;
 
-/// Gives SIGPIPE its default action (end the process quietly), as at the start of any C
-/// program.
-pub fn default_action() {
-    // SAFETY: setting a signal's disposition to SIG_DFL installs no handler of ours; it
-    // runs before any other thread of this process exists.
-    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
-}
-
-/// Ignores SIGPIPE again (Rust's own default): writes to a closed pipe or socket fail with
-/// EPIPE instead of ending the process.
-pub fn ignore() {
-    // SAFETY: SIG_IGN installs no handler of ours.
-    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) };
+/// How the binary sets SIGPIPE's disposition. Changing it is `unsafe` in every Rust API
+/// (libc's `signal`), and the library forbids unsafe code: the two calls live in
+/// `src/main.rs`, which hands them in.
+#[derive(Debug, Clone, Copy)]
+pub struct SigPipe {
+    /// Gives SIGPIPE its default action (end the process quietly), as at the start of any C
+    /// program.
+    pub default_action: fn(),
+    /// Ignores SIGPIPE again (Rust's own default): writes to a closed pipe or socket fail
+    /// with EPIPE instead of ending the process.
+    pub ignore: fn(),
 }
 
 /// Whether a panic payload is the standard library's failed print to a closed stdout or

@@ -5,7 +5,9 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-/// Writes `data` to `path` atomically (temp file + rename), readable by its owner only.
+/// Writes `data` to `path` atomically (temp file + rename), readable by its owner only, and
+/// durably: the file is synced before the rename and its directory after it, so a power
+/// loss leaves the old content or the new one, never an empty or missing file.
 pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
@@ -18,6 +20,9 @@ pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
             .mode(0o600)
             .open(&tmp)?;
         f.write_all(data)?;
+        f.sync_all()?;
     }
-    fs::rename(&tmp, path)
+    fs::rename(&tmp, path)?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    fs::File::open(dir.unwrap_or(Path::new(".")))?.sync_all()
 }
