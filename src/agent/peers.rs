@@ -3,12 +3,12 @@
 //! event of a part asks).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use futures::StreamExt;
+use parking_lot::Mutex;
 use tonic::transport::Channel;
 
 use crate::runtime::peers::{PartReport, PartState, PeerAction, PeerError, Peers};
@@ -34,7 +34,7 @@ impl GrpcPeers {
     }
 
     fn client(&self, peer: &SpanPeer) -> Result<AgentServiceClient<Channel>, PeerError> {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut channels = self.channels.lock();
         let ch = match channels.get(&peer.address) {
             Some(ch) => ch.clone(),
             None => {

@@ -139,7 +139,6 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let managers = session.mirror(keys.managers());
     let drain_key = session.mirror(keys.agent_drain(&opts.agent_id));
 
-    let tasks = Tasks::new();
     let (fatal_tx, mut fatal_rx) = mpsc::channel::<AgentError>(4);
     let (cfg_tx, cfg_rx) = watch::channel(Arc::new(defaults));
     let (loaded_tx, loaded_rx) = watch::channel(false);
@@ -151,6 +150,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         path: opts.scratch_root.clone(),
         source,
     };
+    let tasks = Tasks::new();
     let docker = Docker::connect().await?;
     let docker_runtime = DockerRuntime::new(
         docker,
@@ -158,6 +158,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         &opts.agent_id,
         &opts.scratch_root,
         Arc::new(peers::GrpcPeers::new(opts.tls.clone())),
+        tasks.clone(),
     )
     .map_err(scratch_error)?;
     docker_runtime.read_swarm().await;

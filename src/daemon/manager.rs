@@ -2,9 +2,10 @@
 //! under `nodes/managers/<id>`, mirrors the agent registrations into its table, and serves
 //! `ManagerService` and `ClusterService`.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
@@ -114,9 +115,7 @@ pub async fn run(opts: ManagerOptions) -> Result<(), ManagerError> {
                 loop {
                     let mirror = agents.borrow_and_update().clone();
                     if mirror.loaded {
-                        if let Ok(mut t) = table.lock() {
-                            t.sync_registrations(&mirror, Instant::now());
-                        }
+                        table.lock().sync_registrations(&mirror, Instant::now());
                     }
                     tokio::select! {
                         _ = stop.cancelled() => return,
@@ -137,6 +136,7 @@ pub async fn run(opts: ManagerOptions) -> Result<(), ManagerError> {
             channels: Arc::default(),
             tls: opts.tls.clone(),
             etcd: opts.etcd.clone(),
+            tasks: tasks.clone(),
         };
         if let Some(bound) = metrics_bound {
             let page = status_page::StatusPage::new(svc.clone());

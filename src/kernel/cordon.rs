@@ -12,16 +12,12 @@ use super::supervisor::Supervisor;
 impl Supervisor {
     /// Sets (or clears, with `None`) why this agent takes no new kernels.
     pub fn set_cordon(&self, refusal: Option<String>) {
-        *self.0.cordon.lock().unwrap_or_else(|p| p.into_inner()) = refusal;
+        *self.0.cordon.lock() = refusal;
     }
 
     /// Why new kernels are refused now, if they are.
     pub fn cordon(&self) -> Option<String> {
-        self.0
-            .cordon
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.0.cordon.lock().clone()
     }
 
     /// Refuses a new kernel `id` on a cordoned agent (asking again for a kernel that exists

@@ -3,8 +3,8 @@
 //! them, and fanned out to `WatchEvents` subscribers.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 
+use parking_lot::Mutex;
 use tokio::sync::{broadcast, watch};
 
 use super::state::KernelState;
@@ -82,7 +82,7 @@ impl EventLog {
 
     /// Numbers and records `ev`.
     pub fn push(&self, mut ev: KernelEvent) {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = self.inner.lock();
         ev.seq = g.next_seq;
         g.next_seq += 1;
         if g.kept.len() == self.capacity {
@@ -102,7 +102,7 @@ impl EventLog {
 
     /// Kept events with `seq > after`, at most `max`.
     pub fn after(&self, after: u64, max: usize) -> Vec<KernelEvent> {
-        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let g = self.inner.lock();
         g.kept
             .iter()
             .filter(|e| e.seq > after)
@@ -113,13 +113,13 @@ impl EventLog {
 
     /// Records that a manager holds every event up to `upto`.
     pub fn acknowledge(&self, upto: u64) {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = self.inner.lock();
         g.acked = g.acked.max(upto);
     }
 
     /// Kept events a manager has not confirmed yet, at most `max`.
     pub fn unacknowledged(&self, max: usize) -> Vec<KernelEvent> {
-        let acked = self.inner.lock().map(|g| g.acked).unwrap_or(0);
+        let acked = self.inner.lock().acked;
         self.after(acked, max)
     }
 
@@ -128,7 +128,7 @@ impl EventLog {
     pub async fn delivered(&self) {
         loop {
             let done = {
-                let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+                let g = self.inner.lock();
                 g.acked + 1 >= g.next_seq
             };
             if done {
@@ -140,7 +140,7 @@ impl EventLog {
 
     /// Events kept that no manager has confirmed yet.
     pub fn backlog(&self) -> usize {
-        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let g = self.inner.lock();
         let unconfirmed = (g.next_seq - 1).saturating_sub(g.acked) as usize;
         unconfirmed.min(g.kept.len())
     }
@@ -150,7 +150,7 @@ impl EventLog {
     }
 
     pub fn dropped(&self) -> u64 {
-        self.inner.lock().map(|g| g.dropped).unwrap_or(0)
+        self.inner.lock().dropped
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<KernelEvent> {

@@ -53,7 +53,7 @@ impl ManagerRpc {
         } else {
             Duration::ZERO
         };
-        if !self.table()?.knows(&id) {
+        if !self.table().knows(&id) {
             return Err(Status::not_found(format!(
                 "agent_id: no agent `{id}` in namespace `{}`",
                 self.namespace
@@ -114,7 +114,7 @@ impl ManagerRpc {
                 .to_string(),
             drain_deadline_ms: next.as_ref().map_or(0, |d| d.deadline_ms),
         };
-        self.table()?.set_drain(&id, next);
+        self.table().set_drain(&id, next);
         Ok(resp)
     }
 }

@@ -3,9 +3,10 @@
 //! agent table at scrape time ([`ManagerCollector`]; an agent's series goes when the table
 //! drops it, `--gone-retention` after its registration went).
 
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use parking_lot::Mutex;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
@@ -132,11 +133,7 @@ const AGENT_STATES: [AgentState; 4] = [
 
 impl Collector for ManagerCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let agents = self
-            .table
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .list(Instant::now());
+        let agents = self.table.lock().list(Instant::now());
         let mut e = encoder.encode_descriptor(
             "deckhand_manager_agents",
             "Agents of the namespace by state (REGISTERED, ALIVE, LOST, GONE)",

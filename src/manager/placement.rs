@@ -79,7 +79,6 @@ impl ManagerRpc {
                 .map_err(refused("unknown_agent"))?;
             let cordon = self
                 .table()
-                .map_err(refused("agent_error"))?
                 .drain(&req.agent_id)
                 .map(|d| d.refusal(&req.agent_id));
             if let Some(why) = cordon {
@@ -105,7 +104,6 @@ impl ManagerRpc {
         let runtime = spec.runtime.as_str();
         let agents: Vec<(AgentSummary, SlotAmounts)> = self
             .table()
-            .map_err(refused("agent_error"))?
             .with_free_slots(Instant::now())
             .into_iter()
             .filter(|(a, _)| has_runtime(a, runtime))
@@ -214,7 +212,7 @@ impl ManagerRpc {
         resp: &CreateKernelResponse,
     ) -> Result<(), Status> {
         self.directory().place(kernel_id, &resp.agent_id);
-        self.table()?.view.placed(&resp.agent_id, &resp.kernels);
+        self.table().view.placed(&resp.agent_id, &resp.kernels);
         Ok(())
     }
 

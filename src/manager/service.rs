@@ -4,10 +4,11 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::{Stream, StreamExt};
+use parking_lot::Mutex;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -56,23 +57,23 @@ pub struct ManagerRpc {
     pub channels: Arc<Mutex<HashMap<String, Channel>>>,
     /// Where cordons and drains are written (`SetNodeSchedule`).
     pub etcd: crate::cluster::EtcdOptions,
+    /// The manager's tasks (reconciliations with agents run among them).
+    pub tasks: crate::util::shutdown::Tasks,
 }
 
 impl ManagerRpc {
-    pub(super) fn table(&self) -> Result<std::sync::MutexGuard<'_, AgentTable>, Status> {
-        self.table
-            .lock()
-            .map_err(|_| Status::internal("agent table poisoned by an earlier panic"))
+    pub(super) fn table(&self) -> parking_lot::MutexGuard<'_, AgentTable> {
+        self.table.lock()
     }
 
-    pub(super) fn directory(&self) -> std::sync::MutexGuard<'_, KernelDirectory> {
-        self.kernels.lock().unwrap_or_else(|p| p.into_inner())
+    pub(super) fn directory(&self) -> parking_lot::MutexGuard<'_, KernelDirectory> {
+        self.kernels.lock()
     }
 
     /// Agents that may hold kernels (everything not GONE).
     pub(super) fn agents(&self) -> Result<Vec<AgentSummary>, Status> {
         Ok(self
-            .table()?
+            .table()
             .list(Instant::now())
             .into_iter()
             .filter(|a| a.state != AgentState::Gone as i32)
@@ -88,21 +89,13 @@ impl ManagerRpc {
             .as_ref()
             .map(|i| i.address.clone())
             .unwrap_or_default();
-        let cached = self
-            .channels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&addr)
-            .cloned();
+        let cached = self.channels.lock().get(&addr).cloned();
         let ch = match cached {
             Some(ch) => ch,
             None => {
                 let ch = channel(&addr, FORWARD_TIMEOUT, &self.tls)
                     .map_err(|e| Status::unavailable(e.to_string()))?;
-                self.channels
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(addr, ch.clone());
+                self.channels.lock().insert(addr, ch.clone());
                 ch
             }
         };
@@ -130,7 +123,8 @@ impl ManagerRpc {
         };
         match sent.await {
             Ok(r) => {
-                if let Ok(mut t) = self.table() {
+                {
+                    let mut t = self.table();
                     t.view.known(agent_id, &r.unknown);
                     for l in &r.lost {
                         t.view.forget(&l.kernel_id);
@@ -264,14 +258,15 @@ impl ManagerService for ManagerRpc {
         }
         let (agent_id, instance_id) = (agent.agent_id.clone(), agent.instance_id.clone());
         let address = agent.address.clone();
-        self.table()?
+        self.table()
             .heartbeat(req, Instant::now(), SystemTime::now());
         crate::manager::metrics::manager().heartbeats.inc();
         if self.directory().first_sight(&agent_id, &instance_id) {
             // A new agent process (or a new manager): reconcile what each side believes.
             let me = self.clone();
             let sync = async move { me.sync_with(&agent_id, &address).await };
-            tokio::spawn(tracing::Instrument::in_current_span(sync));
+            self.tasks
+                .spawn_until_stopped("agent-sync", tracing::Instrument::in_current_span(sync));
         }
         Ok(Response::new(HeartbeatResponse {
             manager_id: self.manager_id.clone(),
@@ -298,7 +293,7 @@ impl ManagerService for ManagerRpc {
             .collect();
         {
             // A kernel that ended gives its slots back now, not at the next heartbeat.
-            let mut t = self.table()?;
+            let mut t = self.table();
             for ev in &fresh {
                 if slots::is_final(ev.state) || ev.reason == "removed" {
                     t.view.ended(&ev.kernel_id, ev.at_ms);
@@ -318,7 +313,7 @@ impl ClusterService for ManagerRpc {
         &self,
         _req: Request<ListAgentsRequest>,
     ) -> Result<Response<ListAgentsResponse>, Status> {
-        let agents = self.table()?.list(Instant::now());
+        let agents = self.table().list(Instant::now());
         Ok(Response::new(ListAgentsResponse {
             agents,
             manager_id: self.manager_id.clone(),
@@ -411,7 +406,7 @@ impl ClusterService for ManagerRpc {
         }
         {
             // What the agent freed is free now, for the next placement.
-            let mut t = self.table()?;
+            let mut t = self.table();
             if remove {
                 t.view.removed(&id);
             }

@@ -9,7 +9,7 @@
 //! on the page changes anything.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -17,6 +17,7 @@ use axum::response::Html;
 use axum::routing::get;
 use axum::Router;
 use maud::{html, Markup, DOCTYPE};
+use parking_lot::Mutex;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -65,7 +66,7 @@ impl StatusPage {
     /// refresh (the lock is never held while the agents are asked).
     async fn kernels(&self) -> Vec<KernelInfo> {
         {
-            let cached = self.kernels.lock().unwrap_or_else(|p| p.into_inner());
+            let cached = self.kernels.lock();
             if let Some((at, list)) = cached.as_ref() {
                 if at.elapsed() < KERNELS_FRESH {
                     return list.clone();
@@ -78,8 +79,7 @@ impl StatusPage {
             .await
             .map(|r| r.into_inner().kernels)
             .unwrap_or_default();
-        *self.kernels.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((Instant::now(), list.clone()));
+        *self.kernels.lock() = Some((Instant::now(), list.clone()));
         list
     }
 
@@ -97,7 +97,7 @@ impl StatusPage {
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(broadcast::error::RecvError::Closed) => return,
             };
-            let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            let mut r = self.recent.lock();
             match &ev.pull {
                 Some(p) if ev.state == KernelState::Pulling as i32 => {
                     r.pulls.insert(ev.kernel_id.clone(), p.clone());
@@ -125,15 +125,10 @@ impl StatusPage {
     }
 
     async fn content(&self) -> Markup {
-        let agents = self
-            .rpc
-            .table
-            .lock()
-            .map(|mut t| t.list(Instant::now()))
-            .unwrap_or_default();
+        let agents = self.rpc.table.lock().list(Instant::now());
         let kernels = self.kernels().await;
         let (events, pulls) = {
-            let r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            let r = self.recent.lock();
             (r.events.clone(), r.pulls.clone())
         };
         let now_ms = chrono::Utc::now().timestamp_millis();

@@ -6,11 +6,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use parking_lot::Mutex;
 use tokio::sync::broadcast;
 
 use crate::config::ClusterConfig;
@@ -83,8 +83,8 @@ impl MemoryRuntime {
         }
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instance>> {
-        self.instances.lock().unwrap_or_else(|p| p.into_inner())
+    fn map(&self) -> parking_lot::MutexGuard<'_, HashMap<String, Instance>> {
+        self.instances.lock()
     }
 
     fn send(&self, instance: &str, what: Observed) {
@@ -133,7 +133,7 @@ impl MemoryRuntime {
     /// From now on every run ends at once with `code`; `start` answers `late` after the end
     /// was announced.
     pub fn exit_on_start(&self, code: i64, late: Duration) {
-        *guard(&self.exits_on_start) = Some((code, late));
+        *self.exits_on_start.lock() = Some((code, late));
     }
 
     /// How many times instances were started (runs, restarts included).
@@ -178,7 +178,7 @@ impl MemoryRuntime {
     }
 
     pub fn fail_next_create(&self, message: &str) {
-        *self.fail_create.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.into());
+        *self.fail_create.lock() = Some(message.into());
     }
 
     /// Adds an instance for `rec` that no record of the supervisor knows (a crash between
@@ -270,12 +270,7 @@ impl Runtime for MemoryRuntime {
         _report: &Reporter,
     ) -> Result<Handle, RuntimeError> {
         self.check_up()?;
-        if let Some(msg) = self
-            .fail_create
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        if let Some(msg) = self.fail_create.lock().take() {
             return Err(RuntimeError::Failed(msg));
         }
         let id = format!("mem-{}", self.next.fetch_add(1, Ordering::SeqCst));
@@ -319,7 +314,7 @@ impl Runtime for MemoryRuntime {
             s.started_at_ms = at;
         })?;
         self.starts.fetch_add(1, Ordering::SeqCst);
-        let exits = *guard(&self.exits_on_start);
+        let exits = *self.exits_on_start.lock();
         if let Some((code, late)) = exits {
             let st = self.update(&handle.instance, |s| {
                 s.running = false;
@@ -469,10 +464,6 @@ impl Runtime for MemoryRuntime {
 }
 
 /// Instances per kernel id (for tests).
-fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 pub fn kernels_of(rt: &MemoryRuntime) -> BTreeMap<String, bool> {
     rt.map()
         .values()

@@ -8,9 +8,10 @@
 //! from the supervisor's one transition point).
 
 use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
+use std::sync::LazyLock;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
@@ -101,18 +102,18 @@ impl AgentMetrics {
 
     /// The usage every running kernel had at this heartbeat.
     pub fn set_usage(&self, usage: &[(String, Usage)]) {
-        let mut u = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        let mut u = self.usage.lock();
         *u = usage.iter().cloned().collect();
     }
 
     /// A kernel ended: its usage series goes now, not at the next heartbeat.
     pub fn kernel_ended(&self, kernel_id: &str) {
-        let mut u = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        let mut u = self.usage.lock();
         u.remove(kernel_id);
     }
 
     pub fn usage(&self) -> Vec<(String, Usage)> {
-        let u = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        let u = self.usage.lock();
         let mut v: Vec<(String, Usage)> = u.iter().map(|(k, u)| (k.clone(), *u)).collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v

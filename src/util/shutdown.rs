@@ -38,6 +38,21 @@ impl Tasks {
         });
     }
 
+    /// Spawns a named task that is dropped when shutdown begins (work that has no point
+    /// once the daemon stops, like a pull or a watch), instead of being awaited.
+    pub fn spawn_until_stopped<F>(&self, name: &'static str, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let token = self.token();
+        self.spawn(name, async move {
+            tokio::select! {
+                _ = token.cancelled() => {}
+                _ = fut => {}
+            }
+        });
+    }
+
     /// Asks every task to stop.
     pub fn shutdown(&self) {
         self.token.cancel();

@@ -2,12 +2,12 @@
 //! specs, the Docker CLI path, creating many kernels at once, and the record of what a
 //! run made ([`Made`]) so that it is removed on success, failure and interruption alike.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
 use futures::StreamExt;
+use parking_lot::Mutex;
 use tonic::transport::Channel;
 
 use super::cluster::{Cluster, ClusterArgs};
@@ -116,8 +116,8 @@ impl Made {
         self.lock().push(id.to_string());
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
-        self.kernels.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Vec<String>> {
+        self.kernels.lock()
     }
 
     /// Removes every kernel recorded (forcibly) and every container with the run's tag.

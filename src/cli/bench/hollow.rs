@@ -14,10 +14,11 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -74,7 +75,7 @@ impl Fleet {
 
     /// Heartbeat round trips and failed heartbeats since the last call.
     pub fn take(&self) -> (Vec<Duration>, u64) {
-        let rtts = std::mem::take(&mut *self.rtts.lock().unwrap_or_else(|p| p.into_inner()));
+        let rtts = std::mem::take(&mut *self.rtts.lock());
         (rtts, self.failed.swap(0, Ordering::Relaxed))
     }
 
@@ -314,11 +315,7 @@ impl Fleet {
             };
             let t0 = std::time::Instant::now();
             match client.heartbeat(req).await {
-                Ok(_) => self
-                    .rtts
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(t0.elapsed()),
+                Ok(_) => self.rtts.lock().push(t0.elapsed()),
                 Err(_) => {
                     self.failed.fetch_add(1, Ordering::Relaxed);
                 }

@@ -13,11 +13,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use nvml_wrapper::bitmasks::event::EventTypes;
 use nvml_wrapper::enums::event::XidError;
 use nvml_wrapper::error::NvmlError;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
@@ -70,8 +71,8 @@ impl GpuHealth {
         scratch_root.join(".deckhand").join("gpu-health.json")
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Unhealthy>> {
-        self.0.marks.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, BTreeMap<String, Unhealthy>> {
+        self.0.marks.lock()
     }
 
     /// Marks `uuid` unhealthy; false when it already was (the first reason stays).

@@ -77,7 +77,7 @@ impl Supervisor {
     }
 
     fn ssh_config(&self) -> Result<Arc<russh::server::Config>, String> {
-        let mut slot = self.0.ssh_config.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.0.ssh_config.lock();
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
@@ -193,7 +193,8 @@ impl Connection {
             Ok(r) => r,
             Err(e) => {
                 let _ = session.channel_failure(channel);
-                tokio::spawn(finish(handle, channel, format!("deckhand: {e}\r\n"), 1));
+                self.sup
+                    .spawn(finish(handle, channel, format!("deckhand: {e}\r\n"), 1));
                 return;
             }
         };
@@ -208,7 +209,7 @@ impl Connection {
         if let Some(mut input) = run.input {
             let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
             chan.input = Some(tx);
-            tokio::spawn(async move {
+            self.sup.spawn(async move {
                 while let Some(bytes) = rx.recv().await {
                     if input.write_all(&bytes).await.is_err() {
                         return;
@@ -220,7 +221,7 @@ impl Connection {
         }
         let mut output = run.output;
         let exit_code = run.exit_code;
-        tokio::spawn(async move {
+        self.sup.spawn(async move {
             while let Some(Ok(c)) = output.next().await {
                 let sent = if c.stderr {
                     handle.extended_data(channel, 1, c.data).await

@@ -6,8 +6,8 @@
 use super::*;
 
 impl DockerRuntime {
-    pub(super) fn cgroups(&self) -> std::sync::MutexGuard<'_, HashMap<String, CgroupPaths>> {
-        self.cgroups.lock().unwrap_or_else(|p| p.into_inner())
+    pub(super) fn cgroups(&self) -> parking_lot::MutexGuard<'_, HashMap<String, CgroupPaths>> {
+        self.cgroups.lock()
     }
 
     /// Remembers where a running container's counters are.

@@ -154,7 +154,7 @@ async fn cluster_status(
     };
     let (sp, kid) = (spans.clone(), kernel_id.clone());
     let stop = move |peers| sp.stop_later(&kid, peers);
-    let status = match cluster::status(docker, &members, &parts, stop).await {
+    let status = match cluster::status(docker, &members, &parts, spans.tasks(), stop).await {
         Ok(s) => s,
         Err(e) => return Some(Err(e.into())),
     };

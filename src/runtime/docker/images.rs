@@ -8,17 +8,19 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{CreateImageOptions, RemoveImageOptions};
 use futures::StreamExt;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::client::{Docker, EngineError};
 use crate::config::cluster::Registry;
+use crate::util::shutdown::Tasks;
 
 /// How far a pull is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -79,10 +81,7 @@ pub struct Images {
     pulls: Mutex<Pulls>,
     usage: Mutex<UsageFile>,
     usage_path: PathBuf,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    tasks: Tasks,
 }
 
 fn now_ms() -> i64 {
@@ -90,7 +89,7 @@ fn now_ms() -> i64 {
 }
 
 impl Images {
-    pub fn new(docker: Docker, usage_path: PathBuf) -> Arc<Self> {
+    pub fn new(docker: Docker, usage_path: PathBuf, tasks: Tasks) -> Arc<Self> {
         let usage = std::fs::read(&usage_path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -100,6 +99,7 @@ impl Images {
             pulls: Mutex::new(Pulls::default()),
             usage: Mutex::new(usage),
             usage_path,
+            tasks,
         })
     }
 
@@ -111,7 +111,7 @@ impl Images {
         asked: Instant,
         opts: PullOptions,
     ) -> watch::Receiver<PullState> {
-        let mut p = lock(&self.pulls);
+        let mut p = self.pulls.lock();
         if let Some(rx) = p.running.get(image) {
             return rx.clone();
         }
@@ -140,7 +140,7 @@ impl Images {
             } else {
                 tracing::info!(image = %image, "image pulled");
             }
-            let mut p = lock(&me.pulls);
+            let mut p = me.pulls.lock();
             p.running.remove(&image);
             let now = Instant::now();
             p.finished
@@ -150,7 +150,9 @@ impl Images {
             tx.send_modify(|s| s.done = Some(result));
         };
         // The pull serves every kernel waiting on it: it logs under the agent's span.
-        tokio::spawn(tracing::Instrument::in_current_span(pull));
+        // A pull still running when the agent stops is dropped (the engine ends it).
+        self.tasks
+            .spawn_until_stopped("pull", tracing::Instrument::in_current_span(pull));
         rx
     }
 
@@ -241,7 +243,7 @@ impl Images {
 
     /// Records that kernels use `images` now.
     pub fn touch<'a>(&self, images: impl IntoIterator<Item = &'a str>) {
-        let mut u = lock(&self.usage);
+        let mut u = self.usage.lock();
         let now = now_ms();
         let mut changed = false;
         for image in images {
@@ -265,7 +267,9 @@ impl Images {
     pub async fn collect(&self, after: Duration, in_use: &BTreeSet<String>) -> Vec<String> {
         self.touch(in_use.iter().map(String::as_str));
         let cutoff = now_ms() - after.as_millis() as i64;
-        let mut old: Vec<(i64, String)> = lock(&self.usage)
+        let mut old: Vec<(i64, String)> = self
+            .usage
+            .lock()
             .images
             .iter()
             .filter(|(image, used)| **used < cutoff && !in_use.contains(*image))
@@ -275,7 +279,9 @@ impl Images {
         let mut removed = Vec::new();
         for (_, image) in old {
             // A kernel may have asked for it since the list was made.
-            let still_old = lock(&self.usage)
+            let still_old = self
+                .usage
+                .lock()
                 .images
                 .get(&image)
                 .is_some_and(|used| *used < cutoff);
@@ -306,7 +312,7 @@ impl Images {
                     }
                 },
             }
-            let mut u = lock(&self.usage);
+            let mut u = self.usage.lock();
             u.images.remove(&image);
             self.save(&u);
         }

@@ -34,12 +34,13 @@ pub mod span;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use parking_lot::Mutex;
 
 pub use client::{Docker, EngineError};
 
@@ -52,6 +53,7 @@ use crate::runtime::{
     LocalImage, Owned, Reporter, Runtime, RuntimeError, Started, Status, Usage,
 };
 use crate::spec::{Spec, SpecError};
+use crate::util::shutdown::Tasks;
 use cgroup::CgroupPaths;
 use cluster::Members;
 use images::Images;
@@ -81,9 +83,14 @@ impl DockerRuntime {
         agent_id: &str,
         scratch_root: &Path,
         peers: Arc<dyn Peers>,
+        tasks: Tasks,
     ) -> std::io::Result<Self> {
         let scratch = Scratch::new(scratch_root)?;
-        let images = Images::new(client.clone(), scratch.root().join(".deckhand/images.json"));
+        let images = Images::new(
+            client.clone(),
+            scratch.root().join(".deckhand/images.json"),
+            tasks.clone(),
+        );
         Ok(Self {
             client,
             images,
@@ -91,7 +98,7 @@ impl DockerRuntime {
             namespace: namespace.to_string(),
             agent_id: agent_id.to_string(),
             cgroups: Mutex::new(HashMap::new()),
-            spans: span::Spans::new(peers),
+            spans: span::Spans::new(peers, tasks),
         })
     }
 
@@ -330,7 +337,7 @@ impl Runtime for DockerRuntime {
             let spans = self.spans.clone();
             let kid = m.kernel.clone();
             let stop = move |peers| spans.stop_later(&kid, peers);
-            return Ok(cluster::status(&self.client, &m, &parts, stop).await?);
+            return Ok(cluster::status(&self.client, &m, &parts, self.spans.tasks(), stop).await?);
         }
         let st = self.client.inspect(&handle.instance).await?;
         if !st.exists {

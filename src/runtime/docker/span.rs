@@ -16,11 +16,12 @@
 //! reason, and the parts still running when the kernel ended are stopped.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::BackoffBuilder;
 use futures::StreamExt;
+use parking_lot::Mutex;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +29,7 @@ use super::client::{ContainerStatus, Docker};
 use crate::runtime::peers::{PartReport, PartState, PeerAction, PeerError, Peers};
 use crate::runtime::{RuntimeError, SpanGroup};
 use crate::spec::SpanPeer;
+use crate::util::shutdown::Tasks;
 
 /// What the owner last heard of one peer's part of a kernel.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -98,6 +100,8 @@ impl Part {
 /// kernel has on its peers, and a signal when one changed.
 pub struct Spans {
     peers: Arc<dyn Peers>,
+    /// The agent's tasks: watchers and stops run (and end on shutdown) among them.
+    tasks: Tasks,
     group: Mutex<Option<SpanGroup>>,
     parts: Mutex<HashMap<String, Vec<Part>>>,
     watchers: Mutex<HashMap<String, CancellationToken>>,
@@ -107,9 +111,10 @@ pub struct Spans {
 }
 
 impl Spans {
-    pub fn new(peers: Arc<dyn Peers>) -> Arc<Self> {
+    pub fn new(peers: Arc<dyn Peers>, tasks: Tasks) -> Arc<Self> {
         Arc::new(Self {
             peers,
+            tasks,
             group: Mutex::new(None),
             parts: Mutex::new(HashMap::new()),
             watchers: Mutex::new(HashMap::new()),
@@ -117,8 +122,13 @@ impl Spans {
         })
     }
 
+    /// The agent's tasks (what runs in the background for these kernels goes there).
+    pub fn tasks(&self) -> &Tasks {
+        &self.tasks
+    }
+
     pub fn group(&self) -> Option<SpanGroup> {
-        self.group.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.group.lock().clone()
     }
 
     /// Reads which swarm the engine is in (when the agent starts).
@@ -127,7 +137,7 @@ impl Spans {
         if let Some(g) = &group {
             tracing::info!(swarm = %g.id, manager = g.owner, "Docker engine is in a swarm: cluster kernels can span its agents");
         }
-        *self.group.lock().unwrap_or_else(|p| p.into_inner()) = group;
+        *self.group.lock() = group;
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<String> {
@@ -172,7 +182,6 @@ impl Spans {
         let known = self
             .parts
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .get(kernel_id)
             .cloned()
             .unwrap_or_default();
@@ -219,7 +228,7 @@ impl Spans {
     }
 
     fn heard(&self, kernel_id: &str, part: Part) {
-        let mut all = self.parts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all = self.parts.lock();
         let list = all.entry(kernel_id.to_string()).or_default();
         match list
             .iter_mut()
@@ -237,7 +246,7 @@ impl Spans {
     /// reconnecting with backoff); a kernel already followed is left as it is.
     pub fn follow(self: &Arc<Self>, kernel_id: &str, peers: &[SpanPeer]) {
         let token = {
-            let mut w = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+            let mut w = self.watchers.lock();
             if w.contains_key(kernel_id) {
                 return;
             }
@@ -249,7 +258,7 @@ impl Spans {
         for peer in peers {
             let me = self.clone();
             let (kid, peer, token) = (kernel_id.to_string(), peer.clone(), token.clone());
-            tokio::spawn(async move {
+            self.tasks.spawn_until_stopped("span-watch", async move {
                 tokio::select! {
                     _ = token.cancelled() => {}
                     _ = me.watch(&kid, &peer) => {}
@@ -260,24 +269,17 @@ impl Spans {
 
     /// Stops following kernel `kernel_id` and forgets its parts.
     pub fn forget(&self, kernel_id: &str) {
-        if let Some(t) = self
-            .watchers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(kernel_id)
-        {
+        if let Some(t) = self.watchers.lock().remove(kernel_id) {
             t.cancel();
         }
-        self.parts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(kernel_id);
+        self.parts.lock().remove(kernel_id);
     }
 
     /// Stops the parts of a kernel that ended, in the background.
     pub fn stop_later(self: &Arc<Self>, kernel_id: &str, peers: Vec<SpanPeer>) {
         let (me, kid) = (self.clone(), kernel_id.to_string());
-        tokio::spawn(async move {
+        // Awaited on shutdown: the parts are stopped before the agent exits.
+        self.tasks.spawn("span-stop", async move {
             if let Err(e) = me.control(&kid, &peers, PeerAction::Stop, 0, None).await {
                 tracing::warn!(kernel_id = %kid, error = %e, "cannot stop the parts of a cluster kernel that ended");
             }

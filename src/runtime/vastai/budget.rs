@@ -6,7 +6,9 @@
 //! the poll loop does not take its instance (not recorded in any kernel yet) for a leak.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 
 use super::{Seen, VastRuntime};
 use crate::runtime::RuntimeError;
@@ -20,16 +22,13 @@ pub(super) struct Renting {
 
 impl Drop for Renting {
     fn drop(&mut self) {
-        self.map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.token);
+        self.map.lock().remove(&self.token);
     }
 }
 
 impl VastRuntime {
     fn renting(&self) -> MutexGuard<'_, HashMap<String, f64>> {
-        self.renting.lock().unwrap_or_else(|p| p.into_inner())
+        self.renting.lock()
     }
 
     /// Dollars per hour of the instances this agent holds and of the offers being rented

@@ -22,7 +22,7 @@ pub(super) struct Seen {
 
 impl VastRuntime {
     pub(super) fn seen(&self) -> MutexGuard<'_, HashMap<u64, Seen>> {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+        self.seen.lock()
     }
 
     pub(super) fn track(&self, instance: u64, kernel_id: &str, dph: f64) {

@@ -36,13 +36,14 @@ pub use handle::{label, parse_label};
 use instances::Seen;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use backon::{ConstantBuilder, Retryable};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{broadcast, watch as tokio_watch};
 
 use crate::config::ClusterConfig;
@@ -123,10 +124,10 @@ impl VastRuntime {
                 "the vastai runtime needs config/vast_api/api_key".into(),
             ));
         }
-        if let KeyState::Refused(why) = &*self.key_state.lock().unwrap_or_else(|p| p.into_inner()) {
+        if let KeyState::Refused(why) = &*self.key_state.lock() {
             return Err(RuntimeError::Precondition(why.clone()));
         }
-        let mut cached = self.api.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cached = self.api.lock();
         if let Some((url, key, api)) = cached.as_ref() {
             if *url == vs.api_url && *key == vs.api_key {
                 return Ok(api.clone());

@@ -41,7 +41,7 @@ impl VastRuntime {
                 "not set: this agent cannot rent Vast.ai instances",
             ));
         }
-        if let KeyState::Refused(why) = &*self.key_state.lock().unwrap_or_else(|p| p.into_inner()) {
+        if let KeyState::Refused(why) = &*self.key_state.lock() {
             return Err(SpecError::forbidden("config/vast_api/api_key", why.clone()));
         }
         unsupported(spec)?;

@@ -85,10 +85,7 @@ impl VastRuntime {
     }
 
     fn key_refused(&self) -> bool {
-        matches!(
-            *self.key_state.lock().unwrap_or_else(|p| p.into_inner()),
-            KeyState::Refused(_)
-        )
+        matches!(*self.key_state.lock(), KeyState::Refused(_))
     }
 
     /// The API refused the key on a call other than the key check.
@@ -100,7 +97,7 @@ impl VastRuntime {
 
     /// Records what the API said of the key, with a line when it changed.
     fn set_key_state(&self, state: KeyState) {
-        let mut current = self.key_state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut current = self.key_state.lock();
         if *current != state {
             match &state {
                 KeyState::Refused(why) => tracing::error!(

@@ -180,6 +180,7 @@ pub async fn status(
     docker: &Docker,
     members: &Members,
     parts: &[crate::runtime::docker::span::Part],
+    tasks: &crate::util::shutdown::Tasks,
     stop_peers: impl FnOnce(Vec<crate::spec::SpanPeer>) + Send,
 ) -> Result<Status, crate::runtime::docker::EngineError> {
     let reads = members.ids.iter().map(|id| async move {
@@ -224,7 +225,8 @@ pub async fn status(
             stop_peers(peers);
         }
         let docker = docker.clone();
-        tokio::spawn(async move {
+        // Awaited on shutdown: the members are stopped before the agent exits.
+        tasks.spawn("cluster-stop", async move {
             if let Err(e) = stop_all(&docker, &ids, None).await {
                 tracing::warn!(error = %e, "cannot stop the instances of a cluster kernel that ended");
             }

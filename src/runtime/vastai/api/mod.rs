@@ -16,10 +16,10 @@ pub mod error;
 mod instances;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
+use parking_lot::Mutex;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -110,7 +110,7 @@ impl Api {
             return;
         }
         let wait = {
-            let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+            let mut next = self.next.lock();
             let now = Instant::now();
             let at = next.get(endpoint).copied().unwrap_or(now).max(now);
             next.insert(endpoint, at + interval);
