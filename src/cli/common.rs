@@ -81,7 +81,7 @@ impl EtcdArgs {
         let options = EtcdOptions {
             endpoints: self.etcd_addr.clone(),
             user: self.etcd_user.clone(),
-            password: self.etcd_password.clone(),
+            password: self.etcd_password.clone().map(Into::into),
             tls,
         };
         options.validate().map_err(anyhow::Error::msg)?;

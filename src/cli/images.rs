@@ -41,24 +41,17 @@ pub struct ImageView {
 
 impl From<ImageInfo> for ImageView {
     fn from(i: ImageInfo) -> Self {
-        let (repository, tag) = split_reference(&i.reference);
+        let r = crate::util::image::ImageRef::split(&i.reference);
+        let (repository, tag) = (r.name.to_string(), r.tag.unwrap_or("").to_string());
         Self {
             agent: i.agent_id,
-            repository: repository.to_string(),
-            tag: tag.to_string(),
+            repository,
+            tag,
             reference: i.reference,
             id: i.image_id,
             size_bytes: i.size_bytes,
             created_at_ms: i.created_at_ms,
         }
-    }
-}
-
-/// `registry:5000/team/app:1.2` → (`registry:5000/team/app`, `1.2`); no tag → (ref, "").
-fn split_reference(reference: &str) -> (&str, &str) {
-    match reference.rsplit_once(':') {
-        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
-        _ => (reference, ""),
     }
 }
 
@@ -122,16 +115,24 @@ mod tests {
 
     #[test]
     fn references_split_at_the_tag_not_at_a_registry_port() {
-        assert_eq!(split_reference("busybox:latest"), ("busybox", "latest"));
+        let split_reference = |r: &str| {
+            let v = ImageView::from(ImageInfo {
+                reference: r.to_string(),
+                ..Default::default()
+            });
+            (v.repository, v.tag)
+        };
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(split_reference("busybox:latest"), pair("busybox", "latest"));
         assert_eq!(
             split_reference("127.0.0.1:5000/team/app:1.2"),
-            ("127.0.0.1:5000/team/app", "1.2")
+            pair("127.0.0.1:5000/team/app", "1.2")
         );
         assert_eq!(
             split_reference("127.0.0.1:5000/app"),
-            ("127.0.0.1:5000/app", "")
+            pair("127.0.0.1:5000/app", "")
         );
-        assert_eq!(split_reference(""), ("", ""));
+        assert_eq!(split_reference(""), pair("", ""));
         assert_eq!(short_id("sha256:0123456789abcdef"), "0123456789ab");
     }
 }

@@ -8,35 +8,24 @@
 //! accepts connections again, so an agent is back within about a second of etcd's return
 //! even after a long outage, without sending etcd more than one request per backoff step.
 
-use std::fmt;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use etcd_client::{Client, ConnectOptions, TlsOptions};
 
+use crate::util::secret::Secret;
 use crate::util::tls::{append_sources, error_chain, TlsFiles};
 
 /// How to reach etcd.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct EtcdOptions {
     /// `HOST:PORT` or `http(s)://HOST:PORT`, one per cluster member.
     pub endpoints: Vec<String>,
     pub user: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// `--etcd-ca`, `--etcd-cert`, `--etcd-key`; empty: plaintext (an `https://` endpoint
     /// is then verified against the system's roots).
     pub tls: TlsFiles,
-}
-
-impl fmt::Debug for EtcdOptions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EtcdOptions")
-            .field("endpoints", &self.endpoints)
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .field("tls", &self.tls)
-            .finish()
-    }
 }
 
 impl EtcdOptions {
@@ -118,7 +107,7 @@ pub async fn connect(opts: &EtcdOptions) -> Result<Client, ConnectError> {
     }
     let user = match (&opts.user, &opts.password) {
         (Some(user), Some(password)) => {
-            options = options.with_user(user.clone(), password.clone());
+            options = options.with_user(user.clone(), password.expose());
             Some(user.clone())
         }
         _ => None,

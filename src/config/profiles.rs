@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use super::schema::{self, KeySpec, Kind};
 use super::tree::FlatTree;
+use crate::util::secret::Secret;
 
 pub static KEYS: &[KeySpec] = &[
     KeySpec {
@@ -128,25 +129,7 @@ pub struct ProfileDef {
     pub constants: BTreeMap<String, String>,
 }
 
-/// The S3 store of resources and results. The secret never leaves through `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct S3Settings {
-    pub endpoint: Option<String>,
-    pub region: String,
-    pub access_key: String,
-    pub secret_key: String,
-}
-
-impl std::fmt::Debug for S3Settings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Settings")
-            .field("endpoint", &self.endpoint)
-            .field("region", &self.region)
-            .field("access_key", &self.access_key)
-            .field("secret_key", &"***")
-            .finish()
-    }
-}
+pub use crate::util::s3::S3Settings;
 
 /// The operators' profiles of a validated tree, by name.
 pub fn profiles(tree: &FlatTree) -> Vec<ProfileDef> {
@@ -177,17 +160,29 @@ pub fn profiles(tree: &FlatTree) -> Vec<ProfileDef> {
     out.into_values().collect()
 }
 
-/// The S3 store, when its access key and secret are set.
+/// The S3 store of resources and results, when its access key and secret are set.
 pub fn s3(tree: &FlatTree) -> Option<S3Settings> {
-    let get = |k: &str| tree.get(k).map(|v| v.trim().to_string());
-    let access_key = get("storage/s3/access_key").filter(|v| !v.is_empty())?;
-    let secret_key = get("storage/s3/secret_key").filter(|v| !v.is_empty())?;
-    Some(S3Settings {
-        endpoint: get("storage/s3/endpoint").map(|e| e.trim_end_matches('/').to_string()),
-        region: get("storage/s3/region").unwrap_or_else(|| "us-east-1".into()),
-        access_key,
-        secret_key,
-    })
+    let s = s3_at(tree, "storage/s3");
+    (!s.access_key.is_empty() && !s.secret_key.is_empty()).then_some(s)
+}
+
+/// The S3 connection under `<base>/{endpoint,region,access_key,secret_key}` (the region
+/// defaults to `us-east-1`, the endpoint to AWS); values are trimmed.
+pub fn s3_at(tree: &FlatTree, base: &str) -> S3Settings {
+    let get = |k: &str| {
+        tree.get(&format!("{base}/{k}"))
+            .map(|v| v.trim().to_string())
+    };
+    S3Settings {
+        endpoint: get("endpoint")
+            .filter(|e| !e.is_empty())
+            .map(|e| e.trim_end_matches('/').to_string()),
+        region: get("region")
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| "us-east-1".into()),
+        access_key: get("access_key").unwrap_or_default(),
+        secret_key: Secret::from(get("secret_key").unwrap_or_default()),
+    }
 }
 
 #[cfg(test)]

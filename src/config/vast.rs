@@ -6,8 +6,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::profiles::S3Settings;
 use super::schema::{self, KeySpec, Kind};
 use super::tree::FlatTree;
+use crate::util::secret::Secret;
 
 /// The Vast.ai API, as the official CLI reaches it.
 pub const DEFAULT_API_URL: &str = "https://console.vast.ai";
@@ -262,32 +264,18 @@ fn typed(field: &str, value: &str) -> Result<serde_json::Value, String> {
         .ok_or_else(|| format!("`{value}`: {field} takes a number or true/false"))
 }
 
-/// Where the logs of instances are shipped.
-#[derive(Clone, PartialEq)]
+/// Where the logs of instances are shipped: a bucket and prefix of an S3 store.
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogShipping {
-    pub endpoint: Option<String>,
+    pub s3: S3Settings,
     pub bucket: String,
-    pub region: String,
     pub prefix: String,
-    pub access_key: String,
-    pub secret_key: String,
-}
-
-impl std::fmt::Debug for LogShipping {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogShipping")
-            .field("endpoint", &self.endpoint)
-            .field("bucket", &self.bucket)
-            .field("prefix", &self.prefix)
-            .field("secret_key", &"***")
-            .finish()
-    }
 }
 
 /// The typed `vast_api/` settings.
-#[derive(Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct VastSettings {
-    pub api_key: String,
+    pub api_key: Secret,
     pub api_url: String,
     /// field → op → JSON value (lists for in/notin).
     pub offer_filters: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
@@ -301,22 +289,10 @@ pub struct VastSettings {
     pub logs: Option<LogShipping>,
 }
 
-impl std::fmt::Debug for VastSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VastSettings")
-            .field("api_key", &if self.api_key.is_empty() { "" } else { "***" })
-            .field("api_url", &self.api_url)
-            .field("offer_filters", &self.offer_filters)
-            .field("max_instances", &self.max_instances)
-            .field("logs", &self.logs)
-            .finish()
-    }
-}
-
 impl Default for VastSettings {
     fn default() -> Self {
         Self {
-            api_key: String::new(),
+            api_key: Secret::default(),
             api_url: DEFAULT_API_URL.into(),
             offer_filters: BTreeMap::new(),
             max_instances: 1,
@@ -344,7 +320,7 @@ impl VastSettings {
         let dur = |k: &str| get(k).and_then(|v| schema::parse_duration(&v).ok());
         let float = |k: &str| get(k).and_then(|v| v.parse::<f64>().ok());
         if let Some(v) = get("vast_api/api_key") {
-            s.api_key = v;
+            s.api_key = v.into();
         }
         if let Some(v) = get("vast_api/api_url") {
             s.api_url = v.trim_end_matches('/').to_string();
@@ -393,12 +369,9 @@ impl VastSettings {
         }
         if let Some(bucket) = get("vast_api/logs/bucket").filter(|b| !b.is_empty()) {
             s.logs = Some(LogShipping {
-                endpoint: get("vast_api/logs/endpoint"),
+                s3: super::profiles::s3_at(tree, "vast_api/logs"),
                 bucket,
-                region: get("vast_api/logs/region").unwrap_or_else(|| "us-east-1".into()),
                 prefix: get("vast_api/logs/prefix").unwrap_or_default(),
-                access_key: get("vast_api/logs/access_key").unwrap_or_default(),
-                secret_key: get("vast_api/logs/secret_key").unwrap_or_default(),
             });
         }
         s

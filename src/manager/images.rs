@@ -27,7 +27,7 @@ impl ManagerRpc {
             validate_name("agent_id", &req.agent_id).map_err(Status::invalid_argument)?;
             vec![self.agent_named(&req.agent_id)?]
         } else {
-            self.agents()?
+            self.agents()
         };
         let calls = agents.iter().map(|a| async move {
             let agent_id = a

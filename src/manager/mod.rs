@@ -3,9 +3,11 @@
 //! answers the CLI. Deliberately small: no users, quotas or database.
 
 mod drain;
+pub mod fit;
 mod gpu_health;
 mod images;
 pub mod kernels;
+mod locate;
 pub mod metrics;
 mod placement;
 pub mod service;

@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use tonic::Status;
 
+use super::fit::{self, capacity, describe, short_of};
 use super::service::ManagerRpc;
-use super::slots::{self, capacity, describe, short_of};
 use crate::wire::pb::{
     self, AgentState, AgentSummary, CreateKernelResponse, RunKernelRequest, SlotAmounts,
 };
@@ -145,19 +145,19 @@ impl ManagerRpc {
         }
         // A remote runtime takes none of the agent's own slots; the agent bounds it.
         let need = if matches!(runtime, "" | "docker") {
-            slots::demand(spec)
+            fit::demand(spec)
         } else {
             SlotAmounts::default()
         };
-        let plan = slots::plan(&agents, &need);
+        let plan = fit::plan(&agents, &need);
         if plan.fit.is_empty() && plan.maybe.is_empty() && spec.instances > 1 {
             // A cluster no single agent holds may span the agents of one swarm.
-            let per = slots::demand(&pb::KernelSpec {
+            let per = fit::demand(&pb::KernelSpec {
                 instances: 1,
                 ..spec.clone()
             });
             if matches!(runtime, "" | "docker") {
-                if let Some(split) = slots::span_plan(&agents, &per, spec.instances) {
+                if let Some(split) = fit::span_plan(&agents, &per, spec.instances) {
                     return self.place_span(create.clone(), split).await;
                 }
             }

@@ -1,5 +1,5 @@
 //! Placing a cluster kernel that no single agent holds across the agents of one Docker
-//! swarm (see [`super::slots::span_plan`] for who takes what, and the Docker runtime's
+//! swarm (see [`super::fit::span_plan`] for who takes what, and the Docker runtime's
 //! `span` module for how the owner runs it).
 //!
 //! Whole or not at all: the owner is created first (its overlay network, the master and its

@@ -1,7 +1,10 @@
 //! The lowest layer: pieces every other module may use and that know nothing of deckhand's
-//! own types (task tracking for shutdown, TLS files).
+//! own types (task tracking for shutdown, TLS files, image references, secrets, the S3 client).
 
 pub mod fs;
+pub mod image;
+pub mod s3;
+pub mod secret;
 pub mod shutdown;
 pub mod tls;
 

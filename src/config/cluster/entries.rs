@@ -62,7 +62,7 @@ pub(super) fn registries(tree: &FlatTree, problems: &mut Vec<ConfigError>) -> Ve
             name,
             host,
             username: username.to_string(),
-            password: password.to_string(),
+            password: password.into(),
         });
     }
     out

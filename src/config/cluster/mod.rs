@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::schema::{self, ConfigError};
 use super::tree::FlatTree;
+use crate::util::secret::Secret;
 
 /// A GPU from `config/docker/fake_gpus`, reported and assigned as if it were real.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,27 +99,15 @@ impl CacheUsage {
     }
 }
 
-/// A private registry from `docker/registries/<name>`. The password never leaves through
-/// `Debug`.
-#[derive(Clone, PartialEq, Eq)]
+/// A private registry from `docker/registries/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registry {
     /// The entry's name (the `<name>` segment), used in messages.
     pub name: String,
     /// `host[:port]`, lower-case: what image references name the registry by.
     pub host: String,
     pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for Registry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry")
-            .field("name", &self.name)
-            .field("host", &self.host)
-            .field("username", &self.username)
-            .field("password", &"***")
-            .finish()
-    }
+    pub password: Secret,
 }
 
 /// A host directory bind-mounted into kernels whose slug matches `on`.
@@ -176,19 +165,8 @@ impl Default for DockerSettings {
 impl DockerSettings {
     /// The registry entry whose host an image reference names, if any.
     pub fn registry_for(&self, image: &str) -> Option<&Registry> {
-        let host = image_registry_host(image);
+        let host = crate::util::image::ImageRef::split(image).registry();
         self.registries.iter().find(|r| r.host == host)
-    }
-}
-
-/// The registry host of an image reference, as Docker reads it: the first path component
-/// when it has a `.` or `:` or is `localhost`, else Docker Hub (`docker.io`).
-pub fn image_registry_host(image: &str) -> String {
-    match image.split_once('/') {
-        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => {
-            first.to_ascii_lowercase()
-        }
-        _ => "docker.io".into(),
     }
 }
 
@@ -406,9 +384,12 @@ mod tests {
         assert!(d.registry_for("reg.example.com/team/img").is_none());
         assert!(d.registry_for("team/img").is_none());
         assert!(!format!("{cfg:?}").contains("hunter2"));
-        assert_eq!(image_registry_host("busybox"), "docker.io");
-        assert_eq!(image_registry_host("localhost/x"), "localhost");
-        assert_eq!(image_registry_host("127.0.0.1:5000/x:1"), "127.0.0.1:5000");
+        assert_eq!(
+            d.registry_for("REG.example.com:5000/team/img")
+                .unwrap()
+                .name,
+            "a"
+        );
     }
 
     #[test]

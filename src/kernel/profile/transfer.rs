@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::io::AsyncWriteExt;
@@ -67,25 +66,8 @@ impl<'a> Tally<'a> {
 }
 
 fn store(s3: &S3Settings, bucket: &str) -> Result<Arc<dyn ObjectStore>, String> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut b = AmazonS3Builder::new()
-        .with_bucket_name(bucket)
-        .with_region(&s3.region)
-        .with_access_key_id(&s3.access_key)
-        .with_secret_access_key(&s3.secret_key);
-    if let Some(endpoint) = &s3.endpoint {
-        b = b
-            .with_endpoint(endpoint)
-            .with_allow_http(endpoint.starts_with("http://"));
-    }
-    b.build()
+    s3.store(bucket)
         .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
-        .map_err(|e| scrub(e.to_string(), s3))
-}
-
-/// A message with the secret taken out, should a client ever echo it.
-fn scrub(text: String, s3: &S3Settings) -> String {
-    text.replace(&s3.secret_key, "***")
 }
 
 fn prefix_path(loc: &S3Location) -> Option<ObjectPath> {
@@ -114,7 +96,7 @@ async fn download(
         .list(prefix.as_ref())
         .try_collect()
         .await
-        .map_err(|e| scrub(format!("listing {loc}: {e}"), s3))?;
+        .map_err(|e| s3.scrub(&format!("listing {loc}: {e}")))?;
     for meta in objects {
         let key = meta.location.to_string();
         let rel = match &prefix {
@@ -135,10 +117,10 @@ async fn download(
         let mut body = store
             .get(&meta.location)
             .await
-            .map_err(|e| scrub(format!("s3://{}/{key}: {e}", loc.bucket), s3))?
+            .map_err(|e| s3.scrub(&format!("s3://{}/{key}: {e}", loc.bucket)))?
             .into_stream();
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| scrub(format!("s3://{}/{key}: {e}", loc.bucket), s3))?;
+            let chunk = chunk.map_err(|e| s3.scrub(&format!("s3://{}/{key}: {e}", loc.bucket)))?;
             file.write_all(&chunk)
                 .await
                 .map_err(|e| format!("{}: {e}", target.display()))?;
@@ -254,7 +236,7 @@ async fn upload(
         let closed = to.shutdown().await;
         let n = copied
             .and_then(|n| closed.map(|()| n))
-            .map_err(|e| scrub(format!("s3://{}/{key}: {e}", loc.bucket), s3))?;
+            .map_err(|e| s3.scrub(&format!("s3://{}/{key}: {e}", loc.bucket)))?;
         tally.add(n);
     }
     Ok(())

@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::runtime::Usage;
+
 /// Where one kernel's counters live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CgroupPaths {
@@ -72,6 +74,21 @@ impl CgroupPaths {
             }
         }
     }
+}
+
+/// The summed usage of a kernel's containers (a cluster kernel has several), `None` when
+/// none of their cgroups can be read.
+pub fn usage(paths: &[CgroupPaths]) -> Option<Usage> {
+    let mut total: Option<Usage> = None;
+    for (cpu_ns, memory_bytes) in paths.iter().filter_map(CgroupPaths::read) {
+        let t = total.get_or_insert(Usage {
+            cpu_ns: 0,
+            memory_bytes: 0,
+        });
+        t.cpu_ns += cpu_ns;
+        t.memory_bytes += memory_bytes;
+    }
+    total
 }
 
 #[cfg(test)]

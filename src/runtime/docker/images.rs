@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use super::client::{Docker, EngineError};
 use crate::config::cluster::Registry;
 use crate::util::shutdown::Tasks;
+use crate::util::now_ms;
 
 /// How far a pull is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -82,10 +83,6 @@ pub struct Images {
     usage: Mutex<UsageFile>,
     usage_path: PathBuf,
     tasks: Tasks,
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 impl Images {
@@ -165,7 +162,7 @@ impl Images {
         let credentials = opts.registry.as_ref().and_then(|r| {
             (!r.username.is_empty()).then(|| DockerCredentials {
                 username: Some(r.username.clone()),
-                password: Some(r.password.clone()),
+                password: Some(r.password.expose().to_string()),
                 serveraddress: Some(r.host.clone()),
                 ..Default::default()
             })
@@ -174,7 +171,7 @@ impl Images {
             Some(r) => format!("`{image}` from registry `{}` ({})", r.name, r.host),
             None => format!("`{image}`"),
         };
-        let (repo, tag) = split_tag(image);
+        let (repo, tag) = crate::util::image::ImageRef::split(image).pull_parts();
         let query = CreateImageOptions {
             from_image: Some(repo.to_string()),
             tag: tag.map(str::to_string),
@@ -320,18 +317,6 @@ impl Images {
     }
 }
 
-/// `reg:5000/a/b:tag` → (`reg:5000/a/b`, Some(`tag`)); digests stay in the repository part.
-fn split_tag(image: &str) -> (&str, Option<&str>) {
-    if image.contains('@') {
-        return (image, None);
-    }
-    let name_start = image.rfind('/').map_or(0, |i| i + 1);
-    match image[name_start..].rfind(':') {
-        Some(i) => (&image[..name_start + i], Some(&image[name_start + i + 1..])),
-        None => (image, Some("latest")),
-    }
-}
-
 /// A failed pull in words, naming the registry (credentials never appear), with its reason
 /// for metrics: `auth`, `not_found`, `engine_unavailable` or `other`.
 fn pull_error(
@@ -345,9 +330,7 @@ fn pull_error(
         other => other.to_string(),
     };
     if let Some(r) = registry {
-        if !r.password.is_empty() {
-            message = message.replace(&r.password, "***");
-        }
+        message = r.password.scrub(&message);
     }
     let lower = message.to_ascii_lowercase();
     if [
@@ -448,16 +431,17 @@ mod tests {
 
     #[test]
     fn tags_split_after_the_last_path_component() {
+        let parts = |r| crate::util::image::ImageRef::split(r).pull_parts();
         assert_eq!(
-            split_tag("127.0.0.1:5000/a/b:v2"),
+            parts("127.0.0.1:5000/a/b:v2"),
             ("127.0.0.1:5000/a/b", Some("v2"))
         );
         assert_eq!(
-            split_tag("127.0.0.1:5000/a/b"),
+            parts("127.0.0.1:5000/a/b"),
             ("127.0.0.1:5000/a/b", Some("latest"))
         );
-        assert_eq!(split_tag("busybox"), ("busybox", Some("latest")));
-        assert_eq!(split_tag("a/b@sha256:00"), ("a/b@sha256:00", None));
+        assert_eq!(parts("busybox"), ("busybox", Some("latest")));
+        assert_eq!(parts("a/b@sha256:00"), ("a/b@sha256:00", None));
     }
 
     #[test]

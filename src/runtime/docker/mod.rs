@@ -152,29 +152,11 @@ impl Runtime for DockerRuntime {
 
     /// A cluster kernel's instances: `instance/<i>` → `<hostname> <container id>`.
     fn describe(&self, rec: &Launch) -> std::collections::BTreeMap<String, String> {
-        let mut out = std::collections::BTreeMap::new();
-        if let Some(m) = rec.handle.as_ref().and_then(Members::of) {
-            out.insert("network".into(), m.network.clone());
-            for p in &m.peers {
-                for i in p.first..p.first + p.count {
-                    out.insert(
-                        format!("instance/{i}"),
-                        format!("{} on agent {}", cluster::hostname(i), p.agent_id),
-                    );
-                }
-            }
-            for (i, id) in m.ids.iter().enumerate().filter(|(_, id)| !id.is_empty()) {
-                out.insert(
-                    format!("instance/{i}"),
-                    format!(
-                        "{} {}",
-                        cluster::hostname(i as u32),
-                        id.get(..12).unwrap_or(id)
-                    ),
-                );
-            }
-        }
-        out
+        rec.handle
+            .as_ref()
+            .and_then(Members::of)
+            .map(|m| m.describe())
+            .unwrap_or_default()
     }
 
     fn home(&self, kernel_id: &str) -> String {
@@ -446,27 +428,7 @@ impl Runtime for DockerRuntime {
                 "instance {index}: the kernel is not a cluster kernel (it has no instances)"
             )));
         };
-        if let Some(p) = m
-            .peers
-            .iter()
-            .find(|p| (p.first..p.first + p.count).contains(&index))
-        {
-            return Err(RuntimeError::NotFound(format!(
-                "instance {index} runs on agent `{}`",
-                p.agent_id
-            )));
-        }
-        let Some(id) = m.ids.get(index as usize).filter(|id| !id.is_empty()) else {
-            return Err(RuntimeError::NotFound(format!(
-                "instance {index}: the cluster has instances 0 to {}",
-                m.ids.len().saturating_sub(1)
-            )));
-        };
-        Ok(Handle {
-            instance: id.clone(),
-            data: serde_json::Value::Null,
-            ..handle.clone()
-        })
+        m.member(handle, index)
     }
 
     async fn exec(
@@ -512,16 +474,7 @@ impl Runtime for DockerRuntime {
                 .filter_map(|id| cg.get(id).cloned())
                 .collect()
         };
-        let mut total: Option<Usage> = None;
-        for (cpu_ns, memory_bytes) in paths.iter().filter_map(CgroupPaths::read) {
-            let t = total.get_or_insert(Usage {
-                cpu_ns: 0,
-                memory_bytes: 0,
-            });
-            t.cpu_ns += cpu_ns;
-            t.memory_bytes += memory_bytes;
-        }
-        total
+        cgroup::usage(&paths)
     }
 
     async fn upload(

@@ -73,7 +73,7 @@ fn kernel_login(rec: &Launch, image: &str) -> Option<crate::config::cluster::Reg
     let login = rec.spec.profile.as_ref()?.registry.as_ref()?;
     Some(crate::config::cluster::Registry {
         name: "DOCKER_REGISTRY_LOGIN".into(),
-        host: crate::config::cluster::image_registry_host(image),
+        host: crate::util::image::ImageRef::split(image).registry(),
         username: login.username.clone(),
         password: login.password.clone(),
     })

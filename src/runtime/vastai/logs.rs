@@ -3,7 +3,7 @@
 //! `deckhand logs` still has it after the instance is destroyed. Through `object_store`
 //! (SigV4 with ring); the secret key is never shown.
 
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::AmazonS3;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
 
@@ -20,18 +20,7 @@ pub fn key(logs: &LogShipping, namespace: &str, kernel_id: &str) -> String {
 }
 
 fn store(logs: &LogShipping) -> Result<AmazonS3, String> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut b = AmazonS3Builder::new()
-        .with_bucket_name(&logs.bucket)
-        .with_region(&logs.region)
-        .with_access_key_id(&logs.access_key)
-        .with_secret_access_key(&logs.secret_key);
-    if let Some(endpoint) = &logs.endpoint {
-        b = b
-            .with_endpoint(endpoint)
-            .with_allow_http(endpoint.starts_with("http://"));
-    }
-    b.build().map_err(|e| scrub(e.to_string(), logs))
+    logs.s3.store(&logs.bucket)
 }
 
 /// Writes (replaces) the kernel's shipped log.
@@ -49,7 +38,7 @@ pub async fn ship(
         )
         .await
         .map(|_| ())
-        .map_err(|e| scrub(format!("s3://{}/{key}: {e}", logs.bucket), logs))
+        .map_err(|e| logs.s3.scrub(&format!("s3://{}/{key}: {e}", logs.bucket)))
 }
 
 /// The shipped log of a kernel, `None` when there is none.
@@ -64,17 +53,8 @@ pub async fn read(
             .bytes()
             .await
             .map(|b| Some(String::from_utf8_lossy(&b).into_owned()))
-            .map_err(|e| scrub(e.to_string(), logs)),
+            .map_err(|e| logs.s3.scrub(&e.to_string())),
         Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(scrub(format!("s3://{}/{key}: {e}", logs.bucket), logs)),
-    }
-}
-
-/// An error text with the secret key taken out, should a client ever echo it.
-fn scrub(text: String, logs: &LogShipping) -> String {
-    if logs.secret_key.is_empty() {
-        text
-    } else {
-        text.replace(&logs.secret_key, "***")
+        Err(e) => Err(logs.s3.scrub(&format!("s3://{}/{key}: {e}", logs.bucket))),
     }
 }

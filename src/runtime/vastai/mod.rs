@@ -55,6 +55,7 @@ use crate::runtime::{
 };
 use crate::spec::{Spec, SpecError};
 use crate::util::now_ms;
+use crate::util::secret::Secret;
 use api::{Api, ApiError};
 use offers::without_marker;
 use provision::api_error;
@@ -82,7 +83,7 @@ pub struct VastRuntime {
     config: tokio_watch::Receiver<Arc<ClusterConfig>>,
     /// The API client for the current URL and key.
     #[allow(clippy::type_complexity)]
-    api: Arc<Mutex<Option<(String, String, Arc<Api>)>>>,
+    api: Arc<Mutex<Option<(String, Secret, Arc<Api>)>>>,
     key_state: Arc<Mutex<KeyState>>,
     events: broadcast::Sender<RuntimeEvent>,
     /// Instance id → what is known of it.
@@ -134,7 +135,7 @@ impl VastRuntime {
             }
         }
         let api = Arc::new(
-            Api::new(&vs.api_url, &vs.api_key)
+            Api::new(&vs.api_url, vs.api_key.expose())
                 .map_err(|e| RuntimeError::Unavailable(e.to_string()))?,
         );
         *cached = Some((vs.api_url.clone(), vs.api_key.clone(), api.clone()));
@@ -143,7 +144,7 @@ impl VastRuntime {
 
     /// A client for `cfg` whatever the key's state (to check the key itself).
     fn api_unchecked(&self, cfg: &ClusterConfig) -> Result<Api, RuntimeError> {
-        Api::new(&cfg.vast.api_url, &cfg.vast.api_key)
+        Api::new(&cfg.vast.api_url, cfg.vast.api_key.expose())
             .map_err(|e| RuntimeError::Unavailable(e.to_string()))
     }
 

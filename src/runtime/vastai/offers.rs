@@ -102,7 +102,12 @@ pub fn create_body(
         body["args"] = json!(args);
     }
     if let Some(r) = cfg.docker.registry_for(&spec.image) {
-        body["image_login"] = json!(format!("-u {} -p {} {}", r.username, r.password, r.host));
+        body["image_login"] = json!(format!(
+            "-u {} -p {} {}",
+            r.username,
+            r.password.expose(),
+            r.host
+        ));
     }
     body
 }

@@ -25,12 +25,13 @@ use super::{logs, parse_label, KeyState, VastRuntime};
 use crate::config::ClusterConfig;
 use crate::runtime::{Background, Observed, RuntimeError, RuntimeEvent, Status};
 use crate::util::now_ms;
+use crate::util::secret::Secret;
 
 impl VastRuntime {
     /// The loop; see the module docs.
     pub(super) async fn watch(self: Arc<Self>, ctx: Background) {
         let mut cfg_rx = ctx.config;
-        let mut checked: Option<(String, String)> = None;
+        let mut checked: Option<(String, Secret)> = None;
         let mut failing = false;
         loop {
             let cfg = cfg_rx.borrow_and_update().clone();

@@ -39,7 +39,7 @@ pub fn given_image(
     }
     let image = image.trim();
     crate::spec::image_reference(image)?;
-    Ok(with_default_tag(image))
+    Ok(crate::util::image::ImageRef::split(image).with_default_tag())
 }
 
 /// The command of a profile kernel that gave `command` beside its profile.
@@ -54,20 +54,6 @@ pub fn given_command(
         ));
     }
     Ok(command.to_vec())
-}
-
-/// `repo` → `repo:latest`, as `DOCKER_TAG` defaults; a reference with a tag or a digest
-/// stays as it is.
-fn with_default_tag(image: &str) -> String {
-    if image.contains('@') {
-        return image.to_string();
-    }
-    let last = image.rsplit('/').next().unwrap_or(image);
-    if last.contains(':') {
-        image.to_string()
-    } else {
-        format!("{image}:latest")
-    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::SpecError;
 use crate::config::profiles::ProfileDef;
 use crate::config::ClusterConfig;
+use crate::util::secret::Secret;
 
 mod checks;
 mod image_arg;
@@ -145,21 +146,11 @@ pub fn has_rdma() -> bool {
         .unwrap_or(false)
 }
 
-/// Registry credentials of one kernel (`DOCKER_REGISTRY_LOGIN`/`_PASSWORD`); the password
-/// never leaves through `Debug`.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Registry credentials of one kernel (`DOCKER_REGISTRY_LOGIN`/`_PASSWORD`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegistryLogin {
     pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for RegistryLogin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegistryLogin")
-            .field("username", &self.username)
-            .field("password", &"***")
-            .finish()
-    }
+    pub password: Secret,
 }
 
 /// An S3 location: `s3://bucket/prefix`.

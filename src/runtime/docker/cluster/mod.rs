@@ -20,7 +20,7 @@ mod aggregate;
 
 pub use aggregate::{aggregate, aggregate_part, status, stop_all, Aggregate};
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use bollard::models::{ContainerCreateBody, EndpointSettings, NetworkingConfig};
@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::body::container_name;
 use super::client::{ContainerStatus, Docker, LABEL_INSTANCE, LABEL_INSTANCES};
-use crate::runtime::{Handle, Status};
+use crate::runtime::{Handle, RuntimeError, Status};
 
 /// What a cluster kernel's handle holds beside the master's container id.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +61,54 @@ impl Members {
             handle.data = serde_json::json!({});
         }
         handle.data["cluster"] = serde_json::to_value(self).unwrap_or_default();
+    }
+
+    /// `network` and `instance/<i>` → `<hostname> <container id>` (or the agent an
+    /// instance runs on), for `deckhand show`.
+    pub fn describe(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        out.insert("network".into(), self.network.clone());
+        for p in &self.peers {
+            for i in p.first..p.first + p.count {
+                out.insert(
+                    format!("instance/{i}"),
+                    format!("{} on agent {}", hostname(i), p.agent_id),
+                );
+            }
+        }
+        for (i, id) in self.ids.iter().enumerate().filter(|(_, id)| !id.is_empty()) {
+            out.insert(
+                format!("instance/{i}"),
+                format!("{} {}", hostname(i as u32), id.get(..12).unwrap_or(id)),
+            );
+        }
+        out
+    }
+
+    /// The handle of instance `index` of the kernel `handle` names; an instance on another
+    /// agent, or past the last one, is NOT_FOUND saying which.
+    pub fn member(&self, handle: &Handle, index: u32) -> Result<Handle, RuntimeError> {
+        if let Some(p) = self
+            .peers
+            .iter()
+            .find(|p| (p.first..p.first + p.count).contains(&index))
+        {
+            return Err(RuntimeError::NotFound(format!(
+                "instance {index} runs on agent `{}`",
+                p.agent_id
+            )));
+        }
+        let Some(id) = self.ids.get(index as usize).filter(|id| !id.is_empty()) else {
+            return Err(RuntimeError::NotFound(format!(
+                "instance {index}: the cluster has instances 0 to {}",
+                self.ids.len().saturating_sub(1)
+            )));
+        };
+        Ok(Handle {
+            instance: id.clone(),
+            data: serde_json::Value::Null,
+            ..handle.clone()
+        })
     }
 }
 
