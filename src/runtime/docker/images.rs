@@ -20,8 +20,8 @@ use tokio::sync::watch;
 
 use super::client::{Docker, EngineError};
 use crate::config::cluster::Registry;
-use crate::util::shutdown::Tasks;
 use crate::util::now_ms;
+use crate::util::shutdown::Tasks;
 
 /// How far a pull is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
