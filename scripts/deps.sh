@@ -4,7 +4,7 @@
 # image), Debian's docker-registry and htpasswd (private registry tests), a C compiler (the
 # fake NVML test library), supervisor and systemd (tests/deploy.rs runs the deploy files
 # under a real supervisord and checks the units with systemd-analyze verify), prometheus
-# (tests/operations.rs scrapes the daemons with a real Prometheus and lints their metrics
+# (tests/operations/ scrapes the daemons with a real Prometheus and lints their metrics
 # with promtool), chromium (the same tests load the manager's status page in headless
 # Chromium), openssh-client (tests/profile_ssh.rs logs into kernels with the real `ssh`) and
 # iproute2 (tests/cluster_span.rs puts its own Docker engines in network namespaces).

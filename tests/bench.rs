@@ -4,7 +4,7 @@
 //! nothing behind — no container, process, scratch dir or
 //! etcd key — when it succeeds and when it is interrupted. No timing is asserted: the
 //! figures belong in the README, measured on a quiet machine with a release build.
-//! (`bench start` without load is in `tests/kernels.rs`.)
+//! (`bench start` without load is in `tests/kernels/`.)
 
 mod common;
 

@@ -266,6 +266,30 @@ fn every_module_of_the_crate_is_a_layer() {
     );
 }
 
+/// The most lines a file of `src/` or `tests/` may have: a file a newcomer reads whole.
+const MAX_LINES: usize = 520;
+
+#[test]
+fn no_file_is_longer_than_a_reader_reads_at_once() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    rust_files(&root.join("tests"), &mut files);
+    assert!(files.len() > 100, "found only {} files", files.len());
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let n = std::fs::read_to_string(f).unwrap().lines().count();
+            (n > MAX_LINES).then(|| format!("{} has {n} lines", f.display()))
+        })
+        .collect();
+    assert!(
+        long.is_empty(),
+        "split these (at most {MAX_LINES} lines):\n{}",
+        long.join("\n")
+    );
+}
+
 #[test]
 fn no_import_runs_up_a_layer() {
     let mut files = Vec::new();
