@@ -10,8 +10,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-mod running;
 mod placing_and_crashes;
+mod running;
 
 use std::process::Output;
 use std::time::Duration;

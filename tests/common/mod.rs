@@ -16,17 +16,24 @@ mod host_listener;
 mod kernel_cluster;
 pub mod observe;
 pub mod pki;
+mod registry;
 pub mod s3;
 pub mod supervisord;
 pub mod swarm;
 pub mod vast;
-mod registry;
 
+// Every test binary compiles the harness and uses part of it.
+#[allow(unused_imports)]
 pub use cluster::*;
+#[allow(unused_imports)]
 pub use docker::*;
+#[allow(unused_imports)]
 pub use etcd::*;
+#[allow(unused_imports)]
 pub use host_listener::*;
+#[allow(unused_imports)]
 pub use kernel_cluster::*;
+#[allow(unused_imports)]
 pub use registry::*;
 
 use std::io::{Read, Write};

@@ -7,8 +7,8 @@
 mod common;
 
 mod lifecycle;
-mod resources;
 mod limits;
+mod resources;
 
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};

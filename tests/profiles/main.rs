@@ -9,8 +9,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-mod networks_and_constants;
 mod image_progress_stop;
+mod networks_and_constants;
 
 use std::time::Duration;
 

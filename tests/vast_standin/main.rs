@@ -3,11 +3,13 @@
 //! stand-in for its API (each instance a real local Docker container); `common::s3` is a
 //! real S3-compatible server (moto). These tests pin down that the stand-in behaves like
 //! the documented API, so the Vast.ai runtime's tests can rely on it.
+
+#[path = "../common/mod.rs"]
 mod common;
 
-mod market;
-mod instances;
 mod faults;
+mod instances;
+mod market;
 
 use std::time::{Duration, Instant};
 

@@ -7,9 +7,9 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod placement_and_login;
 mod renting;
 mod service_answers;
-mod placement_and_login;
 
 use std::time::Duration;
 
