@@ -224,4 +224,34 @@ mod tests {
         assert_eq!(s.region, "us-east-1");
         assert!(!format!("{s:?}").contains("hunter2"));
     }
+
+    #[test]
+    fn the_store_and_the_log_shipping_read_one_s3_connection_alike() {
+        let tree: FlatTree = [
+            ("storage/s3/endpoint", " http://127.0.0.1:9000/ "),
+            ("storage/s3/region", ""),
+            ("storage/s3/access_key", "AK"),
+            ("storage/s3/secret_key", "hunter2"),
+            ("vast_api/logs/endpoint", "http://127.0.0.1:9000/"),
+            ("vast_api/logs/bucket", "logs"),
+            ("vast_api/logs/access_key", "AK"),
+            ("vast_api/logs/secret_key", "hunter2"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let store = s3(&tree).expect("store");
+        assert_eq!(store.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(store.region, "us-east-1");
+        let logs = crate::config::vast::VastSettings::from_tree(&tree)
+            .logs
+            .expect("log shipping");
+        assert_eq!(logs.s3, store);
+        assert_eq!(logs.bucket, "logs");
+        assert_eq!(logs.s3.scrub("refused hunter2"), "refused ***");
+        // Without a secret there is no store for resources and results.
+        let mut no_secret = tree.clone();
+        no_secret.insert("storage/s3/secret_key".into(), " ".into());
+        assert!(s3(&no_secret).is_none());
+    }
 }

@@ -437,20 +437,7 @@ impl Runtime for DockerRuntime {
         handle: &Handle,
         req: Exec,
     ) -> Result<ExecOutput, RuntimeError> {
-        let env = req
-            .env
-            .into_iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let wd = (!req.working_dir.is_empty()).then_some(req.working_dir);
-        let cmd = client::ExecCommand {
-            command: req.command,
-            env,
-            working_dir: wd,
-            user: Some(rec.spec.user.clone()),
-            tty: req.tty,
-            stdin: req.stdin,
-        };
+        let cmd = client::ExecCommand::new(req, &rec.spec.user);
         let (exec_id, output, input) = self.client.exec(&handle.instance, cmd).await?;
         let client = self.client.clone();
         let id = exec_id.clone();

@@ -38,8 +38,7 @@ pub fn given_image(
         ));
     }
     let image = image.trim();
-    crate::spec::image_reference(image)?;
-    Ok(crate::util::image::ImageRef::split(image).with_default_tag())
+    Ok(crate::spec::image_reference(image)?.with_default_tag())
 }
 
 /// The command of a profile kernel that gave `command` beside its profile.

@@ -1,13 +1,15 @@
 //! The Docker engine, through bollard: the few calls the Docker runtime needs, with errors
 //! turned into messages that name the container and the engine's own words.
 
+mod exec;
 mod networks;
+
+pub use exec::{ExecCommand, ExecStarted};
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::container::LogOutput;
-use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum};
 use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, KillContainerOptions, ListContainersOptions,
@@ -394,85 +396,22 @@ impl Docker {
             },
             ..Default::default()
         };
-        Box::pin(self.api.logs(id, Some(opts)).filter_map(|r| async move {
-            match r {
-                Ok(out) => chunk(out).map(Ok),
-                Err(e) => Some(Err(EngineError::from(e).into())),
-            }
-        }))
+        chunks(self.api.logs(id, Some(opts)))
     }
+}
 
-    /// Starts `cmd` in a running container (with a terminal and stdin when asked); returns
-    /// its exec id (for the exit code once the output ends, and resizing), its output and
-    /// its stdin.
-    pub async fn exec(&self, id: &str, cmd: ExecCommand) -> Result<ExecStarted, EngineError> {
-        let created = self
-            .api
-            .create_exec(
-                id,
-                CreateExecOptions {
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    attach_stdin: Some(cmd.stdin),
-                    tty: Some(cmd.tty),
-                    cmd: Some(cmd.command),
-                    env: Some(cmd.env),
-                    working_dir: cmd.working_dir,
-                    user: cmd.user,
-                    ..Default::default()
-                },
-            )
-            .await?;
-        let opts = bollard::exec::StartExecOptions {
-            tty: cmd.tty,
-            ..Default::default()
-        };
-        match self.api.start_exec(&created.id, Some(opts)).await? {
-            StartExecResults::Attached { output, input } => {
-                let s = output.filter_map(|r| async move {
-                    match r {
-                        Ok(out) => chunk(out).map(Ok),
-                        Err(e) => Some(Err(EngineError::from(e).into())),
-                    }
-                });
-                Ok((created.id, Box::pin(s), cmd.stdin.then_some(input)))
-            }
-            StartExecResults::Detached => {
-                Ok((created.id, Box::pin(futures::stream::empty()), None))
-            }
+/// An engine's output stream as chunks (stdin echoes dropped), errors as runtime errors.
+fn chunks<S>(output: S) -> ChunkStream
+where
+    S: Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send + 'static,
+{
+    Box::pin(output.filter_map(|r| async move {
+        match r {
+            Ok(out) => chunk(out).map(Ok),
+            Err(e) => Some(Err(EngineError::from(e).into())),
         }
-    }
-
-    /// Resizes the terminal of an exec started with a tty.
-    pub async fn resize_exec(&self, exec_id: &str, w: u16, h: u16) -> Result<(), EngineError> {
-        let opts = bollard::query_parameters::ResizeExecOptions {
-            w: i32::from(w),
-            h: i32::from(h),
-        };
-        Ok(self.api.resize_exec(exec_id, opts).await?)
-    }
-
-    pub async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, EngineError> {
-        Ok(self.api.inspect_exec(exec_id).await?.exit_code)
-    }
+    }))
 }
-
-/// What [`Docker::exec`] runs.
-pub struct ExecCommand {
-    pub command: Vec<String>,
-    pub env: Vec<String>,
-    pub working_dir: Option<String>,
-    pub user: Option<String>,
-    pub tty: bool,
-    pub stdin: bool,
-}
-
-/// An exec started: its id, its output, its stdin (when asked for).
-pub type ExecStarted = (
-    String,
-    ChunkStream,
-    Option<std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>>,
-);
 
 fn chunk(out: LogOutput) -> Option<Chunk> {
     match out {
